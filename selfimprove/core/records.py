@@ -1,0 +1,205 @@
+"""Typed, immutable records: Message, Policy, Sample, EvalSpec, Checkpoint, Candidate, Build.
+
+Messages mirror the OpenAI chat-completions shapes (content parts and tool calls included); `to_openai()`
+gives the dict the SDK takes. Every record is frozen; derive a changed copy with `model_copy(update=...)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfimprove.core.canonical import digest
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ContentPart(Record):
+    """One part of a multi-part message: text, image_url, input_audio or file (OpenAI shapes)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    type: str
+    text: str | None = None
+    image_url: dict[str, Any] | None = None
+
+
+class FunctionCall(Record):
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(Record):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(Record):
+    """A chat-completions message."""
+
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        """The message's text: the content, or its text parts joined."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text or "" for p in self.content if p.type == "text")
+
+    def to_openai(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class Policy(Record):
+    """The flat, complete parameters of one LLM call. `digest` identifies it."""
+
+    system_prompt: str
+    model: str
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
+    few_shot: tuple[Message, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        return digest(self.model_dump(mode="json"))
+
+    def params(self) -> dict[str, Any]:
+        """Invocation parameters for `chat.completions.create`, without the messages."""
+        out: dict[str, Any] = {"model": self.model}
+        for key in ("temperature", "top_p", "max_tokens", "response_format"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.tools:
+            out["tools"] = list(self.tools)
+        return out
+
+    def messages_for(self, history: list[Message] | tuple[Message, ...]) -> list[dict[str, Any]]:
+        """The full message list for a replay: this policy's system prompt and few-shots, then the history
+        without its original system messages."""
+        msgs = [{"role": "system", "content": self.system_prompt}]
+        msgs += [m.to_openai() for m in self.few_shot]
+        msgs += [m.to_openai() for m in history if m.role not in ("system", "developer")]
+        return msgs
+
+
+class EvalResult(Record):
+    """One eval's verdict on one sample; None fields mean the eval is missing for that sample."""
+
+    label: str | None = None
+    score: float | None = None
+    explanation: str | None = None
+    annotator_kind: str | None = None
+
+
+class Sample(Record):
+    """One production call: history before the output, the output, and each eval's verdict."""
+
+    sample_id: str
+    span_id: str
+    trace_id: str
+    step: int = 0
+    start_time: str | None = None
+    history: tuple[Message, ...]
+    output: Message | None = None
+    evals: dict[str, EvalResult] = Field(default_factory=dict)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    policy_digest: str | None = None
+    split: Literal["train", "test", "unsplit"] = "unsplit"
+
+
+class EvalSpec(Record):
+    """Everything needed to replay a judge offline."""
+
+    name: str
+    kind: Literal["llm", "code", "human"] = "llm"
+    template: str | list[dict[str, Any]] | None = None
+    choices: dict[str, float] | None = None
+    judge_model: str | None = None
+    provider: str | None = None
+    invocation_params: dict[str, Any] = Field(default_factory=dict)
+    direction: Literal["maximize", "minimize"] = "maximize"
+    include_explanation: bool = True
+
+    @property
+    def digest(self) -> str:
+        return digest(self.model_dump(mode="json"))
+
+
+class Checkpoint(Record):
+    """What update learns from: the current policy, the eval specs and the split of the samples."""
+
+    target: str
+    policy: Policy
+    evals: tuple[EvalSpec, ...]
+    primary_eval: str | None = None
+    train_ids: tuple[str, ...] = ()
+    test_ids: tuple[str, ...] = ()
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class Edit(Record):
+    """One change an update proposes, with the feedback it addresses."""
+
+    instruction: str
+    addresses: str = ""
+    kind: Literal["add", "replace", "remove", "param"] = "add"
+
+
+class GuardResult(Record):
+    name: str
+    passed: bool
+    reason: str = ""
+
+
+class Candidate(Record):
+    """A proposed policy with its lineage, rationale and guard results."""
+
+    id: str
+    policy: Policy
+    parent: str | None = None
+    edits: tuple[Edit, ...] = ()
+    rationale: str = ""
+    guards: tuple[GuardResult, ...] = ()
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def passed_guards(self) -> bool:
+        return all(g.passed for g in self.guards)
+
+
+class Build(Record):
+    """A promoted policy: the version, its digest, the parent build, the run that proved it, the evidence."""
+
+    target: str
+    version: int
+    policy: Policy
+    policy_digest: str
+    parent: str | None = None
+    run: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"v{self.version:04d}"
+
+    @property
+    def digest(self) -> str:
+        return digest(self.model_dump(mode="json"))
