@@ -1,1 +1,63 @@
-def main(): pass
+"""The `selfimprove` command: a thin Typer shell over the library (selfimprove.stages and selfimprove.store).
+
+Only typer is imported at start-up; every command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from selfimprove.cli import evaluate_cmd, promote_cmd, pull_cmd, store_cmds, update_cmd
+
+app = typer.Typer(
+    name="selfimprove",
+    help="Self-improving LLM calls: pull traces and judge feedback from Phoenix, learn a better prompt, prove it "
+    "on held-out data, promote it as a versioned build.\n\n"
+    "The loop: pull → snapshot → update → evaluate → promote (or `run` for all of it).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+app.command("pull")(pull_cmd.pull)
+app.command("snapshot")(pull_cmd.snapshot)
+app.command("update")(update_cmd.update)
+app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("promote")(promote_cmd.promote)
+app.command("init")(store_cmds.init)
+app.command("log")(store_cmds.log)
+app.command("verify")(store_cmds.verify)
+
+
+def _register_optional() -> None:
+    """Sub-apps whose modules may be absent in a partial install (kept light at import)."""
+    try:
+        from selfimprove.cli import sim as sim_cli
+    except ImportError:
+        return
+    app.add_typer(sim_cli.app, name="sim", help="The built-in simulator: an OpenAI-compatible simulated world "
+                  "for demos, tests and benchmarks (never a real model).")
+
+
+_register_optional()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from selfimprove import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Self-improving LLM calls."""
+
+
+def main() -> None:
+    app()

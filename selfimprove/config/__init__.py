@@ -1,1 +1,1 @@
-
+"""Target configuration: models and loading."""

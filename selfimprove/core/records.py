@@ -193,7 +193,9 @@ class Build(Record):
     policy: Policy
     policy_digest: str
     parent: str | None = None
+    parent_digest: str | None = None
     run: str | None = None
+    run_manifest_digest: str | None = None
     evidence: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -1,0 +1,40 @@
+"""`evaluate`: replay candidates on held-out data, re-judge, decide with statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from selfimprove.cli.common import ForceOpt, JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt
+from selfimprove.cli.output import handle_errors
+
+
+@handle_errors
+def evaluate(
+    candidates: Annotated[str, typer.Option(help="all, best, or a candidate id.")] = "all",
+    split: Annotated[str, typer.Option(help="Which samples to replay: test (held out) or train.")] = "test",
+    n: Annotated[Optional[int], typer.Option(help="At most this many samples.", min=1)] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Parallel LLM calls (default: config, 32).",
+                                                       min=1)] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="replay: re-run the current policy now (default); "
+                                                         "stored: reuse production scores (cheaper, drifts).")] = None,
+    focus: Annotated[str, typer.Option(help="all, or discriminative: spend the budget where policies differ.")] = "all",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending (for cron).")] = False,
+    run: RunOpt = None,
+    target: TargetOpt = None,
+    set_: SetOpt = None,
+    root: RootOpt = Path("."),
+    force: ForceOpt = False,
+    wait: WaitOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Score candidates against the current policy on held-out samples: results.parquet, report.json, report.html."""
+    from selfimprove.cli.render import render_result
+    from selfimprove.stages.evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(root=root, target=target, overrides=set_, run=run, candidates=candidates, split=split,
+                          n=n, concurrency=concurrency, baseline=baseline, focus=focus, yes=yes, force=force,
+                          wait=wait)
+    render_result("selfimprove.evaluate/1", result, json_output)

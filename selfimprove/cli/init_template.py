@@ -1,0 +1,59 @@
+"""The commented config that `selfimprove init` writes for a new target."""
+
+TEMPLATE = '''# selfimprove target config for "{target}".
+# Inherit shared settings with:  extends = "base.toml"   (resolved relative to this file)
+# Override any key on the command line:  --set evaluate.concurrency=8
+target = "{target}"
+
+[telemetry]
+source = "{source}"                 # phoenix | arize | file
+
+[telemetry.phoenix]
+endpoint = "{endpoint}"             # your Phoenix server
+project = "{project}"               # the Phoenix project holding this call's spans
+span_filter = "span_kind == 'LLM'"  # which spans are this call (a Phoenix span query condition)
+# api_key_env = "PHOENIX_API_KEY"   # name of the env var holding the key, only if auth is on
+
+[telemetry.file]
+path = ""                           # parquet or JSONL of OpenInference spans (source = "file")
+
+[evals]
+include = []                        # evals that count; empty = every eval found on the spans
+# primary = "correctness"           # the eval promotion must improve
+
+[llm.task]                          # replays candidates; never put a key here, only the variable's NAME
+api_key_env = "OPENAI_API_KEY"
+# base_url = "https://api.openai.com/v1"
+
+[llm.optimizer]                     # writes the prompt edits
+model = "gpt-4.1"
+api_key_env = "OPENAI_API_KEY"
+
+# [llm.judge]                       # override the captured judge model (recorded in the report)
+# model = "gpt-4.1"
+
+# [llm.prices.gpt-4o-mini]          # US dollars per million tokens, for cost accounting and the gate
+# input = 0.15
+# output = 0.60
+
+[split]
+test_size = 0.3                     # held-out share, split by trace
+seed = 0
+
+[update]
+trials = 3                          # minibatches per step, merged into one candidate
+max_calls = 400                     # LLM-call budget of one update
+constitution = []                   # lines every candidate must keep verbatim
+
+[evaluate]
+concurrency = 32
+max_calls = 2000
+alpha = 0.05                        # SPRT false-positive rate
+beta = 0.10                         # SPRT false-negative rate
+min_effect = 0.15                   # the smallest improvement worth detecting
+
+[gate]
+min_improvement = 0.02              # the primary eval must improve at least this much, significantly
+default_max_regression = 0.02       # allowed drop on any other eval
+# max_cost_per_call_usd = 0.01
+'''

@@ -1,0 +1,38 @@
+"""`promote`: the gate, and versioned prompt builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from selfimprove.cli.common import JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt
+from selfimprove.cli.output import handle_errors
+
+
+@handle_errors
+def promote(
+    candidate: Annotated[Optional[str], typer.Option(help="Candidate id (default: the report's best).")] = None,
+    min_improvement: Annotated[Optional[float], typer.Option(help="Required gain on the primary eval "
+                                                                  "(default: config gate.min_improvement).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the gate; write and move nothing.")] = False,
+    push_phoenix: Annotated[bool, typer.Option("--push-phoenix", help="Also create a Phoenix prompt version "
+                                                                      "and move its production tag.")] = False,
+    to: Annotated[Optional[str], typer.Option("--to", help="Roll the production ref back (or forward) to this "
+                                                           "build, e.g. v0002.")] = None,
+    run: RunOpt = None,
+    target: TargetOpt = None,
+    set_: SetOpt = None,
+    root: RootOpt = Path("."),
+    wait: WaitOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Promote a candidate that passes the gate to a new build and move the production ref (exit 3 if not)."""
+    from selfimprove.cli.render import render_result
+    from selfimprove.stages.promote import promote as run_promote
+
+    result = run_promote(root=root, target=target, overrides=set_, run=run, candidate=candidate,
+                         min_improvement=min_improvement, dry_run=dry_run, push_phoenix=push_phoenix, to=to,
+                         wait=wait)
+    render_result("selfimprove.promote/1", result, json_output)

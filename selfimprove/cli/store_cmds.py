@@ -1,0 +1,110 @@
+"""`init`, `log` and `verify`: commands over the workspace itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from selfimprove.cli.common import JsonOpt, RootOpt, SetOpt, TargetOpt, config_path
+from selfimprove.cli.output import emit, handle_errors
+
+
+@handle_errors
+def init(
+    name: Annotated[str, typer.Argument(help="Name of the new target (one LLM call site).")],
+    source: Annotated[str, typer.Option(help="Telemetry source: phoenix, arize or file.")] = "phoenix",
+    endpoint: Annotated[str, typer.Option(help="Phoenix base URL.")] = "http://127.0.0.1:6006",
+    project: Annotated[Optional[str], typer.Option(help="Phoenix project (default: the target name).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.")] = False,
+    root: RootOpt = Path("."),
+    json_output: JsonOpt = False,
+) -> None:
+    """Write a commented config for a new target to configs/NAME.toml."""
+    from selfimprove.cli.init_template import TEMPLATE
+    from selfimprove.config.load import load_config
+    from selfimprove.core.errors import UsageError
+    from selfimprove.store.atomic import write_text
+
+    if source not in ("phoenix", "arize", "file"):
+        raise UsageError(f"--source must be phoenix, arize or file, not {source!r}")
+    path = root / "configs" / f"{name}.toml"
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists", hint="pass --force to overwrite it")
+    write_text(path, TEMPLATE.format(target=name, source=source, endpoint=endpoint, project=project or name))
+    load_config(path)  # the template must always validate
+    emit("selfimprove.init/1", {"target": name, "config": str(path)}, json_mode=json_output,
+         render=lambda c: c.print(f"Wrote {path}. Edit it, then run `selfimprove pull --target {name}`."))
+
+
+@handle_errors
+def log(
+    target: TargetOpt = None,
+    root: RootOpt = Path("."),
+    json_output: JsonOpt = False,
+) -> None:
+    """Show the chain of runs and builds of a target, with their stages and scores."""
+    from selfimprove.stages.history import target_history
+
+    history = target_history(root, _target_name(root, target))
+    emit("selfimprove.log/1", history, json_mode=json_output, render=lambda c: _render_log(c, history))
+
+
+def _target_name(root: Path, target: str | None) -> str:
+    try:
+        return config_path(root, target).stem
+    except Exception:
+        if target:
+            return Path(target).stem
+        raise
+
+
+def _render_log(c, history: dict) -> None:
+    from rich.table import Table
+
+    builds = Table(title=f"Builds of {history['target']}")
+    for col in ("build", "parent", "run", "primary eval", "Δ", "95% CI", "production"):
+        builds.add_column(col)
+    for b in history["builds"]:
+        ci = b.get("ci")
+        builds.add_row(b["name"], b.get("parent") or "-", b.get("run") or "-", b.get("primary") or "-",
+                       f"{b['delta']:+.3f}" if b.get("delta") is not None else "-",
+                       f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-", "◀" if b["production"] else "")
+    runs = Table(title="Runs")
+    for col in ("run", "created", "stages", "parent build"):
+        runs.add_column(col)
+    for r in history["runs"]:
+        runs.add_row(r["run"], r.get("created_at") or "-", " → ".join(r["stages"]) or "-", r.get("parent_build") or "-")
+    c.print(builds)
+    c.print(runs)
+
+
+@handle_errors
+def verify(
+    run: Annotated[Optional[str], typer.Argument(help="Run id or folder. Default: every run and build of the "
+                                                      "target.")] = None,
+    target: TargetOpt = None,
+    root: RootOpt = Path("."),
+    json_output: JsonOpt = False,
+) -> None:
+    """Re-derive every digest of a run (or of all runs and builds of a target) and check the chain.
+
+    Exits 4 naming the first file that does not match.
+    """
+    from selfimprove.store.builds import verify_builds
+    from selfimprove.store.runs import Workspace
+    from selfimprove.store.verify import verify_run
+
+    ws = Workspace(root)
+    if run and (Path(run) / "manifest.json").is_file():
+        runs = [ws.open_run("", run)]
+        name = runs[0].target
+    else:
+        name = _target_name(root, target)
+        runs = [ws.open_run(name, run)] if run else ws.runs(name)
+    checked = [verify_run(r) for r in runs]
+    builds = [] if run else [b.name for b in verify_builds(ws.prompts_dir, name)]
+    result = {"target": name, "ok": True, "runs": checked, "builds": builds}
+    emit("selfimprove.verify/1", result, json_mode=json_output, render=lambda c: c.print(
+        f"OK: {len(checked)} run(s), {sum(r['files'] for r in checked)} artifact(s), {len(builds)} build(s) verified."))

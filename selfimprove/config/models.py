@@ -1,0 +1,141 @@
+"""The target config: pydantic models with the defaults a new user gets from `selfimprove init`.
+
+Keys hold the *name* of an environment variable, never a secret value: `api_key_env = "OPENAI_API_KEY"`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PhoenixSource(Section):
+    endpoint: str = "http://127.0.0.1:6006"
+    project: str = "default"
+    span_filter: str = "span_kind == 'LLM'"
+    api_key_env: str | None = None
+    page_size: int = Field(5000, gt=0)
+    timeout_s: float = Field(300.0, gt=0)
+
+
+class ArizeSource(Section):
+    space_id: str = ""
+    model_id: str = ""
+    api_key_env: str = "ARIZE_API_KEY"
+
+
+class FileSource(Section):
+    path: str = ""
+
+
+class Telemetry(Section):
+    source: Literal["phoenix", "arize", "file"] = "phoenix"
+    phoenix: PhoenixSource = PhoenixSource()
+    arize: ArizeSource = ArizeSource()
+    file: FileSource = FileSource()
+
+
+class Endpoint(Section):
+    """An OpenAI-compatible endpoint. `api_key_env` names the variable that holds the key."""
+
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    model: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_env_name(cls, v: str) -> str:
+        if v.startswith("sk-") or not v.replace("_", "").isalnum():
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never a key")
+        return v
+
+
+class Price(Section):
+    input: float = Field(0.0, ge=0, description="US dollars per million input tokens")
+    output: float = Field(0.0, ge=0, description="US dollars per million output tokens")
+
+
+class LLMs(Section):
+    task: Endpoint = Endpoint()
+    optimizer: Endpoint = Endpoint(model="gpt-4.1")
+    judge: Endpoint | None = None
+    prices: dict[str, Price] = Field(default_factory=dict)
+
+
+class Evals(Section):
+    include: list[str] = Field(default_factory=list, description="evals that count; empty = all found")
+    primary: str | None = None
+
+
+class Split(Section):
+    test_size: float = Field(0.3, gt=0, lt=1)
+    seed: int = 0
+    max_samples: int | None = Field(None, gt=0)
+    diverse: bool = False
+
+
+class Update(Section):
+    optimizer: Literal["builtin", "gepa"] = "builtin"
+    trials: int = Field(3, ge=1)
+    minibatch: int = Field(8, ge=1)
+    rounds: int = Field(2, ge=1)
+    population: int = Field(4, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    max_calls: int = Field(400, ge=1)
+    max_growth: float = Field(2.0, gt=1, description="candidate length cap relative to its parent")
+    constitution: list[str] = Field(default_factory=list, description="lines every candidate must keep")
+    allowed_models: list[str] = Field(default_factory=list)
+    tune_temperature: bool = False
+    allow_output_contract_change: bool = False
+
+
+class Evaluate(Section):
+    concurrency: int = Field(32, ge=1)
+    max_calls: int = Field(2000, ge=1)
+    max_usd: float | None = Field(None, ge=0)
+    baseline: Literal["replay", "stored"] = "replay"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    beta: float = Field(0.10, gt=0, lt=1)
+    min_effect: float = Field(0.15, gt=0, le=1)
+    bootstrap_resamples: int = Field(2000, ge=100)
+
+
+class Gate(Section):
+    min_improvement: float = Field(0.02, ge=0)
+    max_regression: dict[str, float] = Field(default_factory=dict, description="per eval; default below")
+    default_max_regression: float = Field(0.02, ge=0)
+    max_cost_per_call_usd: float | None = Field(None, ge=0)
+
+
+class TargetConfig(Section):
+    """One LLM call site: where its spans are, which evals count, how to improve, evaluate and gate it."""
+
+    target: str
+    extends: str | None = None
+    telemetry: Telemetry = Telemetry()
+    evals: Evals = Evals()
+    llm: LLMs = LLMs()
+    split: Split = Split()
+    update: Update = Update()
+    evaluate: Evaluate = Evaluate()
+    gate: Gate = Gate()
+
+    @field_validator("target")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v) or v.startswith("."):
+            raise ValueError("must be a name of letters, digits, '-', '_' or '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _primary_is_included(self) -> "TargetConfig":
+        if self.evals.primary and self.evals.include and self.evals.primary not in self.evals.include:
+            raise ValueError(f"evals.primary {self.evals.primary!r} is not in evals.include")
+        return self

@@ -1,0 +1,46 @@
+"""Artifact references `{path, digest, rows}`: how every stage record names its inputs and outputs.
+
+Parquet files are hashed by content (store/tables.py); JSON files by their parsed canonical form, so
+re-indenting a file does not change its digest but changing a value does; anything else by its bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from selfimprove.core.canonical import digest
+from selfimprove.core.errors import IntegrityError
+
+
+def file_digest(path: str | Path) -> tuple[str, int | None]:
+    """(digest, rows) of one artifact; rows is None for anything that is not a table."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        from selfimprove.store.tables import table_digest
+
+        try:
+            return table_digest(path)
+        except Exception as exc:  # a truncated or corrupted parquet file is an integrity failure
+            raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path)) from exc
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        try:
+            return digest(json.loads(data)), None
+        except ValueError as exc:
+            raise IntegrityError(f"cannot parse JSON {path}: {exc}", path=str(path)) from exc
+    return digest(data), None
+
+
+def artifact_ref(root: Path, relpath: str) -> dict[str, Any]:
+    """`{path, digest, rows}` for `root/relpath` (rows omitted for non-tables)."""
+    d, rows = file_digest(root / relpath)
+    ref: dict[str, Any] = {"path": relpath, "digest": d}
+    if rows is not None:
+        ref["rows"] = rows
+    return ref
+
+
+def sorted_refs(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(refs, key=lambda r: r["path"])

@@ -1,0 +1,88 @@
+"""Builds: `prompts/<target>/vNNNN.json`, each naming its parent build, and the `production` ref.
+
+A build file is written once and never rewritten; promotion and rollback only move the ref. Each move of the
+ref is appended to `refs.jsonl` so the history of what was in production stays readable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from selfimprove.core.canonical import digest
+from selfimprove.core.errors import IntegrityError, UsageError
+from selfimprove.core.records import Build
+from selfimprove.store import atomic
+
+BUILD_SCHEMA = "selfimprove.build/1"
+
+
+def build_dir(prompts_dir: Path, target: str) -> Path:
+    return prompts_dir / target
+
+
+def list_builds(prompts_dir: Path, target: str) -> list[Build]:
+    bdir = build_dir(prompts_dir, target)
+    if not bdir.is_dir():
+        return []
+    return [read_build(p) for p in sorted(bdir.glob("v[0-9][0-9][0-9][0-9].json"))]
+
+
+def read_build(path: Path) -> Build:
+    data = json.loads(path.read_text())
+    recorded = data.pop("digest", None)
+    data.pop("schema", None)
+    build = Build.model_validate(data)
+    if recorded != build.digest:
+        raise IntegrityError(f"build {path} does not match its digest", path=str(path))
+    return build
+
+
+def write_build(prompts_dir: Path, build: Build) -> Path:
+    """Write a new build file; refuses to overwrite an existing version."""
+    path = build_dir(prompts_dir, build.target) / f"{build.name}.json"
+    if path.exists():
+        raise UsageError(f"build {path} already exists; builds are never rewritten")
+    atomic.write_json(path, {"schema": BUILD_SCHEMA, **build.model_dump(mode="json"), "digest": build.digest})
+    return path
+
+
+def production(prompts_dir: Path, target: str, ref: str = "production") -> Build | None:
+    """The build the ref points at, or None before the first promotion."""
+    ref_path = build_dir(prompts_dir, target) / f"{ref}.ref.json"
+    if not ref_path.is_file():
+        return None
+    name = json.loads(ref_path.read_text())["build"]
+    return read_build(build_dir(prompts_dir, target) / f"{name}.json")
+
+
+def move_ref(prompts_dir: Path, build: Build, ref: str = "production", reason: str = "") -> Path:
+    bdir = build_dir(prompts_dir, build.target)
+    ref_path = atomic.write_json(bdir / f"{ref}.ref.json", {"build": build.name, "digest": build.digest})
+    entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "ref": ref,
+             "build": build.name, "digest": build.digest, "reason": reason}
+    with open(bdir / "refs.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+    return ref_path
+
+
+def verify_builds(prompts_dir: Path, target: str) -> list[Build]:
+    """Each build matches its digest and names an existing parent with the recorded digest."""
+    builds = list_builds(prompts_dir, target)
+    by_name = {b.name: b for b in builds}
+    for b in builds:
+        if b.parent is None:
+            continue
+        parent = by_name.get(b.parent)
+        path = str(build_dir(prompts_dir, target) / f"{b.name}.json")
+        if parent is None:
+            raise IntegrityError(f"build {b.name} names a missing parent {b.parent}", path=path)
+        if parent.digest != b.parent_digest:
+            raise IntegrityError(f"build {b.name}: parent {b.parent} does not match the recorded digest", path=path)
+    return builds
+
+
+def policy_digest_of(build: Build) -> str:
+    return digest(build.policy.model_dump(mode="json"))

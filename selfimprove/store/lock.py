@@ -1,0 +1,35 @@
+"""One lock per target: a second run of the same target fails fast with a clear message, or waits."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from selfimprove.core.errors import LockHeld
+
+
+@contextmanager
+def target_lock(target_dir: Path, *, wait: bool = False, timeout: float | None = None) -> Iterator[Path]:
+    """Hold `<target_dir>/.lock` for the duration. Without `wait`, fail at once if another process holds it."""
+    from filelock import FileLock, Timeout
+
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / ".lock"
+    holder = target_dir / ".lock.holder"
+    lock = FileLock(str(path), timeout=(timeout if timeout is not None else -1) if wait else 0)
+    try:
+        lock.acquire()
+    except Timeout:
+        who = holder.read_text().strip() if holder.exists() else "another process"
+        raise LockHeld(
+            f"target '{target_dir.name}' is locked by {who} ({path})",
+            hint="wait for that run to finish, or pass --wait to queue behind it",
+        ) from None
+    try:
+        holder.write_text(f"pid {os.getpid()}")
+        yield path
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
