@@ -1,0 +1,95 @@
+"""The samples table, `dataset.parquet`: one row per Sample, the contract between snapshot, update and evaluate.
+
+Columns: sample_id, span_id, trace_id, step, start_time, split, history (JSON list of messages), output (JSON
+message or null), policy_digest, prompt_tokens, completion_tokens, latency_ms, and for each eval E:
+`eval.E.label`, `eval.E.score`, `eval.E.explanation`, `eval.E.annotator_kind`. Rows are sorted by sample_id so
+the table digest is stable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from selfimprove.core.records import EvalResult, Message, Sample
+
+BASE_COLUMNS = ["sample_id", "span_id", "trace_id", "step", "start_time", "split", "history", "output",
+                "policy_digest", "prompt_tokens", "completion_tokens", "latency_ms"]
+EVAL_FIELDS = ("label", "score", "explanation", "annotator_kind")
+
+
+def eval_names(columns: Iterable[str]) -> list[str]:
+    """Eval names present in a samples table, in column order."""
+    names: list[str] = []
+    for col in columns:
+        if col.startswith("eval.") and col.endswith(".score"):
+            names.append(col[len("eval."):-len(".score")])
+    return names
+
+
+def samples_to_frame(samples: list[Sample], evals: list[str] | None = None) -> Any:
+    import pandas as pd
+
+    evals = evals if evals is not None else sorted({name for s in samples for name in s.evals})
+    rows = []
+    for s in sorted(samples, key=lambda s: s.sample_id):
+        row: dict[str, Any] = {
+            "sample_id": s.sample_id, "span_id": s.span_id, "trace_id": s.trace_id, "step": s.step,
+            "start_time": s.start_time, "split": s.split,
+            "history": json.dumps([m.to_openai() for m in s.history], ensure_ascii=False, sort_keys=True),
+            "output": json.dumps(s.output.to_openai(), ensure_ascii=False, sort_keys=True) if s.output else None,
+            "policy_digest": s.policy_digest, "prompt_tokens": s.prompt_tokens,
+            "completion_tokens": s.completion_tokens, "latency_ms": s.latency_ms,
+        }
+        for name in evals:
+            result = s.evals.get(name) or EvalResult()
+            for f in EVAL_FIELDS:
+                row[f"eval.{name}.{f}"] = getattr(result, f)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=BASE_COLUMNS + [f"eval.{n}.{f}" for n in evals for f in EVAL_FIELDS])
+    for name in evals:
+        frame[f"eval.{name}.score"] = frame[f"eval.{name}.score"].astype("float64")
+    return frame
+
+
+def frame_to_samples(frame: Any) -> list[Sample]:
+    import pandas as pd
+
+    evals = eval_names(frame.columns)
+
+    def val(v: Any) -> Any:
+        return None if v is None or (not isinstance(v, (str, list, dict)) and pd.isna(v)) else v
+
+    samples = []
+    for row in frame.to_dict(orient="records"):
+        results = {}
+        for name in evals:
+            fields = {f: val(row.get(f"eval.{name}.{f}")) for f in EVAL_FIELDS}
+            if any(v is not None for v in fields.values()):
+                results[name] = EvalResult(**fields)
+        samples.append(Sample(
+            sample_id=row["sample_id"], span_id=row["span_id"], trace_id=row["trace_id"],
+            step=int(val(row.get("step")) or 0), start_time=val(row.get("start_time")),
+            split=row.get("split") or "unsplit",
+            history=tuple(Message.model_validate(m) for m in json.loads(row["history"])),
+            output=Message.model_validate(json.loads(row["output"])) if val(row.get("output")) else None,
+            evals=results, policy_digest=val(row.get("policy_digest")),
+            prompt_tokens=_int(val(row.get("prompt_tokens"))), completion_tokens=_int(val(row.get("completion_tokens"))),
+            latency_ms=val(row.get("latency_ms")),
+        ))
+    return samples
+
+
+def _int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def read_samples(path: str | Path, split: str | None = None) -> list[Sample]:
+    """Samples from a dataset.parquet, optionally only one split ("train" or "test")."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    if split is not None:
+        frame = frame[frame["split"] == split]
+    return frame_to_samples(frame)
