@@ -9,17 +9,20 @@ PHOENIX_VERSION ?= arize-phoenix>=12,<30
 
 setup: $(VENV)/.installed $(PXVENV)/.installed
 
+# pip's output goes to a log beside the venv; on failure the log's tail is shown.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+	@echo "Setting up $(VENV) (the selfimprove package and dev tools)..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --upgrade pip > $(VENV)/install.log 2>&1 || (tail -30 $(VENV)/install.log; exit 1)
+	@$(BIN)/pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 || (tail -30 $(VENV)/install.log; exit 1)
+	@touch $@
 
 $(PXVENV)/.installed:
-	$(PYTHON) -m venv $(PXVENV)
-	$(PXVENV)/bin/pip install -q --upgrade pip
-	$(PXVENV)/bin/pip install -q '$(PHOENIX_VERSION)'
-	touch $@
+	@echo "Setting up $(PXVENV) (the Phoenix server, run as a subprocess)..."
+	@$(PYTHON) -m venv $(PXVENV)
+	@$(PXVENV)/bin/pip install --upgrade pip > $(PXVENV)/install.log 2>&1 || (tail -30 $(PXVENV)/install.log; exit 1)
+	@$(PXVENV)/bin/pip install '$(PHOENIX_VERSION)' >> $(PXVENV)/install.log 2>&1 || (tail -30 $(PXVENV)/install.log; exit 1)
+	@touch $@
 
 demo: setup
 	SELFIMPROVE_PHOENIX_PYTHON=$(CURDIR)/$(PXVENV)/bin/python $(BIN)/selfimprove demo
