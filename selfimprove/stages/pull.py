@@ -1,0 +1,236 @@
+"""`pull`: a target's spans and eval annotations from its telemetry source into a new run.
+
+Writes `raw/spans.parquet` (rows by start_time, span_id) and `raw/annotations.parquet` (rows by span_id, name,
+identifier, updated_at) with a stage record whose params hold the resolved window and the source. The window is
+[since, until) on span start time, in UTC: a naive `--since` is read as UTC and the result says so; `until`
+defaults to now, resolved to a concrete instant. Without `--since` a pull starts at the target's cursor (where
+the last pull ended, minus an overlap deduplicated by span id). Nothing to pull is an error (exit 2) and leaves
+no run behind. Pull always fetches: the server's state is not an input digest, so a pull stage is never reused.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from selfimprove.core.errors import UsageError
+from selfimprove.core.when import iso, parse_when
+from selfimprove.stages.cursor import advance_cursor, read_cursor, source_key
+from selfimprove.telemetry.base import Progress
+
+SOURCES = ("phoenix", "arize", "file")
+
+
+class PullResult(BaseModel):
+    """What a pull fetched and where it wrote it."""
+
+    target: str
+    run: str
+    run_path: str
+    source: dict[str, Any]
+    since: str | None
+    until: str
+    since_from: str = Field(description="'flag', 'cursor' or 'none' (the beginning of time)")
+    spans: int
+    annotations: int
+    annotation_names: dict[str, int] = Field(default_factory=dict)
+    first_start_time: str | None = None
+    last_start_time: str | None = None
+    skipped: dict[str, int] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    parent_build: str | None = None
+    seconds: float = 0.0
+
+    def render(self, console: Any) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"pull · {self.target} · run {self.run}", show_header=False, box=None)
+        src = self.source.get("project") or self.source.get("path") or self.source.get("model_id") or ""
+        table.add_row("source", f"{self.source.get('name')} {src}".strip())
+        table.add_row("window", f"[{self.since or 'beginning'}, {self.until})  (from {self.since_from})")
+        table.add_row("spans", f"{self.spans}  ({self.first_start_time} … {self.last_start_time})")
+        names = ", ".join(f"{k} {v}" for k, v in sorted(self.annotation_names.items()))
+        table.add_row("annotations", f"{self.annotations}" + (f"  ({names})" if names else ""))
+        if self.skipped:
+            table.add_row("skipped", ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())))
+        table.add_row("written", f"{self.run_path}/raw/")
+        console.print(table)
+        for note in self.notes:
+            console.print(f"note: {note}", markup=False)
+
+
+def describe_source(source: Any) -> dict[str, Any]:
+    """The identity of a source for the stage record and the cursor: never a secret, only names."""
+    out: dict[str, Any] = {"name": getattr(source, "name", type(source).__name__)}
+    for attr in ("endpoint", "project", "span_filter", "space_id", "model_id", "api_key_env"):
+        value = getattr(source, attr, None)
+        if value:
+            out[attr] = value
+    path = getattr(source, "path", None)
+    if path:
+        out["path"] = str(Path(path).resolve())
+    return out
+
+
+def open_source(cfg: Any, name: str | None = None) -> Any:
+    """The configured telemetry source (`name` overrides `telemetry.source`)."""
+    name = name or cfg.telemetry.source
+    if name not in SOURCES:
+        raise UsageError(f"unknown source {name!r}", hint=f"use one of {', '.join(SOURCES)}")
+    if name == "phoenix":
+        from selfimprove.telemetry.phoenix import PhoenixSource
+
+        px = cfg.telemetry.phoenix
+        return PhoenixSource(px.endpoint, px.project, api_key_env=px.api_key_env, page_size=px.page_size,
+                             timeout=px.timeout_s, span_filter=px.span_filter or None)
+    if name == "arize":
+        from selfimprove.telemetry.arize import ArizeSource
+
+        az = cfg.telemetry.arize
+        if not az.space_id or not az.model_id:
+            raise UsageError("the Arize source needs telemetry.arize.space_id and model_id",
+                             hint="set them in the config or with --set telemetry.arize.space_id=…")
+        return ArizeSource(az.space_id, az.model_id, az.api_key_env)
+    from selfimprove.telemetry.files import FileSource
+
+    if not cfg.telemetry.file.path:
+        raise UsageError("the file source needs telemetry.file.path",
+                         hint="--set telemetry.file.path=spans.parquet (or .jsonl)")
+    return FileSource(cfg.telemetry.file.path)
+
+
+class Puller:
+    """The library twin of `selfimprove pull`: `Puller(root, target).pull(since=..., until=..., limit=...)`.
+
+    `source` is a source name ("phoenix", "arize", "file") or any `TelemetrySource` object; `on_progress`
+    receives `Progress(kind, done, total, requests)` as spans and annotations arrive; `config` skips loading
+    the config file (a `TargetConfig`)."""
+
+    def __init__(self, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None, *,
+                 source: Any = None, on_progress: Callable[[Progress], None] | None = None, wait: bool = False,
+                 config: Any = None, clock: Callable[[], datetime] | None = None):
+        from selfimprove.store.runs import Workspace
+
+        if config is None:
+            from selfimprove.cli.common import load_target
+
+            config = load_target(Path(root), target, overrides)
+        self.cfg = config
+        self.workspace = Workspace(root)
+        self.source = source if source is not None and not isinstance(source, str) else open_source(config, source)
+        self.on_progress = on_progress
+        self.wait = wait
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def pull(self, since: str | datetime | None = None, until: str | datetime | None = None,
+             limit: int | None = None) -> PullResult:
+        with self.workspace.lock(self.cfg.target, wait=self.wait):
+            return self._pull(since, until, limit)
+
+    def _pull(self, since: Any, until: Any, limit: int | None) -> PullResult:
+        started = time.monotonic()
+        now = self.clock().astimezone(UTC)
+        notes: list[str] = []
+        desc = describe_source(self.source)
+        key = source_key(desc)
+        tdir = self.workspace.target_dir(self.cfg.target)
+        cursor = read_cursor(tdir, key)
+        end = parse_when(until, now, "--until") if until is not None else None
+        until_at = end.at if end else now
+        if end is not None and end.naive:
+            notes.append(f"--until {until} has no timezone: read as UTC ({iso(until_at)})")
+        exclude: set[str] = set()
+        if since is not None:
+            start = parse_when(since, now, "--since")
+            since_at, since_from = start.at, "flag"
+            if start.naive:
+                notes.append(f"--since {since} has no timezone: read as UTC ({iso(since_at)})")
+        elif cursor is not None:
+            since_at, since_from = cursor.resume_at, "cursor"
+            exclude = cursor.recent_span_ids
+            notes.append(f"resuming from the cursor of run {cursor.run}: spans since {iso(since_at)} "
+                         f"({cursor.overlap_s:g} s overlap, already-pulled spans skipped)")
+        else:
+            since_at, since_from = None, "none"
+        if since_at is not None and since_at >= until_at:
+            raise UsageError(f"empty time window: since {iso(since_at)} is not before until {iso(until_at)}")
+
+        fetched = self.source.fetch_spans(since_at, until_at, limit=limit, on_progress=self.on_progress)
+        notes += list(getattr(self.source, "notes", []))
+        skipped: dict[str, int] = {}
+        spans = fetched
+        if exclude:
+            keep = ~fetched["span_id"].isin(exclude)
+            if (~keep).any():
+                skipped["already_pulled"] = int((~keep).sum())
+            spans = fetched[keep].reset_index(drop=True)
+        if len(spans) == 0:
+            raise self._nothing_to_pull(desc, since_at, since_from, cursor, notes)
+        if limit is not None and len(fetched) >= limit:
+            notes.append(f"--limit {limit} reached: only the newest {limit} spans of the window were fetched")
+
+        annotations = self.source.fetch_annotations(spans["span_id"].tolist(), on_progress=self.on_progress)
+        notes += [n for n in getattr(self.source, "notes", []) if n not in notes]
+        annotations = annotations.sort_values(["span_id", "name", "identifier", "updated_at"], kind="stable",
+                                              na_position="first").reset_index(drop=True)
+        spans = spans.sort_values(["start_time", "span_id"], kind="stable",
+                                  na_position="first").reset_index(drop=True)
+        run = self._write_run(desc, since_at, until_at, limit, cursor if since_from == "cursor" else None,
+                              spans, annotations)
+        advance_cursor(tdir, key, cursor, fetched["start_time"], fetched["span_id"], run.run_id, desc)
+        times = spans["start_time"].dropna()
+        prod = run.manifest().get("parent_build") or {}
+        return PullResult(
+            target=self.cfg.target, run=run.run_id, run_path=str(run.path), source=desc, since=iso(since_at),
+            until=iso(until_at), since_from=since_from, spans=len(spans), annotations=len(annotations),
+            annotation_names={str(k): int(v) for k, v in annotations["name"].value_counts().sort_index().items()},
+            first_start_time=iso(times.min().to_pydatetime()) if len(times) else None,
+            last_start_time=iso(times.max().to_pydatetime()) if len(times) else None,
+            skipped=skipped, notes=notes, parent_build=prod.get("name"),
+            seconds=round(time.monotonic() - started, 3))
+
+    def _write_run(self, desc: dict[str, Any], since_at: datetime | None, until_at: datetime, limit: int | None,
+                   cursor: Any, spans: Any, annotations: Any) -> Any:
+        from selfimprove.store.builds import production
+
+        prod = production(self.workspace.prompts_dir, self.cfg.target)
+        parent = {"name": prod.name, "digest": prod.digest} if prod else None
+        run = self.workspace.new_run(self.cfg.target, parent_build=parent)
+        params = {"source": desc, "since": iso(since_at), "until": iso(until_at), "limit": limit,
+                  "after_run": cursor.run if cursor else None}
+        try:
+            with run.stage("pull", params=params, force=True) as st:
+                st.write_table("raw/spans.parquet", spans)
+                st.write_table("raw/annotations.parquet", annotations)
+        except BaseException:
+            shutil.rmtree(run.path, ignore_errors=True)  # no half-written runs
+            raise
+        return run
+
+    def _nothing_to_pull(self, desc: dict[str, Any], since_at: datetime | None, since_from: str, cursor: Any,
+                         notes: list[str]) -> UsageError:
+        where = f"project '{desc['project']}'" if desc.get("project") else (
+            f"file {desc['path']}" if desc.get("path") else f"source {desc['name']}")
+        when = f" since {iso(since_at)}" if since_at else ""
+        detail = "; ".join(n for n in notes if not n.startswith("resuming")) or None
+        if since_from == "cursor":
+            return UsageError(f"no new spans for {where}{when} (the last pull, run {cursor.run}, has the rest)",
+                              hint="wait for new traffic, or pass --since to pull an earlier window again")
+        hint = "check telemetry.phoenix.project and span_filter (--set telemetry.phoenix.project=NAME) or widen " \
+               "--since" if desc["name"] == "phoenix" else "check the source settings or widen --since"
+        return UsageError(f"no spans for {where}{when}" + (f" ({detail})" if detail else ""), hint=hint)
+
+
+def pull(root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
+         since: str | datetime | None = None, until: str | datetime | None = None, limit: int | None = None,
+         source: Any = None, wait: bool = False, on_progress: Callable[[Progress], None] | None = None
+         ) -> PullResult:
+    """Pull the target's spans and annotations into a new run; see the module docstring."""
+    return Puller(root, target, overrides, source=source, on_progress=on_progress, wait=wait).pull(
+        since=since, until=until, limit=limit)
