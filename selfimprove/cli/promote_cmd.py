@@ -28,11 +28,23 @@ def promote(
     wait: WaitOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Promote a candidate that passes the gate to a new build and move the production ref (exit 3 if not)."""
+    """Promote a candidate that passes the gate to a new build and move the production ref (exit 3 if not).
+
+    The gate: the primary eval gains at least --min-improvement with significance (95% CI above 0 or SPRT
+    accepted); no eval drops beyond its tolerance with a CI excluding 0; cost per call within the ceiling; the
+    guards passed. The first promotion of a target also records the baseline as v0001.
+    """
     from selfimprove.cli.render import render_result
+    from selfimprove.core.errors import GateFailed
     from selfimprove.stages.promote import promote as run_promote
 
-    result = run_promote(root=root, target=target, overrides=set_, run=run, candidate=candidate,
-                         min_improvement=min_improvement, dry_run=dry_run, push_phoenix=push_phoenix, to=to,
-                         wait=wait)
+    try:
+        result = run_promote(root=root, target=target, overrides=set_, run=run, candidate=candidate,
+                             min_improvement=min_improvement, dry_run=dry_run, push_phoenix=push_phoenix, to=to,
+                             wait=wait)
+    except GateFailed as exc:
+        refused = getattr(exc, "result", None)
+        if refused is not None:  # the decision, for people and for scripts, before the exit-3 error
+            render_result("selfimprove.promote/1", refused, json_output)
+        raise
     render_result("selfimprove.promote/1", result, json_output)

@@ -1,0 +1,82 @@
+"""The runtime twin of promotion: an app loads the production build's chat-completion arguments at start-up.
+
+    import openai, selfimprove
+    args = selfimprove.load_policy("support")               # {"model", "messages": [system…], "temperature", …}
+    reply = openai.OpenAI().chat.completions.create(**{**args, "messages": args["messages"] + history})
+
+So a promotion (or a rollback) reaches the app without a code change. `source="local"` reads
+`<root>/prompts/<target>/production.ref.json` and the build it names (digest-checked); `source="phoenix"` reads
+the Phoenix prompt version tagged `production` (pushed with `promote --push-phoenix`). Light: importing this
+module loads no heavy library; the Phoenix client is imported only for source="phoenix".
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from selfimprove.core.errors import UsageError
+
+
+def fill_variables(text: str, variables: dict[str, str] | None) -> str:
+    """Replace `{{ name }}` and `{name}` for the given names only; other braces are left alone."""
+    for name, value in (variables or {}).items():
+        pattern = r"\{\{\s*" + re.escape(name) + r"\s*\}\}|\{" + re.escape(name) + r"\}"
+        text = re.sub(pattern, lambda _m: str(value), text)
+    return text
+
+
+def load_build(target: str, *, root: str | Path = ".", ref: str = "production"):
+    """The Build the ref points at (IntegrityError if the file does not match its digest)."""
+    from selfimprove.store.builds import production
+    from selfimprove.store.runs import Workspace
+
+    build = production(Workspace(root).prompts_dir, target, ref)
+    if build is None:
+        raise UsageError(f"target '{target}' has no '{ref}' build in {Path(root) / 'prompts' / target}",
+                         hint="promote a candidate first (`selfimprove promote`)")
+    return build
+
+
+def load_policy(target: str, *, root: str | Path = ".", source: Literal["local", "phoenix"] = "local",
+                ref: str = "production", variables: dict[str, str] | None = None,
+                endpoint: str | None = None, prompt: str | None = None,
+                api_key_env: str | None = None) -> dict[str, Any]:
+    """The production build's chat-completion arguments: `{"model", "messages": [system, *few-shot], ...}`.
+
+    `variables` fills template variables of the system prompt. For `source="phoenix"`, `endpoint` (default: the
+    target's config `telemetry.phoenix.endpoint`, else http://127.0.0.1:6006), `prompt` (default: the target's
+    name made identifier-safe) and `api_key_env` (the *name* of the variable holding the key) say where to look.
+    Returns a fresh dict each call.
+    """
+    if source == "local":
+        from selfimprove.store.phoenix_prompts import openai_arguments
+
+        args = openai_arguments(load_build(target, root=root, ref=ref).policy)
+    elif source == "phoenix":
+        from selfimprove.store.phoenix_prompts import client, fetch_tagged, prompt_name
+
+        endpoint, api_key_env = _phoenix_settings(target, root, endpoint, api_key_env)
+        args = fetch_tagged(client(endpoint, api_key_env), prompt or prompt_name(target), tag=ref)
+    else:
+        raise UsageError(f"source must be 'local' or 'phoenix', not {source!r}")
+    if variables:
+        args["messages"] = [dict(m, content=fill_variables(m["content"], variables))
+                            if m.get("role") in ("system", "developer") and isinstance(m.get("content"), str) else m
+                            for m in args["messages"]]
+    return args
+
+
+def _phoenix_settings(target: str, root: str | Path, endpoint: str | None,
+                      api_key_env: str | None) -> tuple[str, str | None]:
+    if endpoint is not None:
+        return endpoint, api_key_env
+    for ext in (".toml", ".json"):
+        path = Path(root) / "configs" / f"{target}{ext}"
+        if path.is_file():
+            from selfimprove.config.load import load_config
+
+            px = load_config(path).telemetry.phoenix
+            return px.endpoint, api_key_env or px.api_key_env
+    return "http://127.0.0.1:6006", api_key_env

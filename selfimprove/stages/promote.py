@@ -1,0 +1,227 @@
+"""`promote`: gate a candidate on its evaluate evidence; a pass becomes a new build and moves `production`.
+
+Contract:
+- Reads the run's `report.json`, `checkpoint.json` and `candidates/<id>.json`, after `verify_run` (evidence that
+  does not match its digests is never promoted: IntegrityError, exit 4).
+- A refusal raises `GateFailed` with every reason (exit 3) and writes and moves nothing; `--dry-run` decides the
+  same way but never writes.
+- A pass writes `prompts/<target>/vNNNN.json` (policy, digest, parent build and its digest, the run, the run's
+  manifest digest at promotion time, the evidence) and moves the `production` ref, then records a `promote`
+  stage in the run (`promotion.json`: the decision, the builds written, the Phoenix version if pushed).
+- The chain always holds the policy the evidence was measured against: the candidate's parent is the build whose
+  policy is the run's baseline (the checkpoint's current policy). When no build has that policy — the first
+  promotion of a target, or production drifted from the chain — that baseline is first recorded as a build of
+  its own (`evidence.kind = "baseline"`), so the first promotion writes v0001 (baseline) and v0002 (candidate).
+- Idempotent: promoting the same run again reuses its record; after a crash between the build and the record,
+  the build of this run with the same policy is found and reused, never duplicated.
+- `to=vNNNN` moves the ref to an existing build (rollback or roll-forward); no build is rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from selfimprove.core.canonical import digest
+from selfimprove.core.errors import GateFailed, IntegrityError, UsageError
+from selfimprove.core.gate import GateDecision, decide, primary_evidence, settings_from_config
+from selfimprove.core.records import Build, Policy
+from selfimprove.store import builds as store
+
+PROMOTION_SCHEMA = "selfimprove.promotion/1"
+
+
+class PromoteResult(BaseModel):
+    target: str
+    action: str  # "promoted" | "dry-run" | "rollback" | "already promoted" | "refused" (on GateFailed.result)
+    run: str | None = None
+    candidate: str | None = None
+    decision: GateDecision | None = None
+    builds_written: list[str] = []
+    build: str | None = None
+    build_digest: str | None = None
+    previous: str | None = None
+    production: str | None = None
+    primary: dict[str, Any] | None = None
+    phoenix: dict[str, Any] | None = None
+
+    def render(self, console) -> None:
+        from selfimprove.stages.views import render_promotion
+
+        render_promotion(console, self)
+
+
+def promote(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
+            run: str | None = None, candidate: str | None = None, min_improvement: float | None = None,
+            dry_run: bool = False, push_phoenix: bool = False, to: str | None = None,
+            wait: bool = False) -> PromoteResult:
+    """Gate and promote (or roll back with `to`). See the module docstring for the contract."""
+    from selfimprove.cli.common import load_target
+    from selfimprove.store.runs import Workspace
+
+    cfg = load_target(Path(root), target, overrides)
+    ws = Workspace(root)
+    with ws.lock(cfg.target, wait=wait):
+        if to is not None:
+            return _move_to(ws, cfg, to, dry_run=dry_run, push_phoenix=push_phoenix)
+        return _promote_run(ws, cfg, ws.open_run(cfg.target, run), candidate, min_improvement,
+                            dry_run=dry_run, push_phoenix=push_phoenix)
+
+
+def build_name(spec: str) -> str:
+    """'v0002', '2', '0002' -> 'v0002'."""
+    text = spec.strip().lower().removeprefix("v")
+    if not text.isdigit():
+        raise UsageError(f"not a build name: {spec!r}", hint="builds are named v0001, v0002, …")
+    return f"v{int(text):04d}"
+
+
+def _move_to(ws, cfg, spec: str, *, dry_run: bool, push_phoenix: bool) -> PromoteResult:
+    name = build_name(spec)
+    path = store.build_dir(ws.prompts_dir, cfg.target) / f"{name}.json"
+    if not path.is_file():
+        have = ", ".join(b.name for b in store.list_builds(ws.prompts_dir, cfg.target)) or "none"
+        raise UsageError(f"no build {name} for target '{cfg.target}' (builds: {have})")
+    build = store.read_build(path)
+    prev = store.production(ws.prompts_dir, cfg.target)
+    result = PromoteResult(target=cfg.target, action="dry-run" if dry_run else "rollback", build=build.name,
+                           build_digest=build.digest, previous=prev.name if prev else None,
+                           production=(prev.name if prev else None) if dry_run else build.name,
+                           primary=build.evidence.get("primary"))
+    if dry_run:
+        return result
+    store.move_ref(ws.prompts_dir, build, reason=f"moved from {prev.name if prev else 'nothing'} by --to")
+    if push_phoenix:
+        result.phoenix = _push(cfg, build, note=f"--to from {prev.name if prev else 'nothing'}")
+    return result
+
+
+def _load_json(run, rel: str, hint: str) -> dict[str, Any]:
+    path = run.path / rel
+    if not path.is_file():
+        raise UsageError(f"{path} not found", hint=hint)
+    return json.loads(path.read_text())
+
+
+def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | None, *, dry_run: bool,
+                 push_phoenix: bool) -> PromoteResult:
+    from selfimprove.store.verify import verify_run
+
+    report = _load_json(run, "report.json", "run `selfimprove evaluate` first")
+    checkpoint = _load_json(run, "checkpoint.json", "run `selfimprove snapshot` first")
+    verify_run(run)
+    primary = report.get("primary_eval") or cfg.evals.primary or checkpoint.get("primary_eval")
+    if not primary:
+        raise UsageError("the report names no primary eval", hint="set evals.primary in the config")
+    settings = settings_from_config(cfg.gate, primary, min_improvement=min_improvement)
+    entry = _pick_candidate(report, candidate, settings)
+    cand_rel = f"candidates/{entry['id']}.json"
+    cand = _load_json(run, cand_rel, "the report names a candidate that update did not write")
+    policy = Policy.model_validate(cand["policy"])
+    if policy.digest != entry.get("policy_digest"):
+        raise IntegrityError(f"{cand_rel} holds policy {policy.digest}, the report evaluated {entry.get('policy_digest')}",
+                             path=str(run.path / cand_rel))
+    decision = decide(entry, settings)
+    base = PromoteResult(target=cfg.target, action="dry-run" if dry_run else "promoted", run=run.run_id,
+                         candidate=entry["id"], decision=decision, primary=primary_evidence(entry, primary))
+    if not decision.passed:
+        exc = GateFailed(f"candidate {entry['id']} of run {run.run_id} did not pass the gate",
+                         reasons=list(decision.reasons),
+                         hint="see report.html; adjust the gate with --min-improvement or [gate] only with reason")
+        exc.result = base.model_copy(update={"action": "refused"})  # the CLI prints the decision
+        raise exc
+    prod = store.production(ws.prompts_dir, cfg.target)
+    base.previous = prod.name if prod else None
+    if dry_run:
+        base.production = base.previous
+        return base
+    params = {"candidate": entry["id"], "gate": settings.model_dump(mode="json"), "push_phoenix": push_phoenix}
+    with run.stage("promote", params=params, inputs=["checkpoint.json", cand_rel, "report.json"]) as st:
+        if st.reused:
+            done = json.loads((run.path / "promotion.json").read_text())
+            return base.model_copy(update={"action": "already promoted", "build": done["build"],
+                                           "build_digest": done["build_digest"], "builds_written": [],
+                                           "production": _prod_name(ws, cfg.target), "phoenix": done.get("phoenix")})
+        manifest = run.manifest()
+        written, parent = _ensure_baseline(ws, cfg.target, Policy.model_validate(checkpoint["policy"]), run.run_id)
+        build = _find_own_build(ws, cfg.target, run.run_id, policy)
+        if build is None:
+            evidence = {**entry, "primary": base.primary, "baseline_policy_digest": parent.policy_digest,
+                        "report": {"digest": digest(report), "split": report.get("split"),
+                                   "baseline": report.get("baseline"), "judge_override": report.get("judge_override")},
+                        "gate": {"settings": settings.model_dump(mode="json"), "warnings": list(decision.warnings)}}
+            build = Build(target=cfg.target, version=_next_version(ws, cfg.target), policy=policy,
+                          policy_digest=policy.digest, parent=parent.name, parent_digest=parent.digest,
+                          run=run.run_id, run_manifest_digest=manifest["digest"], evidence=evidence)
+            store.write_build(ws.prompts_dir, build)
+            written.append(build.name)
+        store.move_ref(ws.prompts_dir, build, reason=f"promote {entry['id']} from run {run.run_id}")
+        phoenix = _push(cfg, build) if push_phoenix else None
+        st.write_json("promotion.json", {"schema": PROMOTION_SCHEMA, "candidate": entry["id"], "build": build.name,
+                                         "build_digest": build.digest, "parent": parent.name,
+                                         "builds_written": written, "decision": decision.model_dump(mode="json"),
+                                         "phoenix": phoenix})
+    return base.model_copy(update={"builds_written": written, "build": build.name, "build_digest": build.digest,
+                                   "production": build.name, "phoenix": phoenix})
+
+
+def _pick_candidate(report: dict[str, Any], candidate: str | None, settings) -> dict[str, Any]:
+    entries = {c["id"]: c for c in report.get("candidates", [])}
+    if candidate is not None:
+        if candidate not in entries:
+            raise UsageError(f"candidate {candidate!r} is not in the report",
+                             hint=f"evaluated candidates: {', '.join(entries) or 'none'}")
+        return entries[candidate]
+    if report.get("best") in entries:
+        return entries[report["best"]]
+    if not entries:
+        raise GateFailed("the report holds no evaluated candidate", reasons=["update produced no candidate that "
+                         "passed its guards, or evaluate was run on none"])
+    # No best: say why each candidate would fail, and promote nothing (choosing among losers after the fact
+    # would be a multiple comparison the report's statistics do not cover).
+    reasons = [f"{cid}: {r}" for cid, e in entries.items() for r in decide(e, settings).reasons]
+    raise GateFailed("the report names no best candidate", reasons=reasons or ["evaluate chose none"],
+                     hint="pass --candidate ID to gate one candidate explicitly")
+
+
+def _ensure_baseline(ws, target: str, baseline: Policy, run_id: str) -> tuple[list[str], Build]:
+    """The build holding the run's baseline policy (production's if it is that one); written if missing."""
+    prod = store.production(ws.prompts_dir, target)
+    if prod is not None and prod.policy_digest == baseline.digest:
+        return [], prod
+    for b in reversed(store.list_builds(ws.prompts_dir, target)):
+        if b.policy_digest == baseline.digest:
+            return [], b
+    build = Build(target=target, version=_next_version(ws, target), policy=baseline, policy_digest=baseline.digest,
+                  parent=prod.name if prod else None, parent_digest=prod.digest if prod else None,
+                  evidence={"kind": "baseline", "observed_in_run": run_id,
+                            "note": "the policy production ran when this run's data was collected"})
+    store.write_build(ws.prompts_dir, build)
+    return [build.name], build
+
+
+def _find_own_build(ws, target: str, run_id: str, policy: Policy) -> Build | None:
+    for b in store.list_builds(ws.prompts_dir, target):
+        if b.run == run_id and b.policy_digest == policy.digest:
+            return b
+    return None
+
+
+def _next_version(ws, target: str) -> int:
+    existing = store.list_builds(ws.prompts_dir, target)
+    return max((b.version for b in existing), default=0) + 1
+
+
+def _prod_name(ws, target: str) -> str | None:
+    prod = store.production(ws.prompts_dir, target)
+    return prod.name if prod else None
+
+
+def _push(cfg, build: Build, note: str = "") -> dict[str, Any]:
+    from selfimprove.store.phoenix_prompts import client, push_build
+
+    px_cfg = cfg.telemetry.phoenix
+    return push_build(client(px_cfg.endpoint, px_cfg.api_key_env), build, note=note)

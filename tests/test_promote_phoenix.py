@@ -1,0 +1,40 @@
+"""`promote --push-phoenix` and `load_policy(source=...)` against the real Phoenix server (session fixture)."""
+
+import pytest
+
+import selfimprove
+from selfimprove.core.errors import UsageError
+from selfimprove.stages.promote import promote
+from test_promote import make_run
+
+pytestmark = pytest.mark.phoenix
+
+
+def _config(root, phoenix, target):
+    (root / "configs").mkdir(exist_ok=True)
+    (root / "configs" / f"{target}.toml").write_text(
+        f'target = "{target}"\n[telemetry.phoenix]\nendpoint = "{phoenix.url}"\n'
+        '[evals]\nprimary = "policy"\n')
+
+
+def test_push_phoenix_tags_production_and_apps_load_it(tmp_path, phoenix, project_name):
+    target = project_name  # a prompt name unique to this test
+    _config(tmp_path, phoenix, target)
+    run, _ = make_run(tmp_path, target=target, base="Hello {{customer}}.", cand="Hello {{customer}}. Cite ids.")
+    res = promote(root=tmp_path, target=target, run=run.run_id, push_phoenix=True)
+    assert res.phoenix["tag"] == "production" and res.phoenix["prompt"] == target
+    local = selfimprove.load_policy(target, root=tmp_path, variables={"customer": "Ada"})
+    remote = selfimprove.load_policy(target, root=tmp_path, source="phoenix", variables={"customer": "Ada"})
+    assert local == remote == {"model": "sim-small", "temperature": 0.2,
+                               "messages": [{"role": "system", "content": "Hello Ada. Cite ids."}]}
+
+    back = promote(root=tmp_path, target=target, to="v0001", push_phoenix=True)
+    assert back.phoenix["version_id"] != res.phoenix["version_id"]
+    assert selfimprove.load_policy(target, root=tmp_path, source="phoenix")["messages"][0]["content"] == \
+        "Hello {{customer}}."
+    assert selfimprove.load_policy(target, root=tmp_path)["messages"][0]["content"] == "Hello {{customer}}."
+
+
+def test_phoenix_without_a_tagged_prompt_is_a_usage_error(phoenix):
+    with pytest.raises(UsageError, match="no prompt 'never-pushed-xyz' tagged 'production'"):
+        selfimprove.load_policy("never-pushed-xyz", source="phoenix", endpoint=phoenix.url)
