@@ -1,0 +1,81 @@
+"""The candidate population and per-sample Pareto parent selection (GEPA's idea) on a validation slice of train.
+
+Every member is scored on the same validation samples. A member is on the front when it is among the best on at
+least one sample and no other member dominates it (at least as good everywhere, better somewhere). Parents are
+drawn from the front with probability proportional to the number of samples they are best on, so a candidate that
+alone fixes a hard case keeps a chance to be refined even when its mean is not the highest.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from selfimprove.core.records import Policy
+
+
+@dataclass
+class Member:
+    id: str
+    policy: Policy
+    scores: dict[str, float]  # sample_id -> aggregate value in [0, 1]
+    round: int = 0
+    parent: str | None = None
+    children: int = field(default=0)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.scores.values()) / len(self.scores) if self.scores else 0.0
+
+
+def _dominates(a: Member, b: Member, ids: Sequence[str]) -> bool:
+    ge = all(a.scores.get(i, 0.0) >= b.scores.get(i, 0.0) for i in ids)
+    gt = any(a.scores.get(i, 0.0) > b.scores.get(i, 0.0) for i in ids)
+    return ge and gt
+
+
+class Population:
+    """Scored candidates, at most `capacity` of them (off-front members and low means are dropped first; the seed
+    is always kept)."""
+
+    def __init__(self, sample_ids: Sequence[str], capacity: int = 4):
+        self.sample_ids = list(sample_ids)
+        self.capacity = max(1, capacity)
+        self.members: list[Member] = []
+
+    def add(self, member: Member) -> None:
+        if any(m.id == member.id for m in self.members):
+            return
+        self.members.append(member)
+        if len(self.members) > self.capacity and len(self.members) > 1:
+            on_front = {m.id for m in self.front()}
+            # drop off-front members first (they are best nowhere, or dominated), the lowest mean first
+            self.members.remove(min(self.members[1:], key=lambda m: (m.id in on_front, m.mean, -m.round)))
+
+    def best(self) -> Member:
+        """Highest mean; ties go to the shorter prompt, then the earlier member."""
+        order = {m.id: i for i, m in enumerate(self.members)}
+        return max(self.members, key=lambda m: (round(m.mean, 9), -len(m.policy.system_prompt), -order[m.id]))
+
+    def wins(self) -> dict[str, int]:
+        """For each member, on how many validation samples it is among the best."""
+        counts = {m.id: 0 for m in self.members}
+        for sid in self.sample_ids:
+            top = max(m.scores.get(sid, 0.0) for m in self.members)
+            for m in self.members:
+                if m.scores.get(sid, 0.0) >= top:
+                    counts[m.id] += 1
+        return counts
+
+    def front(self) -> list[Member]:
+        """Non-dominated members that are best on at least one sample."""
+        wins = self.wins()
+        on = [m for m in self.members if wins[m.id] > 0]
+        return [m for m in on if not any(_dominates(o, m, self.sample_ids) for o in on if o is not m)]
+
+    def select_parent(self, rng: random.Random) -> Member:
+        front = self.front() or [self.best()]
+        wins = self.wins()
+        weights = [max(wins[m.id], 1) for m in front]
+        return rng.choices(front, weights=weights, k=1)[0]
