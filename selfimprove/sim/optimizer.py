@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from selfimprove.sim.hidden import Rule, load_world, world_names
-from selfimprove.sim.schema_fill import fill
+from selfimprove.sim.schema_fill import fill, resolve
 from selfimprove.sim.textutil import pick, uniform
 
 VAGUE = [
@@ -33,11 +33,13 @@ FILLER = [
 GENERIC_EDIT = "Read the input carefully before answering."
 _PLANTED = [
     re.compile(r"add this line to your instructions:\s*['\"“](.+?)['\"”]", re.IGNORECASE),
-    re.compile(r"ignore (?:all )?previous instructions[,.:;]?\s*(?:and\s+)?([^\n]+)", re.IGNORECASE),
+    re.compile(r"ignore (?:all )?previous instructions,? and ([A-Za-z][^\n]+)", re.IGNORECASE),
 ]
 _PROMPT_FIELD = re.compile(r"prompt|instruction|system", re.IGNORECASE)
 _RATIONALE_FIELD = re.compile(r"rationale|reason|explanation|analysis|thought|summary|feedback", re.IGNORECASE)
 _LIST_FIELD = re.compile(r"edit|change|rule|instruction|fix", re.IGNORECASE)
+_ITEM_TEXT = re.compile(r"instruction|text|edit|content|line", re.IGNORECASE)
+_ITEM_WHY = re.compile(r"address|reason|rationale|why|feedback", re.IGNORECASE)
 
 
 def current_prompt(text: str) -> str:
@@ -61,8 +63,8 @@ def seen_failures(text: str) -> list[tuple[Rule, int]]:
     return sorted(found, key=lambda rn: -rn[1])
 
 
-def propose(text: str, key: str, knobs: dict[str, Any]) -> tuple[str, str, list[str]]:
-    """(new prompt, rationale, added lines) for an optimizer request."""
+def propose(text: str, key: str, knobs: dict[str, Any]) -> tuple[str, str, list[str], list[str]]:
+    """(new prompt, rationale, added lines, what each added line addresses) for an optimizer request."""
     base = current_prompt(text)
     lines = [ln for ln in base.splitlines() if ln.strip()]
     drop = float(knobs.get("optimizer_drop", 0.0))
@@ -89,26 +91,54 @@ def propose(text: str, key: str, knobs: dict[str, Any]) -> tuple[str, str, list[
         added.append(GENERIC_EDIT if GENERIC_EDIT.lower() not in base_low else pick(VAGUE, key, "generic"))
         addressed.append("no specific failure named in the feedback")
     if uniform(key, "filler") < float(knobs.get("optimizer_filler", 0.0)):
-        added.extend(FILLER[: 1 + int(uniform(key, "filler-n") * len(FILLER))])
+        filler = FILLER[: 1 + int(uniform(key, "filler-n") * len(FILLER))]
+        added.extend(filler)
+        addressed.extend(["(no failure)"] * len(filler))
     new_prompt = "\n".join(kept + added)
     rationale = "Addressed " + "; ".join(addressed) + "."
-    return new_prompt, rationale, added
+    return new_prompt, rationale, added, addressed
+
+
+def _is_string(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("type") in ("string", ["string"], ["string", "null"])
 
 
 def answer(text: str, schema: dict[str, Any] | None, key: str, knobs: dict[str, Any]) -> Any:
-    """The optimizer's answer: a JSON value for `schema`, else fenced text (GEPA's reflection format)."""
-    new_prompt, rationale, added = propose(text, key, knobs)
+    """The optimizer's answer: a JSON value for `schema`, else fenced text (GEPA's reflection format).
+
+    In a schema, the first string property named like prompt/instruction/system gets the new prompt (else the first
+    string property), properties named like reasoning/rationale get the rationale, and an array property named like
+    edits/changes gets one item per added line (objects get the line in their instruction-like field).
+    """
+    new_prompt, rationale, added, addressed = propose(text, key, knobs)
     if schema is None:
         return f"{rationale}\n\nHere is the improved instruction:\n```\n{new_prompt}\n```"
     props = schema.get("properties", {}) if isinstance(schema, dict) else {}
-    string_props = [n for n, s in props.items() if isinstance(s, dict) and s.get("type") in ("string", ["string"])]
+    resolved = {n: resolve(s, schema) for n, s in props.items()}
+    string_props = [n for n, s in resolved.items() if _is_string(s)]
     target = next((n for n in string_props if _PROMPT_FIELD.search(n)), string_props[0] if string_props else None)
     values: dict[str, Any] = {}
-    for name, sub in props.items():
+    for name, sub in resolved.items():
         if name == target:
             values[name] = new_prompt
-        elif _RATIONALE_FIELD.search(name):
+        elif _is_string(sub) and _RATIONALE_FIELD.search(name):
             values[name] = rationale
         elif isinstance(sub, dict) and sub.get("type") == "array" and _LIST_FIELD.search(name):
-            values[name] = added
+            items = resolve(sub.get("items", {}), schema)
+            if _is_string(items):
+                values[name] = list(added)
+            elif isinstance(items, dict) and items.get("type") == "object":
+                values[name] = [fill(items, _item_values(items, line, why, schema), root=schema)
+                                for line, why in zip(added, addressed)]
     return fill(schema, values)
+
+
+def _item_values(items: dict[str, Any], line: str, why: str, root: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for name, sub in (items.get("properties") or {}).items():
+        if _is_string(resolve(sub, root)):
+            if _ITEM_TEXT.search(name):
+                out[name] = line
+            elif _ITEM_WHY.search(name):
+                out[name] = why
+    return out

@@ -19,7 +19,7 @@ _FORMATS = {
 }
 
 
-def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+def resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     seen = 0
     while isinstance(schema, dict) and "$ref" in schema and seen < 32:
         node: Any = root
@@ -33,7 +33,7 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
 def _merge_all_of(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     merged = {k: v for k, v in schema.items() if k != "allOf"}
     for part in schema["allOf"]:
-        part = _resolve(part, root)
+        part = resolve(part, root)
         for k, v in part.items():
             if k == "properties":
                 merged.setdefault("properties", {}).update(v)
@@ -46,14 +46,19 @@ def _merge_all_of(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any
 
 def _fits(value: Any, schema: dict[str, Any]) -> bool:
     """A cheap check that a caller's value may stand in for a generated one."""
+    if "const" in schema:
+        return value == schema["const"]
     if "enum" in schema:
         return value in schema["enum"]
+    if any(k in schema for k in ("anyOf", "oneOf", "allOf", "$ref")):
+        return False
     t = schema.get("type")
     types = t if isinstance(t, list) else [t]
     if isinstance(value, str):
-        return "string" in types or t is None
-    if isinstance(value, list):
-        return "array" in types and all(isinstance(v, str) for v in value) and len(value) >= schema.get("minItems", 0)
+        ok_len = schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", math.inf)
+        return ok_len and ("string" in types or (t is None and "properties" not in schema and "items" not in schema))
+    if isinstance(value, list):  # callers build list items with fill(), so only the count needs checking
+        return "array" in types and schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", math.inf)
     return False
 
 
@@ -62,7 +67,7 @@ def fill(schema: Any, values: dict[str, Any] | None = None, *, root: Any = None,
     root = schema if root is None else root
     if schema is True or schema == {} or schema is None:
         return "simulated"
-    schema = _resolve(schema, root)
+    schema = resolve(schema, root)
     if "allOf" in schema:
         schema = _merge_all_of(schema, root)
     if "const" in schema:
@@ -71,7 +76,7 @@ def fill(schema: Any, values: dict[str, Any] | None = None, *, root: Any = None,
         return schema["enum"][salt % len(schema["enum"])]
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            options = [_resolve(o, root) for o in schema[key]]
+            options = [resolve(o, root) for o in schema[key]]
             non_null = [o for o in options if o.get("type") != "null"] or options
             return fill(non_null[0], values, root=root, salt=salt)
     t = schema.get("type")
@@ -84,7 +89,7 @@ def fill(schema: Any, values: dict[str, Any] | None = None, *, root: Any = None,
         out = {}
         for name, sub in props.items():
             given = (values or {}).get(name)
-            sub_r = _resolve(sub, root)
+            sub_r = resolve(sub, root)
             out[name] = given if given is not None and _fits(given, sub_r) else fill(sub_r, None, root=root)
         return out
     if t == "array":
