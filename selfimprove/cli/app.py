@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from selfimprove.cli import evaluate_cmd, promote_cmd, pull_cmd, store_cmds, update_cmd
+from selfimprove.cli import builds_cmd
 
 app = typer.Typer(
     name="selfimprove",
@@ -28,6 +29,8 @@ app.command("promote")(promote_cmd.promote)
 app.command("init")(store_cmds.init)
 app.command("log")(store_cmds.log)
 app.command("verify")(store_cmds.verify)
+app.command("diff")(builds_cmd.diff)
+app.command("show")(builds_cmd.show)
 
 
 def _register_optional() -> None:

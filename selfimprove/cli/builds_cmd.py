@@ -1,0 +1,79 @@
+"""`diff` and `show`: look at builds (for people, and for CI with --json and --fail-on-regression)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from selfimprove.cli.common import JsonOpt, RootOpt, SetOpt, TargetOpt
+from selfimprove.cli.output import emit, handle_errors
+
+
+def _target(root: Path, target: str | None, overrides: list[str] | None):
+    """(target name, its gate settings or None): from the config when there is one, else the name itself."""
+    from selfimprove.cli.common import config_path, load_target
+    from selfimprove.core.errors import ConfigError, UsageError
+
+    try:
+        cfg = load_target(root, target, overrides)
+        return cfg.target, cfg.gate
+    except ConfigError:
+        raise
+    except UsageError:
+        if target:
+            return Path(target).stem, None
+        found = sorted(p.name for p in (root / "prompts").iterdir() if p.is_dir()) if (root / "prompts").is_dir() else []
+        if len(found) == 1:
+            return found[0], None
+        config_path(root, target)  # raises the usual "no target config" error
+        raise
+
+
+@handle_errors
+def diff(
+    a: Annotated[str, typer.Argument(help="The old build: v0002, 2, a ref (production) or a build file.")],
+    b: Annotated[str, typer.Argument(help="The new build, same forms.")] = "production",
+    fail_on_regression: Annotated[bool, typer.Option(
+        "--fail-on-regression", help="Exit 3 when B regresses A (an eval's estimated change along the build "
+        "chain is below minus its [gate] tolerance, or the change is unknown).")] = False,
+    target: TargetOpt = None,
+    set_: SetOpt = None,
+    root: RootOpt = Path("."),
+    json_output: JsonOpt = False,
+) -> None:
+    """Compare two builds: the prompt's unified diff, parameter changes, both builds' evidence and the
+    estimated change per eval (the sum of measured gains along the chain from A to B).
+
+    For CI: `selfimprove diff <build on main> production --fail-on-regression --json` exits 3 on a regression.
+    """
+    from selfimprove.core.errors import GateFailed
+    from selfimprove.stages.compare import diff as diff_builds
+    from selfimprove.stages.views import render_diff
+
+    name, gate = _target(root, target, set_)
+    tolerances = dict(gate.max_regression) if gate else {}
+    default = gate.default_max_regression if gate else 0.02
+    data = diff_builds(root, name, a, b, tolerances=tolerances, default_tolerance=default)
+    emit("selfimprove.diff/1", data, json_mode=json_output, render=lambda c: render_diff(c, data))
+    if fail_on_regression and data["regresses"]:
+        raise GateFailed(f"{data['b']['name']} regresses {data['a']['name']}", reasons=data["reasons"],
+                         hint="promote a better candidate, or roll back with `selfimprove promote --to`")
+
+
+@handle_errors
+def show(
+    build: Annotated[str, typer.Argument(help="A build (v0002, 2), a ref (production) or a build file.")] = "production",
+    target: TargetOpt = None,
+    set_: SetOpt = None,
+    root: RootOpt = Path("."),
+    json_output: JsonOpt = False,
+) -> None:
+    """Show one build: its policy, parent, run and the evidence that promoted it."""
+    from selfimprove.stages.compare import show as show_build
+    from selfimprove.stages.views import render_show
+
+    name, _ = _target(root, target, set_)
+    data = show_build(root, name, build)
+    emit("selfimprove.show/1", data, json_mode=json_output, render=lambda c: render_show(c, data))
