@@ -114,6 +114,14 @@ class Gate(Section):
     max_cost_per_call_usd: float | None = Field(None, ge=0)
 
 
+class Trigger(Section):
+    """When `selfimprove run` spends on an update at all (the seeds' "when to self-improve")."""
+
+    min_new_samples: int = Field(20, ge=0, description="skip the update with fewer new samples than this")
+    skip_above_score: float | None = Field(None, description="skip when the current policy's mean primary score "
+                                                             "on the new samples is at least this")
+
+
 class TargetConfig(Section):
     """One LLM call site: where its spans are, which evals count, how to improve, evaluate and gate it."""
 
@@ -126,6 +134,7 @@ class TargetConfig(Section):
     update: Update = Update()
     evaluate: Evaluate = Evaluate()
     gate: Gate = Gate()
+    trigger: Trigger = Trigger()
 
     @field_validator("target")
     @classmethod
