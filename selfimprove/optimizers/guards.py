@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from selfimprove.core.records import EvalSpec, GuardResult, Policy
 
-MIN_ROOM_CHARS = 600  # a prompt may always grow by this much, whatever max_growth says
+MIN_ROOM_CHARS = 1000  # a prompt may always grow by this much (~150-200 words), whatever max_growth says
 COPY_WINDOW_WORDS = 6  # a run of this many words copied from a trace input is treated as planted
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}|(?<!\{)\{([A-Za-z_]\w*)\}(?!\})")

@@ -1,0 +1,118 @@
+"""The budgeted primitives an optimizer is made of: one optimizer-LM call, one scoring pass, one guarded candidate.
+
+Every function here reserves its calls on the shared Budget first (so the budget is never exceeded) and records
+what it spent; a failed call is data (returned as an error string), never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfimprove.core.canonical import short
+from selfimprove.core.records import Candidate, Edit, GuardResult, Policy, Sample
+from selfimprove.optimizers.base import Budget, BudgetExhausted, LMReply, OptimizerLM, ScoreBatch, Scorer
+from selfimprove.optimizers.guards import GuardContext, run_guards
+from selfimprove.optimizers.metaprompt import PolicyUpdate, parse_update, response_format
+
+
+@dataclass
+class Spend:
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, calls: int = 0, tokens: int = 0, cost_usd: float = 0.0) -> None:
+        self.calls += calls
+        self.tokens += tokens
+        self.cost_usd += cost_usd
+
+
+def candidate_id(policy: Policy) -> str:
+    return "c-" + short(policy.digest)
+
+
+def call_lm(lm: OptimizerLM, budget: Budget, messages: list[dict[str, Any]], temperature: float | None,
+            spend: Spend, fmt: dict[str, Any] | None = None) -> tuple[LMReply | None, str | None]:
+    """One optimizer call within the budget: (reply, None) or (None, error). Raises BudgetExhausted only before
+    anything is spent."""
+    budget.reserve(1)
+    try:
+        reply = lm.complete(messages, response_format=fmt, temperature=temperature)
+    except Exception as exc:  # noqa: BLE001 - one failed call is data
+        budget.settle(1, 1)
+        spend.add(calls=1)
+        return None, f"{type(exc).__name__}: {exc}"
+    budget.settle(1, reply.calls, reply.tokens, reply.cost_usd)
+    spend.add(reply.calls, reply.tokens, reply.cost_usd)
+    return reply, None
+
+
+def ask_update(lm: OptimizerLM, budget: Budget, messages: list[dict[str, Any]], temperature: float | None,
+               spend: Spend) -> tuple[PolicyUpdate | None, str | None]:
+    """An update or merge request with the PolicyUpdate structured output."""
+    reply, err = call_lm(lm, budget, messages, temperature, spend, response_format())
+    if reply is None:
+        return None, err
+    try:
+        return parse_update(reply.text), None
+    except (ValueError, json.JSONDecodeError) as exc:
+        return None, f"unusable answer: {exc}"
+
+
+def score(scorer: Scorer, budget: Budget, policy: Policy, samples: Sequence[Sample],
+          spend: Spend | None = None) -> ScoreBatch:
+    """Score `policy` on `samples` within the budget (raises BudgetExhausted, spending nothing, if it may not fit)."""
+    need = budget.reserve(scorer.calls_per_sample * len(samples))
+    try:
+        batch = scorer.score(policy, samples)
+    except BaseException:
+        budget.settle(need, need)
+        raise
+    budget.settle(need, batch.calls, batch.tokens, batch.cost_usd)
+    if spend is not None:
+        spend.add(batch.calls, batch.tokens, batch.cost_usd)
+    return batch
+
+
+def affordable(budget: Budget, n: int) -> bool:
+    return budget.can_afford(n)
+
+
+@dataclass
+class Ledger:
+    """Every candidate an optimizer produced (guard-rejected ones too), with what the stage reports about it."""
+
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def propose(self, policy: Policy, parent: Policy, parent_id: str | None, update: PolicyUpdate | None,
+                edits: Sequence[Edit], guard_ctx: GuardContext, spend: Spend, **info: Any) -> Candidate:
+        guards: tuple[GuardResult, ...] = run_guards(policy, parent, guard_ctx)
+        cand = Candidate(id=candidate_id(policy), policy=policy, parent=parent_id, edits=tuple(edits),
+                         rationale=update.reasoning if update else info.pop("rationale", ""), guards=guards,
+                         calls=spend.calls, tokens=spend.tokens, cost_usd=round(spend.cost_usd, 6))
+        if cand.id in self.candidates:  # the same policy again: keep the first, note the repeat
+            self.info[cand.id].setdefault("also", []).append(info.get("role"))
+            return self.candidates[cand.id]
+        self.candidates[cand.id] = cand
+        self.info[cand.id] = {"passed_guards": cand.passed_guards, **info}
+        return cand
+
+    def charge(self, cand_id: str, spend: Spend) -> None:
+        """Add later spend (validation scoring) to a candidate's record."""
+        c = self.candidates[cand_id]
+        self.candidates[cand_id] = c.model_copy(update={"calls": c.calls + spend.calls,
+                                                        "tokens": c.tokens + spend.tokens,
+                                                        "cost_usd": round(c.cost_usd + spend.cost_usd, 6)})
+
+
+def edits_of(update: PolicyUpdate, prefix: str = "") -> list[Edit]:
+    return [Edit(instruction=e.instruction, addresses=(prefix + e.addresses) if e.addresses else "", kind=e.kind)
+            for e in update.edits if e.instruction.strip()]
+
+
+__all__ = ["BudgetExhausted", "Ledger", "Spend", "affordable", "ask_update", "call_lm", "candidate_id", "edits_of",
+           "score"]

@@ -1,0 +1,215 @@
+"""The built-in optimizer: textual-gradient steps with trials, an LLM merge and a small Pareto population.
+
+One round:
+1. choose a parent from the population by per-sample Pareto selection on the validation slice of train;
+2. *trials*: on N different minibatches of the parent's feedback (mostly failures, some successes; trial i is
+   focused on the i-th largest failure cluster), ask the optimizer model for an update (reasoning, edits naming
+   the feedback, new prompt) at the current step size;
+3. *merge* the trials' edits into one candidate with an LLM call of the same structure (trial candidates are kept);
+4. guard every candidate; score the merged one (or the best-guarded trial) on the validation slice and add it to
+   the population. When a round brings no gain, the step size grows ("magnitude words") and so does the
+   optimizer's temperature.
+Then, budget permitting, few-shot demonstrations and (when allowed) model/temperature variants of the best
+candidate, each kept only when it wins on validation.
+
+Feedback is free where it can be: the current policy's production verdicts on train are used as they are; a child's
+feedback is its validation replay. The test split is never seen. Every call is reserved on the shared budget.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from selfimprove.core.records import Edit, Sample
+from selfimprove.optimizers.base import BudgetExhausted, OptimizeContext, OptimizeResult, ScoredSample
+from selfimprove.optimizers.feedback import feedback_items, minibatch, stored_rows
+from selfimprove.optimizers.guards import GuardContext, length_cap, trace_input_texts
+from selfimprove.optimizers.metaprompt import MAGNITUDES, merge_messages, update_messages
+from selfimprove.optimizers.search import Member, Population
+from selfimprove.optimizers.steps import Ledger, Spend, ask_update, candidate_id, edits_of, score
+from selfimprove.optimizers.taxonomy import failure_taxonomy
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    trials: int = 3
+    minibatch: int = 8
+    rounds: int = 2
+    population: int = 4
+    temperature: float = 0.7
+    max_growth: float = 2.0
+    constitution: tuple[str, ...] = ()
+    allowed_models: tuple[str, ...] = ()
+    tune_temperature: bool = False
+    allow_output_contract_change: bool = False
+    val_size: int = 0  # 0: automatic (40% of train, between 8 and 32)
+    fewshot: int = 0
+
+    @classmethod
+    def from_config(cls, update: Any, **overrides: Any) -> SearchSettings:
+        fields = {k: getattr(update, k) for k in ("trials", "minibatch", "rounds", "population", "temperature",
+                                                   "max_growth", "tune_temperature",
+                                                   "allow_output_contract_change") if hasattr(update, k)}
+        fields["constitution"] = tuple(getattr(update, "constitution", ()) or ())
+        fields["allowed_models"] = tuple(getattr(update, "allowed_models", ()) or ())
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**fields)
+
+
+def split_validation(train: Sequence[Sample], size: int, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(validation slice, feedback pool) of train, seeded; the slice is sorted by sample id."""
+    ordered = sorted(train, key=lambda s: s.sample_id)
+    n = size or min(32, max(8, round(0.4 * len(ordered))))
+    n = min(n, max(1, len(ordered) - 1)) if len(ordered) > 1 else len(ordered)
+    picked = {s.sample_id for s in random.Random(f"val:{seed}").sample(ordered, n)}
+    return [s for s in ordered if s.sample_id in picked], [s for s in ordered if s.sample_id not in picked]
+
+
+class TextGradOptimizer:
+    name = "builtin"
+
+    def __init__(self, settings: SearchSettings):
+        self.s = settings
+
+    def guard_context(self, ctx: OptimizeContext) -> GuardContext:
+        return GuardContext(evals=ctx.evals, trace_inputs=trace_input_texts(s.history for s in ctx.train),
+                            constitution=self.s.constitution, max_growth=self.s.max_growth,
+                            allowed_models=self.s.allowed_models, tune_temperature=self.s.tune_temperature,
+                            allow_output_contract_change=self.s.allow_output_contract_change)
+
+    def optimize(self, ctx: OptimizeContext) -> OptimizeResult:
+        s, rng, log = self.s, random.Random(ctx.seed), ctx.log or (lambda msg: None)
+        val, pool = split_validation(ctx.train, s.val_size, ctx.seed)
+        gctx, ledger, history = self.guard_context(ctx), Ledger(), []
+        seed_id = candidate_id(ctx.policy)
+        spend = Spend()
+        seed_rows = score(ctx.scorer, ctx.budget, ctx.policy, val, spend).rows
+        pop = Population([x.sample_id for x in val], capacity=s.population)
+        pop.add(Member(seed_id, ctx.policy, self._values(seed_rows, ctx), round=0))
+        rows_of: dict[str, list[ScoredSample]] = {seed_id: stored_rows(pool, ctx.evals) + seed_rows}
+        log(f"seed {seed_id}: validation mean {pop.members[0].mean:.3f} on {len(val)} samples")
+        stall, taxonomy = 0, []
+        for rnd in range(1, s.rounds + 1):
+            magnitude = MAGNITUDES[min(stall, len(MAGNITUDES) - 1)]
+            temperature = s.temperature + 0.15 * stall
+            trials = self._affordable_trials(ctx, len(val))
+            if trials == 0:
+                log(f"round {rnd}: budget left ({ctx.budget.remaining} calls) cannot pay for a step; stopping")
+                break
+            parent = pop.select_parent(rng) if rnd > 1 else pop.members[0]
+            best_before = pop.best().mean
+            clusters = failure_taxonomy(rows_of[parent.id], ctx.evals)
+            if rnd == 1:
+                taxonomy = [c.to_dict() for c in clusters]
+            made = self._round(ctx, ledger, gctx, parent, rows_of[parent.id], clusters, trials, magnitude,
+                               temperature, rng, rnd)
+            scored = None
+            for cand_id in made:
+                cand = ledger.candidates[cand_id]
+                if not cand.passed_guards or any(m.id == cand_id for m in pop.members):
+                    continue
+                spend = Spend()
+                try:
+                    rows = score(ctx.scorer, ctx.budget, cand.policy, val, spend).rows
+                except BudgetExhausted:
+                    break
+                ledger.charge(cand_id, spend)
+                member = Member(cand_id, cand.policy, self._values(rows, ctx), round=rnd, parent=parent.id)
+                ledger.info[cand_id]["val_mean"] = round(member.mean, 6)
+                pop.add(member)
+                rows_of[cand_id] = rows
+                scored = member
+                break
+            gain = pop.best().mean - best_before
+            stall = 0 if gain > 1e-9 else stall + 1
+            history.append({"round": rnd, "parent": parent.id, "magnitude": magnitude, "temperature": temperature,
+                            "trials": trials, "candidates": made, "scored": scored.id if scored else None,
+                            "val_mean": round(scored.mean, 6) if scored else None,
+                            "best": pop.best().id, "best_mean": round(pop.best().mean, 6),
+                            "calls_used": ctx.budget.used})
+            log(f"round {rnd}: parent {parent.id}, {len(made)} candidate(s), best {pop.best().id} "
+                f"({pop.best().mean:.3f}), {ctx.budget.used}/{ctx.budget.max_calls} calls")
+        from selfimprove.optimizers.fewshot import try_fewshot
+        from selfimprove.optimizers.tuning import try_parameters
+
+        if s.fewshot > 0:
+            try_fewshot(ctx, ledger, gctx, pop, val, rows_of, s.fewshot, log)
+        if s.allowed_models or s.tune_temperature:
+            try_parameters(ctx, ledger, gctx, pop, val, s, log)
+        seed_info = {"role": "seed", "round": 0, "val_mean": round(pop.members[0].mean, 6)}
+        best = pop.best()
+        return OptimizeResult(candidates=list(ledger.candidates.values()), best=best.id if best.id != seed_id else None,
+                              val_scores={m.id: round(m.mean, 6) for m in pop.members} | {
+                                  k: v["val_mean"] for k, v in ledger.info.items() if "val_mean" in v},
+                              val_ids=[x.sample_id for x in val], taxonomy=taxonomy, history=history,
+                              info={**ledger.info, seed_id: seed_info})
+
+    @staticmethod
+    def _values(rows: Sequence[ScoredSample], ctx: OptimizeContext) -> dict[str, float]:
+        return {r.sample_id: r.value(ctx.evals) for r in rows}
+
+    def _affordable_trials(self, ctx: OptimizeContext, n_val: int) -> int:
+        """How many trials this round can pay for, leaving room for the merge and one validation pass."""
+        scoring = ctx.scorer.calls_per_sample * n_val
+        for trials in range(self.s.trials, 0, -1):
+            if ctx.budget.can_afford(trials + (1 if trials > 1 else 0) + scoring):
+                return trials
+        return 0
+
+    def _round(self, ctx, ledger: Ledger, gctx: GuardContext, parent: Member, rows, clusters, trials: int,
+               magnitude: str, temperature: float, rng: random.Random, rnd: int) -> list[str]:
+        """Run the trials and the merge; returns candidate ids, the merged one first."""
+        cap = length_cap(parent.policy, self.s.max_growth)
+        focus_pool = [c for c in clusters if ctx.focus is None or c.id == ctx.focus] or clusters
+        trial_out, made = [], []
+        for t in range(trials):
+            focus = focus_pool[t % len(focus_pool)] if focus_pool and trials > 1 else None
+            if ctx.focus and focus_pool:
+                focus = focus_pool[0]
+            batch = minibatch(rows, ctx.evals, self.s.minibatch, rng, focus)
+            items = feedback_items(batch, ctx.evals)
+            shown = [c.to_dict() for c in clusters[:5]]
+            msgs = update_messages(parent.policy, ctx.evals, items, magnitude=magnitude, max_chars=cap,
+                                   clusters=shown, constitution=self.s.constitution)
+            spend = Spend()
+            update, err = ask_update(ctx.lm, ctx.budget, msgs, temperature, spend)
+            if update is None:
+                ctx.log and ctx.log(f"round {rnd} trial {t + 1}: no candidate ({err})")
+                continue
+            policy = parent.policy.model_copy(update={"system_prompt": update.new_system_prompt})
+            cand = ledger.propose(policy, parent.policy, parent.id, update, edits_of(update), gctx, spend,
+                                  role="trial", round=rnd, trial=t + 1, magnitude=magnitude,
+                                  focus=focus.id if focus else None, feedback=[i["sample_id"] for i in items])
+            trial_out.append({"edits": cand.edits, "feedback": items, "id": cand.id})
+            made.append(cand.id)
+        usable = [t for t in trial_out if ledger.candidates[t["id"]].passed_guards]
+        if len(usable) >= 2 and ctx.budget.can_afford(1 + ctx.scorer.calls_per_sample):
+            msgs = merge_messages(parent.policy, ctx.evals, usable, magnitude=magnitude, max_chars=cap,
+                                  constitution=self.s.constitution)
+            spend = Spend()
+            try:
+                update, err = ask_update(ctx.lm, ctx.budget, msgs, temperature, spend)
+            except BudgetExhausted:
+                update, err = None, "budget"
+            if update is not None:
+                policy = parent.policy.model_copy(update={"system_prompt": update.new_system_prompt})
+                merged = ledger.propose(policy, parent.policy, parent.id, update, edits_of(update), gctx, spend,
+                                        role="merge", round=rnd, magnitude=magnitude,
+                                        trials=[t["id"] for t in usable],
+                                        kept_trial_edits=kept_edits(policy.system_prompt, usable))
+                made.insert(0, merged.id)
+        return list(dict.fromkeys(made))
+
+
+def kept_edits(prompt: str, trials: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """For each trial, the share of its add/replace edits whose text survives in the merged prompt."""
+    low = " ".join(prompt.lower().split())
+    out = {}
+    for t in trials:
+        edits: Sequence[Edit] = [e for e in t["edits"] if e.kind != "remove"]
+        kept = sum(1 for e in edits if " ".join(e.instruction.lower().split()) in low)
+        out[t["id"]] = round(kept / len(edits), 3) if edits else 1.0
+    return out

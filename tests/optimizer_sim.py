@@ -1,0 +1,95 @@
+"""Helpers for the optimizer tests: a simulated world's checkpoint (production samples judged by the simulated
+judge) and a Scorer that replays a policy and judges the outputs, both through the real openai SDK over HTTP.
+
+`SimReplayScorer` really implements the `Scorer` protocol (task call + one judge call per eval, JSON-schema
+structured verdicts); the product's own replay scorer is `selfimprove.optimizers.replay_scorer`.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+from selfimprove.core.records import EvalResult, EvalSpec, Message, Policy, Sample
+from selfimprove.optimizers.base import LMReply, ScoreBatch, ScoredSample, Verdict
+from selfimprove.sim import default_policy, generate_inputs, world_evals
+
+
+def client(base_url: str):
+    import openai
+
+    return openai.OpenAI(base_url=base_url, api_key="sim", max_retries=0)
+
+
+def eval_specs(world: str) -> tuple[EvalSpec, ...]:
+    return tuple(EvalSpec(name=e["name"], template=e["template"], choices=e["choices"], judge_model="sim-judge",
+                          direction=e.get("direction", "maximize")) for e in world_evals(world))
+
+
+def start_policy(world: str) -> Policy:
+    return Policy(**default_policy(world))
+
+
+class SimReplayScorer:
+    def __init__(self, base_url: str, evals: Sequence[EvalSpec], workers: int = 16):
+        self.client, self.evals, self.workers = client(base_url), tuple(evals), workers
+        self.calls_per_sample = 1 + len(self.evals)
+
+    def _judge(self, spec: EvalSpec, inp: str, out: str) -> tuple[Verdict, int]:
+        schema = {"type": "object", "properties": {
+            "explanation": {"type": "string"}, "label": {"type": "string", "enum": list(spec.choices)}},
+            "required": ["explanation", "label"], "additionalProperties": False}
+        r = self.client.chat.completions.create(
+            model="sim-judge", temperature=0.0,
+            messages=[{"role": "user", "content": spec.template.replace("{input}", inp).replace("{output}", out)}],
+            response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}})
+        data = json.loads(r.choices[0].message.content)
+        return Verdict(spec.choices.get(data["label"]), data["label"], data["explanation"]), r.usage.total_tokens
+
+    def _one(self, policy: Policy, sample: Sample) -> tuple[ScoredSample, int, int]:
+        calls = tokens = 0
+        try:
+            r = self.client.chat.completions.create(messages=policy.messages_for(sample.history), **policy.params())
+            calls, tokens = 1, r.usage.total_tokens
+            out = r.choices[0].message.content or ""
+            inp = next(m.text() for m in reversed(sample.history) if m.role == "user")
+            verdicts = {}
+            for spec in self.evals:
+                verdicts[spec.name], t = self._judge(spec, inp, out)
+                calls, tokens = calls + 1, tokens + t
+            return ScoredSample(sample.sample_id, sample.history, out, verdicts), calls, tokens
+        except Exception as exc:  # noqa: BLE001 - one failed sample is data
+            return ScoredSample(sample.sample_id, sample.history, "", {}, error=str(exc)), max(calls, 1), tokens
+
+    def score(self, policy: Policy, samples: Sequence[Sample]) -> ScoreBatch:
+        with ThreadPoolExecutor(self.workers) as pool:
+            done = list(pool.map(lambda s: self._one(policy, s), samples))
+        return ScoreBatch(rows=[d[0] for d in done], calls=sum(d[1] for d in done), tokens=sum(d[2] for d in done))
+
+
+def production_samples(base_url: str, world: str, n: int, seed: int = 0, *, injection_rate: float = 0.0,
+                       policy: Policy | None = None, split: str = "train") -> list[Sample]:
+    """`n` production calls of the world's default policy, judged: what a checkpoint's train split holds."""
+    policy = policy or start_policy(world)
+    histories = generate_inputs(world, n, seed, injection_rate=injection_rate)
+    stubs = [Sample(sample_id=f"{split}-{seed}-{i:04d}", span_id=f"sp{i}", trace_id=f"tr{i}",
+                    history=tuple(Message(**m) for m in h), split=split) for i, h in enumerate(histories)]
+    batch = SimReplayScorer(base_url, eval_specs(world)).score(policy, stubs)
+    out = []
+    for stub, row in zip(stubs, batch.rows, strict=True):
+        evals = {k: EvalResult(label=v.label, score=v.score, explanation=v.explanation) for k, v in row.verdicts.items()}
+        out.append(stub.model_copy(update={"output": Message(role="assistant", content=row.output), "evals": evals,
+                                           "policy_digest": policy.digest}))
+    return out
+
+
+class CountingLM:
+    """Wraps an OptimizerLM and keeps every request it was sent (to inspect meta-prompts in tests)."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.model, self.requests = inner, inner.model, []
+
+    def complete(self, messages, *, response_format=None, temperature=None) -> LMReply:
+        self.requests.append(messages)
+        return self.inner.complete(messages, response_format=response_format, temperature=temperature)
