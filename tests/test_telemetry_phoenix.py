@@ -21,17 +21,20 @@ pytestmark = pytest.mark.phoenix
 
 T0 = utc(2024, 5, 1, 12)
 SPREAD, TIED = 40, 10  # 40 spans one second apart from T0, then 10 sharing one start time (T0 + 100 s)
+SPLIT = 3  # and 3 sharing T0 + 35.5 s, so that a page boundary can cut through a group of ties
+TOTAL = SPREAD + TIED + SPLIT
 
 
 @pytest.fixture(scope="module")
 def seeded(phoenix):
-    """One project with 50 REST-logged spans (exact start times) and annotations on 12 of them."""
+    """One project with 53 REST-logged spans (exact start times) and annotations on 12 of them."""
     from phoenix.client import Client
 
     project = f"t-seeded-{uuid.uuid4().hex[:8]}"
     client = Client(base_url=phoenix.url)
     spans = rest_spans(SPREAD, start=T0, step=timedelta(seconds=1))
     spans += rest_spans(TIED, start=T0 + timedelta(seconds=100), step=timedelta(0))
+    spans += rest_spans(SPLIT, start=T0 + timedelta(seconds=35.5), step=timedelta(0))
     client.spans.log_spans(project_identifier=project, spans=spans, timeout=30)
     wait_for_spans(client, project, len(spans))
     ids = [s["context"]["span_id"] for s in spans]
@@ -64,11 +67,11 @@ def test_paging_past_page_size_gets_every_span_once(phoenix, seeded):
     events: list[Progress] = []
     src = PhoenixSource(phoenix.url + "/v1", seeded["project"], page_size=7)
     df = src.fetch_spans(None, None, on_progress=events.append)
-    assert len(df) == SPREAD + TIED
+    assert len(df) == TOTAL
     assert df["span_id"].is_unique
     assert set(df["span_id"]) == set(seeded["ids"])
-    assert src.requests > (SPREAD + TIED) // 7  # it really paged
-    assert events and events[-1].done == SPREAD + TIED and events[-1].kind == "spans"
+    assert src.requests > TOTAL // 7  # it really paged
+    assert events and events[-1].done == TOTAL and events[-1].kind == "spans"
     assert list(df.columns) == list(SPAN_COLUMNS)
     assert {c: str(t) for c, t in df.dtypes.items()} == {c: str(t) for c, t in
                                                          normalize_phoenix_spans(None).dtypes.items()}
@@ -83,7 +86,15 @@ def test_more_ties_than_a_page_are_drained(phoenix, seeded):
     src = PhoenixSource(phoenix.url, seeded["project"], page_size=3)
     df = src.fetch_spans(since, None)
     assert len(df) == TIED and df["span_id"].is_unique
-    assert set(df["span_id"]) == set(seeded["ids"][SPREAD:])
+    assert set(df["span_id"]) == set(seeded["ids"][SPREAD:SPREAD + TIED])
+
+
+def test_page_boundary_inside_a_group_of_ties_loses_nothing(phoenix, seeded):
+    # newest first: 39, 38, 37, 36, 35.5, 35.5 | 35.5, 35, ... : the first page ends inside the tie group
+    src = PhoenixSource(phoenix.url, seeded["project"], page_size=6)
+    df = src.fetch_spans(T0 + timedelta(seconds=30), T0 + timedelta(seconds=50))
+    assert len(df) == 10 + SPLIT and df["span_id"].is_unique
+    assert set(df["span_id"]) == set(seeded["ids"][30:SPREAD] + seeded["ids"][SPREAD + TIED:])
 
 
 def test_window_is_inclusive_exclusive_and_timezone_aware(phoenix, seeded):
@@ -110,8 +121,8 @@ def test_naive_datetimes_are_rejected(phoenix, seeded):
 
 def test_limit_keeps_the_newest(phoenix, seeded):
     src = PhoenixSource(phoenix.url, seeded["project"], page_size=7)
-    df = src.fetch_spans(None, T0 + timedelta(seconds=40), limit=5)
-    assert df["span_id"].tolist() == seeded["ids"][35:40]
+    df = src.fetch_spans(None, T0 + timedelta(seconds=35), limit=5)
+    assert df["span_id"].tolist() == seeded["ids"][30:35]
 
 
 def test_empty_window_and_unknown_project_are_notes_not_errors(phoenix, seeded):
@@ -208,7 +219,7 @@ def test_transient_connection_drop_is_retried(phoenix, seeded):
     with FlakyProxy(host, int(port), drop_first=2) as proxy:
         src = PhoenixSource(proxy.url, seeded["project"], page_size=100, retries=4, backoff=0.01)
         df = src.fetch_spans(None, None)
-    assert len(df) == SPREAD + TIED
+    assert len(df) == TOTAL
     assert proxy.accepted >= 3 and src.requests >= 3
 
 

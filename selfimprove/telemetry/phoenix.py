@@ -91,7 +91,11 @@ class PhoenixSource:
                 report(on_progress, "spans", len(seen), None, self.requests)
                 end = oldest.to_pydatetime()
             else:
-                end = oldest.to_pydatetime() + timedelta(microseconds=1)
+                next_end = oldest.to_pydatetime() + timedelta(microseconds=1)
+                if end is not None and next_end >= end:  # a server that ignores end_time would loop forever
+                    raise SelfimproveError(f"paging spans from {self.endpoint} made no progress at {end}",
+                                           hint="report this Phoenix version; lower --limit meanwhile")
+                end = next_end
         spans = concat_spans(pages)
         if limit is not None and len(spans) > limit:
             spans = spans.iloc[len(spans) - limit:].reset_index(drop=True)  # keep the newest
