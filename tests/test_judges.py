@@ -1,0 +1,106 @@
+"""Judges: captured EvalSpecs replayed with real phoenix-evals evaluators against the simulator over HTTP."""
+
+import asyncio
+
+import pytest
+
+from selfimprove.core.records import EvalSpec, Message
+from selfimprove.evals import code_evals
+from selfimprove.evals.judges import JudgeEndpoint, JudgeItem, LLMJudge, build_judges, input_text
+from selfimprove.llm.accounting import Ledger
+from selfimprove.llm.cache import CallCache
+from selfimprove.sim import PRICES, generate_inputs, start_server, world_evals
+
+
+@pytest.fixture
+def sim():
+    server = start_server("support", seed=0)
+    yield server
+    server.stop()
+
+
+def _spec(i=0, **kw):
+    ev = world_evals("support")[i]
+    return EvalSpec(name=ev["name"], template=ev["template"], choices=ev["choices"], judge_model="sim-judge",
+                    direction=ev["direction"], **kw)
+
+
+def _items(n, output):
+    return [JudgeItem(f"s{i}", tuple(Message(**m) for m in h), output)
+            for i, h in enumerate(generate_inputs("support", n, seed=3))]
+
+
+def test_llm_judge_verdicts_are_cached_and_booked(sim, tmp_path):
+    ledger = Ledger(PRICES)
+    judge = LLMJudge(_spec(invocation_params={"temperature": 0.0}), JudgeEndpoint(sim.base_url, "k"),
+                     cache=CallCache(tmp_path), ledger=ledger)
+    items = _items(6, "I promise you will get a full refund tomorrow.")
+    first = asyncio.run(judge.judge(items))
+    assert [j.sample_id for j in first] == [i.sample_id for i in items]
+    assert all(j.error is None and j.label == "non_compliant" and j.score == 0.0 for j in first)
+    assert any("promises an outcome" in j.explanation for j in first)
+    assert all(j.tokens > 0 and j.cost_usd > 0 and not j.cached and j.attempts == 1 for j in first)
+    assert sim.stats()["by_model"]["sim-judge"] == {"200": 6}
+    # the exact phoenix-evals request: one user message, structured output, the spec's invocation params
+    again = asyncio.run(judge.judge(items))
+    assert [(j.label, j.explanation) for j in again] == [(j.label, j.explanation) for j in first]
+    assert all(j.cached for j in again) and sim.stats()["requests"] == 6  # nothing sent twice
+    snap = ledger.snapshot()
+    assert (snap.calls, snap.cache_hits) == (6, 6)
+    entry = next(iter((tmp_path).glob("??/*.json"))).read_text()
+    assert '"temperature":0.0' in entry and "json_schema" in entry and "non_compliant" in entry
+
+
+def test_judge_retries_429_and_500_and_marks_exhausted_calls_failed(sim, tmp_path):
+    sim.configure(throttle_rate=0.3, error_rate=0.2, retry_after_s=0.01, seed=1)
+    ledger = Ledger(PRICES)
+    judge = LLMJudge(_spec(), JudgeEndpoint(sim.base_url, "k", max_retries=1), cache=CallCache(tmp_path),
+                     ledger=ledger)
+    out = asyncio.run(judge.judge(_items(40, "Sorry about that. Your order is on its way.")))
+    failed = [j for j in out if j.error]
+    ok = [j for j in out if not j.error]
+    assert ok and failed  # with one retry and ~45% faults per attempt, some calls fail twice
+    assert all(j.attempts == 2 for j in failed) and all(j.label in ("compliant", "non_compliant") for j in ok)
+    stats = sim.stats()
+    assert sum(j.attempts for j in out) == stats["requests"] == ledger.snapshot().calls
+    assert stats["by_status"].get("200", 0) == len(ok)
+
+
+def test_code_eval_registered_by_name_and_broken_ones_are_rows(tmp_path):
+    @code_evals.register("short_reply")
+    def short_reply(output: str) -> bool:
+        if "boom" in output:
+            raise RuntimeError("boom")
+        return len(output.split()) <= 5
+
+    try:
+        spec = EvalSpec(name="short_reply", kind="code", choices={"short": 1.0, "long": 0.0})
+        judges, skipped = build_judges([spec, EvalSpec(name="by_hand", kind="human")],
+                                       JudgeEndpoint(None, None), cache=None, ledger=Ledger())
+        assert "by_hand" in skipped and set(judges) == {"short_reply"}
+        items = [JudgeItem("a", (Message(role="user", content="hi"),), "ok thanks"),
+                 JudgeItem("b", (Message(role="user", content="hi"),), "a much longer reply than five words"),
+                 JudgeItem("c", (Message(role="user", content="hi"),), "boom"),
+                 JudgeItem("d", (Message(role="user", content="hi"),), None)]
+        out = asyncio.run(judges["short_reply"].judge(items))
+        assert [(j.label, j.score) for j in out[:2]] == [("short", 1.0), ("long", 0.0)]
+        assert "RuntimeError: boom" in out[2].error and "generation failed" in out[3].error
+    finally:
+        code_evals.unregister("short_reply")
+
+
+def test_unreplayable_specs_are_reported_not_crashed(sim):
+    bad_var = EvalSpec(name="ctx", template="Context: {reference}\nAnswer: {output}", choices={"y": 1.0, "n": 0.0},
+                       judge_model="sim-judge")
+    no_choices = EvalSpec(name="free", template="{input} {output}", judge_model="sim-judge")
+    judges, skipped = build_judges([bad_var, no_choices, _spec()], JudgeEndpoint(sim.base_url, "k"), cache=None,
+                                   ledger=Ledger())
+    assert set(judges) == {"policy_compliance"}
+    assert "reference" in skipped["ctx"] and "choices" in skipped["free"]
+
+
+def test_input_text_for_multi_turn_history():
+    hist = (Message(role="system", content="sys"), Message(role="user", content="a"),
+            Message(role="assistant", content="b"), Message(role="user", content="c"))
+    assert input_text(hist) == "user: a\nassistant: b\nuser: c"
+    assert input_text(hist[:2]) == "a"
