@@ -168,6 +168,8 @@ def utc_times(values: Any, what: str, *, naive_is_utc: bool = False) -> pd.Serie
 
 def _has_naive(series: pd.Series) -> bool:
     for value in series:
+        if is_missing(value):
+            continue
         if isinstance(value, str):
             try:
                 value = datetime.fromisoformat(value)
@@ -271,7 +273,7 @@ def normalize_phoenix_annotations(df: pd.DataFrame, *, naive_is_utc: bool = Fals
                          hint="columns `span_id` (or `context.span_id`) and `annotation_name` (or `name`)")
     out = _frame(columns, ANNOTATION_DTYPES, ANNOTATION_COLUMNS)
     for name in ("created_at", "updated_at"):
-        out[name] = utc_times(pick(name), name, naive_is_utc=naive_is_utc)
+        out[name] = utc_times(df[name] if name in df.columns else [None] * n, name, naive_is_utc=naive_is_utc)
     keys = ["span_id", "name", "identifier", "updated_at"]
     return out.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
 
