@@ -52,18 +52,25 @@ def test_llm_judge_verdicts_are_cached_and_booked(sim, tmp_path):
 
 
 def test_judge_retries_429_and_500_and_marks_exhausted_calls_failed(sim, tmp_path):
-    sim.configure(throttle_rate=0.3, error_rate=0.2, retry_after_s=0.01, seed=1)
     ledger = Ledger(PRICES)
-    judge = LLMJudge(_spec(), JudgeEndpoint(sim.base_url, "k", max_retries=1), cache=CallCache(tmp_path),
-                     ledger=ledger)
-    out = asyncio.run(judge.judge(_items(40, "Sorry about that. Your order is on its way.")))
+    cache = CallCache(tmp_path)
+    # 429s with Retry-After: retried below phoenix-evals (whose own 429 handling is a 5 s global cooldown)
+    sim.configure(throttle_rate=0.2, retry_after_s=0.01, seed=1)
+    judge = LLMJudge(_spec(), JudgeEndpoint(sim.base_url, "k", max_retries=5), cache=cache, ledger=ledger)
+    out = asyncio.run(judge.judge(_items(30, "Sorry about that. Your order is on its way.")))
+    assert all(j.error is None for j in out) and any(j.attempts > 1 for j in out)
+    assert sim.stats()["by_status"]["429"] == sum(j.attempts - 1 for j in out)
+    # 500s with one retry: some calls fail twice and come back as failed rows, not exceptions
+    sim.configure(throttle_rate=0.0, error_rate=0.4)
+    judge = LLMJudge(_spec(), JudgeEndpoint(sim.base_url, "k", max_retries=1), cache=cache, ledger=ledger)
+    out = asyncio.run(judge.judge(_items(60, "Sorry about that. Your order is on its way.")))
     failed = [j for j in out if j.error]
-    ok = [j for j in out if not j.error]
-    assert ok and failed  # with one retry and ~45% faults per attempt, some calls fail twice
-    assert all(j.attempts == 2 for j in failed) and all(j.label in ("compliant", "non_compliant") for j in ok)
-    stats = sim.stats()
-    assert sum(j.attempts for j in out) == stats["requests"] == ledger.snapshot().calls
-    assert stats["by_status"].get("200", 0) == len(ok)
+    assert failed and all(j.attempts == 2 and "500" in j.error for j in failed)
+    assert all(j.label in ("compliant", "non_compliant") for j in out if not j.error)
+    stats = sim.stats()  # every attempt was booked once; the 30 answers cached above were not sent again
+    assert stats["requests"] == ledger.snapshot().calls
+    assert stats["by_status"]["200"] == 30 + sum(1 for j in out if not j.error and not j.cached)
+    assert all(j.cached for j in out[:30])  # (a later input may repeat an earlier one: a hit too)
 
 
 def test_code_eval_registered_by_name_and_broken_ones_are_rows(tmp_path):
