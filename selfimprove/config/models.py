@@ -79,6 +79,8 @@ class Split(Section):
     seed: int = 0
     max_samples: int | None = Field(None, gt=0)
     diverse: bool = False
+    filters: list[str] = Field(default_factory=list, description="snapshot filter chain, e.g. 'model=gpt-4o-mini', "
+                               "'score.correctness<0.5', 'metadata.tenant=acme' (--filter adds to it)")
 
 
 class Update(Section):

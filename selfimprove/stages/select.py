@@ -1,0 +1,194 @@
+"""From raw spans and annotations to the samples of a checkpoint: parse, join, filter, choose the current
+policy, deduplicate, subsample, split. No I/O: `build_samples` takes row dicts and returns records and counts.
+
+Order matters and is fixed: bad spans are counted and dropped; the filter chain runs on parsed samples with their
+evals; the current policy is chosen among what is left (the latest call's policy unless one is named);
+identical inputs (the history without its system messages) keep one sample — preferring the current policy,
+then more evals, then the latest; `max_samples` keeps a seeded random or a maximally varied (`diverse`) subset;
+the split is by trace, stratified by the primary eval's score.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfimprove.core.canonical import digest
+from selfimprove.core.errors import UsageError
+from selfimprove.core.filters import Filter, matches
+from selfimprove.core.records import EvalSpec, Policy, Sample
+from selfimprove.core.split import SplitItem, seeded_order, split_by_trace
+from selfimprove.evals.recover import Recovered
+from selfimprove.telemetry.spans import BAD_REASONS, BadSpan, ParsedSpan, parse_span
+
+
+@dataclass(frozen=True)
+class Selection:
+    test_size: float
+    seed: int
+    max_samples: int | None = None
+    diverse: bool = False
+    filters: tuple[Filter, ...] = ()
+    policy: str | None = None  # a digest prefix naming the current policy
+    primary: str | None = None
+
+
+@dataclass
+class Built:
+    samples: list[Sample]
+    policy: Policy
+    specs: dict[str, EvalSpec]
+    primary: str | None
+    counts: dict[str, int]
+    bad: dict[str, int]
+    policies: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    bad_examples: dict[str, str] = field(default_factory=dict)
+
+
+def parse_all(rows: list[dict[str, Any]]) -> tuple[list[ParsedSpan], Counter, dict[str, str]]:
+    parsed, bad, examples = [], Counter(), {}
+    for row in rows:
+        out = parse_span(row)
+        if isinstance(out, BadSpan):
+            bad[out.reason] += 1
+            examples.setdefault(out.reason, f"{out.span_id}: {out.detail}")
+        else:
+            parsed.append(out)
+    return parsed, bad, examples
+
+
+def _fields(span: ParsedSpan, evals: dict[str, Any]) -> dict[str, Any]:
+    return {"model": span.policy.model, "policy_digest": span.policy_digest, "start_time": span.start_time,
+            "evals": evals, "metadata": span.metadata}
+
+
+def _time_key(span: ParsedSpan) -> tuple:
+    return (span.start_time.isoformat() if span.start_time else "", span.span_id)
+
+
+def choose_policy(spans: list[ParsedSpan], wanted: str | None) -> tuple[Policy, list[dict[str, Any]]]:
+    """The current policy (the latest call's, or the one whose digest starts with `wanted`) and a summary of
+    every policy seen, newest first."""
+    seen: dict[str, dict[str, Any]] = {}
+    for s in sorted(spans, key=_time_key):
+        entry = seen.setdefault(s.policy_digest, {"digest": s.policy_digest, "model": s.policy.model,
+                                                  "samples": 0, "first": s.start_time, "policy": s.policy})
+        entry["samples"] += 1
+        entry["last"] = s.start_time
+    latest = max(spans, key=_time_key).policy_digest
+    if wanted:
+        want = wanted if wanted.startswith("sha256:") else "sha256:" + wanted
+        hits = [d for d in seen if d.startswith(want)]
+        if len(hits) != 1:
+            listing = ", ".join(d[7:19] for d in seen)
+            raise UsageError(f"--policy {wanted} matches {len(hits)} of the policies seen ({listing})",
+                             hint="give a longer digest prefix" if hits else "see `selfimprove snapshot` output")
+        latest = hits[0]
+    summary = []
+    for d, e in sorted(seen.items(), key=lambda kv: (kv[1]["last"] is not None, kv[1]["last"] or 0), reverse=True):
+        summary.append({"digest": d, "model": e["model"], "samples": e["samples"], "current": d == latest,
+                        "first": e["first"].isoformat() if e["first"] else None,
+                        "last": e["last"].isoformat() if e["last"] else None})
+    return seen[latest]["policy"], summary
+
+
+def input_key(span: ParsedSpan) -> str:
+    return digest([m.to_openai() for m in span.history if m.role not in ("system", "developer")])
+
+
+def input_text(span: ParsedSpan) -> str:
+    return "\n".join(m.text() for m in span.history if m.role not in ("system", "developer"))
+
+
+def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Selection) -> Built:
+    parsed, bad, examples = parse_all(span_rows)
+    counts: dict[str, int] = {"spans": len(span_rows), "bad": sum(bad.values()), "parsed": len(parsed)}
+    notes: list[str] = []
+    multi = sum(1 for s in parsed if s.extra_outputs)
+    if multi:
+        notes.append(f"{multi} calls returned several choices: the first is kept as the output")
+    kept = [s for s in parsed if all(matches(f, _fields(s, recovered.results.get(s.span_id, {})))
+                                      for f in sel.filters)]
+    counts["filtered"] = len(parsed) - len(kept)
+    if not kept:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(bad.items())) or "none bad"
+        raise UsageError(f"no usable samples: {len(span_rows)} spans, {len(parsed)} parsed, "
+                         f"{counts['filtered']} filtered out (bad: {reasons})",
+                         hint="check --filter and the target's span filter, or pull a wider window")
+    policy, policies = choose_policy(kept, sel.policy)
+    current = policy.digest
+    best: dict[str, ParsedSpan] = {}
+    for s in kept:
+        key = input_key(s)
+        rank = (s.policy_digest == current, len(recovered.results.get(s.span_id, {})), _time_key(s))
+        other = best.get(key)
+        if other is None or rank > (other.policy_digest == current,
+                                    len(recovered.results.get(other.span_id, {})), _time_key(other)):
+            best[key] = s
+    pool = sorted(best.values(), key=lambda s: s.span_id)
+    counts["duplicates"] = len(kept) - len(pool)
+    pool = _subsample(pool, sel, notes, counts)
+    evals = sorted({name for s in pool for name in recovered.results.get(s.span_id, {})})
+    specs = {name: recovered.specs[name] for name in evals}
+    primary = _primary(sel.primary, specs, pool, recovered)
+    items = [SplitItem(s.span_id, s.trace_id, _score(recovered, s.span_id, primary)) for s in pool]
+    split = split_by_trace(items, sel.test_size, sel.seed)
+    samples = [Sample(sample_id=s.span_id, span_id=s.span_id, trace_id=s.trace_id,
+                      start_time=s.start_time.isoformat() if s.start_time else None, history=s.history,
+                      output=s.output, evals=recovered.results.get(s.span_id, {}), prompt_tokens=s.prompt_tokens,
+                      completion_tokens=s.completion_tokens, latency_ms=s.latency_ms,
+                      policy_digest=s.policy_digest, split=split[s.span_id]) for s in pool]
+    counts.update(samples=len(samples), train=sum(x.split == "train" for x in samples),
+                  test=sum(x.split == "test" for x in samples), traces=len({x.trace_id for x in samples}),
+                  policies=len(policies), **{"current_policy.samples": sum(x.policy_digest == current
+                                                                         for x in samples)})
+    for name in evals:
+        counts[f"missing.{name}"] = sum(name not in x.evals for x in samples)
+    for reason in BAD_REASONS:
+        counts[f"bad.{reason}"] = bad.get(reason, 0)
+    return Built(samples, policy, specs, primary, counts, dict(bad), policies, notes=notes,
+                 bad_examples=examples)
+
+
+def _subsample(pool: list[ParsedSpan], sel: Selection, notes: list[str], counts: dict[str, int]
+               ) -> list[ParsedSpan]:
+    if sel.max_samples is None or len(pool) <= sel.max_samples:
+        if sel.diverse and sel.max_samples is None:
+            notes.append("--diverse picks a subset of --max-samples samples; without it every sample is kept")
+        counts["dropped.max_samples"] = 0
+        return pool
+    if sel.diverse:
+        from selfimprove.core.diverse import select_diverse
+
+        chosen = [pool[i] for i in select_diverse([input_text(s) for s in pool], sel.max_samples, sel.seed)]
+        notes.append(f"--diverse: {len(chosen)} of {len(pool)} samples picked from TF-IDF clusters of the inputs")
+    else:
+        keep = set(seeded_order([s.span_id for s in pool], sel.seed)[:sel.max_samples])
+        chosen = [s for s in pool if s.span_id in keep]
+    counts["dropped.max_samples"] = len(pool) - len(chosen)
+    return chosen
+
+
+def _score(recovered: Recovered, span_id: str, primary: str | None) -> float | None:
+    if primary is None:
+        return None
+    result = recovered.results.get(span_id, {}).get(primary)
+    return None if result is None else result.score
+
+
+def _primary(configured: str | None, specs: dict[str, EvalSpec], pool: list[ParsedSpan],
+             recovered: Recovered) -> str | None:
+    if configured:
+        if configured not in specs:
+            found = ", ".join(sorted(specs)) or "none"
+            raise UsageError(f"primary eval {configured!r} is not among the evals found ({found})",
+                             hint="set evals.primary to one of them, or check that the eval ran on these spans")
+        return configured
+    scored = Counter(name for s in pool for name, r in recovered.results.get(s.span_id, {}).items()
+                     if r.score is not None and specs[name].kind != "human")
+    if not scored:
+        return None
+    return min(scored.items(), key=lambda kv: (-kv[1], kv[0]))[0]

@@ -1,0 +1,193 @@
+"""`snapshot`: a pulled run's raw spans and annotations -> `dataset.parquet`, `checkpoint.json`, `snapshot.md`.
+
+Also writes `snapshot.json` (this result's deterministic part, for `--json` and for reuse). Bad spans are
+counted by reason and never fatal; a run with no usable sample at all is a usage error (exit 2). The stage key
+covers the settings (split, filters, chosen policy, evals), the raw tables' digests and the local eval
+registry, so an unchanged snapshot is reused.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from selfimprove.core.errors import UsageError
+
+CHECKPOINT_SCHEMA = "selfimprove.checkpoint/1"
+RAW_INPUTS = ["raw/annotations.parquet", "raw/spans.parquet"]
+
+
+class PolicySeen(BaseModel):
+    digest: str
+    model: str
+    samples: int
+    current: bool
+    first: str | None = None
+    last: str | None = None
+
+
+class EvalSeen(BaseModel):
+    name: str
+    kind: str
+    spec_source: str = Field(description="'annotation', 'registry' or 'inferred'")
+    judge_model: str | None = None
+    direction: str = "maximize"
+    scored: int = 0
+    missing: int = 0
+    mean_score: float | None = None
+    labels: dict[str, int] = Field(default_factory=dict)
+
+
+class SnapshotResult(BaseModel):
+    """What a snapshot kept, dropped and split."""
+
+    target: str
+    run: str = ""
+    run_path: str = ""
+    reused: bool = False
+    policy_digest: str
+    policy_model: str
+    primary_eval: str | None
+    policies: list[PolicySeen]
+    evals: list[EvalSeen]
+    counts: dict[str, int]
+    bad: dict[str, int] = Field(default_factory=dict)
+    bad_examples: dict[str, str] = Field(default_factory=dict)
+    filters: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    def render(self, console: Any) -> None:
+        from selfimprove.stages.snapshot_report import render_console
+
+        render_console(self, console)
+
+
+def snapshot(root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
+             run: str | None = None, test_size: float | None = None, seed: int | None = None,
+             max_samples: int | None = None, diverse: bool = False, filters: list[str] | tuple = (),
+             policy: str | None = None, force: bool = False, wait: bool = False,
+             config: Any = None) -> SnapshotResult:
+    """Build the checkpoint of a run (the latest run of the target unless `run` names one)."""
+    from selfimprove.store.runs import Workspace
+
+    if config is None:
+        from selfimprove.cli.common import load_target
+
+        config = load_target(Path(root), target, overrides)
+    ws = Workspace(root)
+    with ws.lock(config.target, wait=wait):
+        the_run = ws.open_run(config.target, run)
+        if the_run.record("pull") is None:
+            raise UsageError(f"run {the_run.run_id} has no pulled spans", hint="start a run with `selfimprove pull`")
+        return _snapshot(Path(root), config, the_run, test_size, seed, max_samples, diverse, list(filters),
+                         policy, force)
+
+
+def _snapshot(root: Path, cfg: Any, run: Any, test_size: float | None, seed: int | None,
+              max_samples: int | None, diverse: bool, filters: list[str], policy: str | None,
+              force: bool) -> SnapshotResult:
+    from selfimprove.core.canonical import pretty_json
+    from selfimprove.core.filters import parse_filter
+    from selfimprove.evals.recover import read_registry
+    from selfimprove.stages.select import Selection
+
+    started = time.monotonic()
+    exprs = list(cfg.split.filters) + list(filters)
+    sel = Selection(test_size=cfg.split.test_size if test_size is None else test_size,
+                    seed=cfg.split.seed if seed is None else seed,
+                    max_samples=max_samples if max_samples is not None else cfg.split.max_samples,
+                    diverse=diverse or cfg.split.diverse, filters=tuple(parse_filter(f) for f in exprs),
+                    policy=policy, primary=cfg.evals.primary)
+    if not 0 < sel.test_size < 1:
+        raise UsageError(f"--test-size must be between 0 and 1, got {sel.test_size}")
+    registry = read_registry(root)
+    params = {"test_size": sel.test_size, "seed": sel.seed, "max_samples": sel.max_samples,
+              "diverse": sel.diverse, "filters": [str(f) for f in sel.filters], "policy": policy,
+              "evals": {"include": list(cfg.evals.include), "primary": cfg.evals.primary},
+              "registry": {name: spec.digest for name, spec in sorted(registry.items())}}
+    with run.stage("snapshot", params=params, inputs=RAW_INPUTS, force=force) as st:
+        if st.reused:
+            result = SnapshotResult.model_validate_json((run.path / "snapshot.json").read_text())
+            return result.model_copy(update={"run": run.run_id, "run_path": str(run.path), "reused": True,
+                                             "seconds": round(time.monotonic() - started, 3)})
+        result, frame, checkpoint, report = build(run.path, cfg, sel, registry)
+        st.write_table("dataset.parquet", frame)
+        st.write_json("checkpoint.json", {"schema": CHECKPOINT_SCHEMA, **checkpoint.model_dump(mode="json")})
+        st.write_text("snapshot.md", report)
+        st.write_text("snapshot.json", pretty_json(result.model_dump(mode="json")))
+    return result.model_copy(update={"run": run.run_id, "run_path": str(run.path),
+                                     "seconds": round(time.monotonic() - started, 3)})
+
+
+def build(run_path: Path, cfg: Any, sel: Any, registry: dict) -> tuple[SnapshotResult, Any, Any, str]:
+    """Read the raw tables of a run folder and build (result, dataset frame, Checkpoint, markdown report)."""
+    import pandas as pd
+
+    from selfimprove.core.records import Checkpoint
+    from selfimprove.evals.recover import recover
+    from selfimprove.stages.dataset import samples_to_frame
+    from selfimprove.stages.select import build_samples
+    from selfimprove.stages.snapshot_report import markdown
+
+    spans = pd.read_parquet(run_path / "raw/spans.parquet")
+    annotations = pd.read_parquet(run_path / "raw/annotations.parquet")
+    recovered = recover(annotations.to_dict(orient="records"), registry, list(cfg.evals.include) or None)
+    built = build_samples(spans.to_dict(orient="records"), recovered, sel)
+    evals = sorted(built.specs)
+    warnings = _warnings(built, recovered)
+    result = SnapshotResult(
+        target=cfg.target, policy_digest=built.policy.digest, policy_model=built.policy.model,
+        primary_eval=built.primary, policies=[PolicySeen(**p) for p in built.policies],
+        evals=[_eval_seen(name, built, recovered.spec_sources[name]) for name in evals],
+        counts={**built.counts, **{k: v for k, v in recovered.counts.items()}}, bad=built.bad,
+        bad_examples=built.bad_examples, filters=[str(f) for f in sel.filters], warnings=warnings,
+        notes=built.notes + recovered.notes)
+    checkpoint = Checkpoint(
+        target=cfg.target, policy=built.policy, evals=tuple(built.specs[n] for n in evals),
+        primary_eval=built.primary, train_ids=tuple(sorted(s.sample_id for s in built.samples if s.split == "train")),
+        test_ids=tuple(sorted(s.sample_id for s in built.samples if s.split == "test")), counts=result.counts)
+    frame = samples_to_frame(built.samples, evals)
+    return result, frame, checkpoint, markdown(result, built.policy, checkpoint)
+
+
+def _eval_seen(name: str, built: Any, source: str) -> EvalSeen:
+    spec = built.specs[name]
+    results = [s.evals[name] for s in built.samples if name in s.evals]
+    scores = [r.score for r in results if r.score is not None]
+    labels: dict[str, int] = {}
+    for r in results:
+        if r.label is not None:
+            labels[r.label] = labels.get(r.label, 0) + 1
+    return EvalSeen(name=name, kind=spec.kind, spec_source=source, judge_model=spec.judge_model,
+                    direction=spec.direction, scored=len(scores), missing=len(built.samples) - len(results),
+                    mean_score=round(sum(scores) / len(scores), 6) if scores else None,
+                    labels=dict(sorted(labels.items())))
+
+
+def _model_id(name: str | None) -> str:
+    return (name or "").strip().lower().rsplit("/", 1)[-1]
+
+
+def _warnings(built: Any, recovered: Any) -> list[str]:
+    out = []
+    task_models = {_model_id(p["model"]) for p in built.policies}
+    for name, spec in sorted(built.specs.items()):
+        if spec.kind == "llm" and spec.judge_model and _model_id(spec.judge_model) in task_models:
+            out.append(f"feedback collapse: eval {name!r} is judged by {spec.judge_model}, the same model as the "
+                       "task; its scores may favour the task model's own style. Use a different judge model.")
+        if spec.kind == "llm" and recovered.spec_sources.get(name) == "inferred":
+            out.append(f"eval {name!r} has no recorded spec (template, choices): it cannot be re-judged offline; "
+                       f"run it under selfimprove.instrument() or save its spec to evals/{name}.json")
+    if built.primary is None:
+        out.append("no scored eval found on these samples: update has no feedback to learn from")
+    if built.counts.get("test", 0) == 0:
+        out.append("the test split is empty (a single trace?): evaluate needs held-out samples")
+    if built.primary and built.counts.get(f"missing.{built.primary}", 0):
+        out.append(f"{built.counts[f'missing.{built.primary}']} samples have no {built.primary!r} result "
+                   "(kept, marked missing)")
+    return out

@@ -1,0 +1,85 @@
+"""The snapshot's readable report: `snapshot.md` in the run folder, and the same facts as a Rich view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
+def _mean(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def markdown(result: Any, policy: Any, checkpoint: Any) -> str:
+    c = result.counts
+    lines = [f"# Snapshot of `{result.target}`", ""]
+    lines += [(f"- spans pulled: **{c.get('spans', 0)}**; bad: {c.get('bad', 0)}; filtered out: "
+              f"{c.get('filtered', 0)}; duplicate inputs: {c.get('duplicates', 0)}; over --max-samples: "
+              f"{c.get('dropped.max_samples', 0)}"),
+              (f"- samples: **{c.get('samples', 0)}** in {c.get('traces', 0)} traces -> train "
+              f"**{c.get('train', 0)}**, test **{c.get('test', 0)}** (split by trace, stratified by "
+              f"`{result.primary_eval or 'nothing'}`)"),
+              (f"- annotations: {c.get('annotations', 0)} ({c.get('annotations.superseded', 0)} superseded by a "
+              f"later one, {c.get('annotations.notes', 0)} notes skipped)"), ""]
+    if result.filters:
+        lines += ["Filters: " + ", ".join(f"`{f}`" for f in result.filters), ""]
+    if result.warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
+    lines += ["## Current policy", "", f"`{policy.digest}` — model `{policy.model}`"
+              + "".join(f", {k} `{v}`" for k, v in policy.params().items() if k != "model"), "", "```text",
+              policy.system_prompt or "(no system prompt)", "```", ""]
+    lines += ["## Policies seen", "", "| digest | model | samples | first | last | current |", "|---|---|---|---|---|---|"]
+    for p in result.policies:
+        lines.append(f"| `{_short(p.digest)}` | {p.model} | {p.samples} | {p.first or '-'} | {p.last or '-'} | "
+                     f"{'yes' if p.current else ''} |")
+    lines += ["", "## Evals", "", "| eval | kind | spec from | judge | scored | missing | mean | labels |",
+              "|---|---|---|---|---|---|---|---|"]
+    for e in result.evals:
+        labels = ", ".join(f"{k} {v}" for k, v in e.labels.items())
+        star = " (primary)" if e.name == result.primary_eval else ""
+        lines.append(f"| `{e.name}`{star} | {e.kind} | {e.spec_source} | {e.judge_model or '-'} | {e.scored} | "
+                     f"{e.missing} | {_mean(e.mean_score)} | {labels} |")
+    lines += ["", "## Bad spans (counted, not used)", ""]
+    if result.bad:
+        lines += ["| reason | spans | example |", "|---|---|---|"]
+        for reason, n in sorted(result.bad.items()):
+            lines.append(f"| {reason} | {n} | {result.bad_examples.get(reason, '').replace('|', '/')} |")
+    else:
+        lines.append("none")
+    if result.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_console(result: Any, console: Any) -> None:
+    from rich.table import Table
+
+    c = result.counts
+    head = Table(title=f"snapshot · {result.target} · run {result.run}" + (" (reused)" if result.reused else ""),
+                 show_header=False, box=None)
+    head.add_row("samples", f"{c.get('samples', 0)} (train {c.get('train', 0)}, test {c.get('test', 0)}) "
+                            f"from {c.get('spans', 0)} spans")
+    head.add_row("dropped", f"bad {c.get('bad', 0)}, filtered {c.get('filtered', 0)}, duplicates "
+                            f"{c.get('duplicates', 0)}, over max {c.get('dropped.max_samples', 0)}")
+    head.add_row("policy", f"{_short(result.policy_digest)} ({result.policy_model}) of {len(result.policies)} seen")
+    head.add_row("primary eval", result.primary_eval or "-")
+    console.print(head)
+    if result.evals:
+        table = Table("eval", "kind", "spec", "judge", "scored", "missing", "mean")
+        for e in result.evals:
+            table.add_row(e.name, e.kind, e.spec_source, e.judge_model or "-", str(e.scored), str(e.missing),
+                          _mean(e.mean_score))
+        console.print(table)
+    if result.bad:
+        console.print("bad spans: " + ", ".join(f"{k} {v}" for k, v in sorted(result.bad.items())), markup=False)
+    from rich.markup import escape
+
+    for w in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(w)}", markup=True, highlight=False)
+    for n in result.notes:
+        console.print(f"note: {n}", markup=False)
+    if result.run_path:
+        console.print(f"written: {result.run_path}/dataset.parquet, checkpoint.json, snapshot.md", markup=False)

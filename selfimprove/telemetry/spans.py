@@ -1,0 +1,161 @@
+"""Raw span rows -> parsed production calls (history, output, the policy that produced them), or a reason why not.
+
+One bad span is data, never an exception: `parse_span` returns a `BadSpan` with one of `BAD_REASONS`.
+The policy of a call is read from its messages and invocation parameters: the system prompt is the call's
+leading system/developer messages, or the prompt template recorded by `selfimprove.evals.instrument.tag_policy`
+(a template with variables stays one policy across calls); model, temperature, top_p, max_tokens,
+response_format and tools come from the invocation parameters (the request's model, else the span's model name).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from selfimprove.core.records import Message, Policy
+from selfimprove.telemetry.parse import (
+    SpanParseError,
+    load_json,
+    parse_invocation_parameters,
+    parse_messages,
+    parse_prompt_template,
+    parse_tools,
+)
+
+BAD_REASONS = ("not_llm", "error_status", "unparseable", "no_input", "no_output", "no_model")
+POLICY_DIGEST_KEY = "selfimprove.policy_digest"
+
+
+@dataclass(frozen=True)
+class ParsedSpan:
+    span_id: str
+    trace_id: str
+    start_time: datetime | None
+    history: tuple[Message, ...]
+    output: Message
+    policy: Policy
+    policy_digest: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    model_name: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tagged_digest: str | None = None  # the digest tag_policy recorded, if any
+    extra_outputs: int = 0  # choices beyond the first (n > 1), not kept
+
+
+@dataclass(frozen=True)
+class BadSpan:
+    span_id: str
+    reason: str
+    detail: str = ""
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return getattr(value, "__class__", None).__name__ in ("NAType", "NaTType")
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if _missing(value) else int(value)
+
+
+def _time(value: Any) -> datetime | None:
+    if _missing(value):
+        return None
+    return value.to_pydatetime() if hasattr(value, "to_pydatetime") else value
+
+
+def system_prompt_of(history: list[Message]) -> str:
+    """The leading system/developer messages' text, joined by blank lines ('' when the call has none)."""
+    parts = []
+    for message in history:
+        if message.role not in ("system", "developer"):
+            break
+        parts.append(message.text())
+    return "\n\n".join(parts)
+
+
+def policy_of(history: list[Message], params: dict[str, Any], model_name: str | None, tools: Any,
+              template: dict[str, Any] | None, tagged: bool) -> Policy:
+    """The Policy that produced a call. Raises SpanParseError when no model is known."""
+    model = params.get("model") or model_name
+    if not model:
+        raise SpanParseError("no model in the invocation parameters or the span")
+    system = system_prompt_of(history)
+    if tagged and template and isinstance(template.get("template"), str):
+        system = template["template"]
+    max_tokens = params.get("max_tokens", params.get("max_completion_tokens"))
+    fmt = params.get("response_format")
+    tool_list = params.get("tools") or tools
+    return Policy(system_prompt=system, model=str(model), temperature=_num(params.get("temperature")),
+                  top_p=_num(params.get("top_p")), max_tokens=None if max_tokens is None else int(max_tokens),
+                  response_format=fmt if isinstance(fmt, dict) else None,
+                  tools=tuple(tool_list) if tool_list else None)
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def parse_span(row: dict[str, Any]) -> ParsedSpan | BadSpan:
+    """One raw spans row (the columns of `selfimprove.telemetry.raw.SPAN_COLUMNS`) -> ParsedSpan or BadSpan."""
+    span_id = str(row.get("span_id"))
+    kind = row.get("span_kind")
+    if not _missing(kind) and str(kind).upper() not in ("LLM", "UNKNOWN", ""):
+        return BadSpan(span_id, "not_llm", f"span kind {kind}")
+    if str(row.get("status_code") or "").upper() == "ERROR":
+        return BadSpan(span_id, "error_status", str(row.get("status_message") or "")[:200])
+    try:
+        history = parse_messages(_none(row.get("input_messages")), "llm.input_messages")
+        outputs = parse_messages(_none(row.get("output_messages")), "llm.output_messages")
+        params = parse_invocation_parameters(_none(row.get("invocation_parameters")))
+        tools = parse_tools(_none(row.get("tools")))
+        template = parse_prompt_template(_none(row.get("prompt_template")))
+        metadata = load_json(_none(row.get("metadata")), "metadata") or {}
+        if not isinstance(metadata, dict):
+            raise SpanParseError("metadata is not an object")
+    except (SpanParseError, ValidationError, TypeError, ValueError) as exc:
+        return BadSpan(span_id, "unparseable", _first_line(exc))
+    if not history:
+        return BadSpan(span_id, "no_input", "no input messages")
+    if not outputs or not _has_answer(outputs[0]):
+        return BadSpan(span_id, "no_output", "no output message")
+    tagged = metadata.get(POLICY_DIGEST_KEY)
+    try:
+        policy = policy_of(history, params, _none(row.get("model_name")), tools, template, bool(tagged))
+    except SpanParseError as exc:
+        return BadSpan(span_id, "no_model", str(exc))
+    except (ValidationError, TypeError, ValueError) as exc:
+        return BadSpan(span_id, "unparseable", _first_line(exc))
+    start, end = _time(row.get("start_time")), _time(row.get("end_time"))
+    latency = (end - start).total_seconds() * 1000 if start and end else None
+    return ParsedSpan(
+        span_id=span_id, trace_id=str(_none(row.get("trace_id")) or span_id), start_time=start,
+        history=tuple(history), output=outputs[0], policy=policy, policy_digest=policy.digest,
+        prompt_tokens=_opt_int(row.get("prompt_tokens")), completion_tokens=_opt_int(row.get("completion_tokens")),
+        latency_ms=None if latency is None else round(latency, 3), model_name=_none(row.get("model_name")),
+        metadata=metadata, tagged_digest=str(tagged) if tagged else None, extra_outputs=len(outputs) - 1)
+
+
+def _none(value: Any) -> Any:
+    return None if _missing(value) else value
+
+
+def _has_answer(message: Message) -> bool:
+    if message.tool_calls:
+        return True
+    if isinstance(message.content, str):
+        return message.content.strip() != ""
+    return bool(message.content)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
