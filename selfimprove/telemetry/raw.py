@@ -2,8 +2,8 @@
 
 These frames are what `pull` writes to `raw/spans.parquet` and `raw/annotations.parquet`; `snapshot` parses them.
 Nested values (messages, invocation parameters, metadata, prompt template, tools) are kept in the shape the source
-returned (flat `message.role` keys, nested `{"message": {...}}`, ...) but serialised as canonical JSON strings so
-parquet round-trips them exactly; a string that is not JSON is kept verbatim for the parser to flag. Times are
+returned (flat `message.role` keys, nested `{"message": {...}}`, ...) but serialised as canonical JSON text so
+parquet round-trips them exactly; every non-null cell of those columns is valid JSON (`to_json_text`). Times are
 `datetime64[us, UTC]` (Phoenix stores microseconds). Row order: spans by (start_time, span_id); annotations by
 (span_id, name, identifier, updated_at).
 """
@@ -105,15 +105,18 @@ def _plain(value: Any) -> Any:
 
 
 def to_json_text(value: Any) -> str | None:
-    """Canonical JSON text of a nested value; a JSON string is parsed and re-serialised; a non-JSON string is
-    kept verbatim; missing values give None."""
+    """Canonical JSON text of a nested value, or None when missing. A string is taken as JSON text (parsed and
+    re-serialised); an empty string is missing; a string that is not JSON becomes a JSON string literal, so
+    every non-null cell of a JSON column parses (the snapshot parser then flags the odd shape)."""
     if is_missing(value):
         return None
     if isinstance(value, str):
+        if not value.strip():
+            return None
         try:
             value = json.loads(value)
         except ValueError:
-            return value
+            pass
     return canonical_json(_plain(value)).decode("utf-8")
 
 
