@@ -8,8 +8,9 @@ structured verdicts); the product's own replay scorer is `selfimprove.optimizers
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 from selfimprove.core.records import EvalResult, EvalSpec, Message, Policy, Sample
 from selfimprove.optimizers.base import LMReply, ScoreBatch, ScoredSample, Verdict

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,12 +13,20 @@ from selfimprove.cli.output import handle_errors
 
 @handle_errors
 def update(
-    trials: Annotated[Optional[int], typer.Option(help="Updates on different minibatches, merged into one "
-                                                       "candidate (default: config, 3).", min=1)] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="builtin (textual gradient) or gepa.")] = None,
-    rounds: Annotated[Optional[int], typer.Option(help="Search rounds over the candidate population.", min=1)] = None,
-    max_calls: Annotated[Optional[int], typer.Option(help="LLM-call budget of this update.", min=1)] = None,
-    seed: Annotated[int, typer.Option(help="Seed for minibatches and search.")] = 0,
+    trials: Annotated[int | None, typer.Option(help="Updates on different minibatches, merged into one "
+                                                       "candidate by an LLM merge step (default: config, 3).",
+                                                  min=1)] = None,
+    optimizer: Annotated[str | None, typer.Option(help="builtin (textual gradient, default) or gepa (needs the "
+                                                          "gepa extra).")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Search rounds over the candidate population "
+                                                       "(default: config, 2).", min=1)] = None,
+    max_calls: Annotated[int | None, typer.Option(help="Hard budget of LLM calls (task, judge and optimizer "
+                                                          "calls; default: config update.max_calls).", min=1)] = None,
+    fewshot: Annotated[int, typer.Option(help="Try this many few-shot demonstrations from high-scoring train "
+                                              "samples; kept only if they win on validation.", min=0)] = 0,
+    focus: Annotated[str | None, typer.Option(help="Target one failure cluster (an id from the taxonomy, "
+                                                      "f-…).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the validation slice, minibatches and search.")] = 0,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending (for cron).")] = False,
     run: RunOpt = None,
     target: TargetOpt = None,
@@ -28,10 +36,20 @@ def update(
     wait: WaitOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Propose better policies from the checkpoint's failures and the judges' explanations: candidates/."""
+    """Propose better policies from the checkpoint's failures and the judges' explanations.
+
+    Writes candidates/<id>.json and candidates/<id>.diff (every candidate, guard-rejected ones too, with the
+    reason) and update.json; prints the candidates and their diffs. Never looks at the test split.
+    """
+    import sys
+
+    from selfimprove.cli.output import console, progress_enabled
     from selfimprove.cli.render import render_result
     from selfimprove.stages.update import update as run_update
 
+    confirm = (lambda msg: typer.confirm(msg, default=True, err=True)) if sys.stdin.isatty() else None
+    log = (lambda msg: console().print(msg, markup=False, style="dim")) if progress_enabled(json_output) else None
     result = run_update(root=root, target=target, overrides=set_, run=run, trials=trials, optimizer=optimizer,
-                        rounds=rounds, max_calls=max_calls, seed=seed, yes=yes, force=force, wait=wait)
+                        rounds=rounds, max_calls=max_calls, seed=seed, yes=yes, force=force, wait=wait,
+                        fewshot=fewshot, focus=focus, confirm=confirm, log=log)
     render_result("selfimprove.update/1", result, json_output)

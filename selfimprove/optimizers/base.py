@@ -27,7 +27,9 @@ class Budget:
     """A hard cap on LLM calls (task, judge and optimizer calls alike), shared by everything an update does.
 
     `reserve(n)` before making up to n calls (raises BudgetExhausted, spending nothing, if they might not fit);
-    `settle(reserved, used)` afterwards returns what was not used (a cache hit costs no call).
+    `settle(reserved, used)` afterwards returns what was not used (a cache hit costs no call). Retries of failed
+    requests may make `used` exceed the reservation: that is recorded (`overrun`), and the LLM layer's ledger,
+    given the same limit, is the hard stop for them.
     """
 
     def __init__(self, max_calls: int):
@@ -36,6 +38,7 @@ class Budget:
         self.reserved = 0
         self.tokens = 0
         self.cost_usd = 0.0
+        self.overrun = 0
         self._lock = threading.Lock()
 
     @property
@@ -55,15 +58,14 @@ class Budget:
 
     def settle(self, reserved: int, used: int, tokens: int = 0, cost_usd: float = 0.0) -> None:
         with self._lock:
-            if used > reserved:
-                raise RuntimeError(f"{used} calls made against a reservation of {reserved}")
+            self.overrun += max(0, used - reserved)
             self.reserved -= reserved
             self.used += used
             self.tokens += tokens
             self.cost_usd += cost_usd
 
     def snapshot(self) -> dict[str, Any]:
-        return {"max_calls": self.max_calls, "used": self.used, "tokens": self.tokens,
+        return {"max_calls": self.max_calls, "used": self.used, "overrun": self.overrun, "tokens": self.tokens,
                 "cost_usd": round(self.cost_usd, 6)}
 
 

@@ -45,3 +45,44 @@ def make_client(base_url: str | None, api_key: str | None, timeout_s: float = 60
     import openai
 
     return openai.OpenAI(base_url=base_url, api_key=api_key or "unused", timeout=timeout_s, max_retries=max_retries)
+
+
+class LedgerMeter:
+    """Counts what the LLM layer's ledger booked (calls sent, retries included; cache hits are free)."""
+
+    def __init__(self, ledger: Any):
+        self.ledger = ledger
+
+    def totals(self) -> tuple[int, int, float]:
+        snap = self.ledger.snapshot()
+        return snap.calls, snap.tokens, snap.cost_usd
+
+
+def cached_client(base_url: str, api_key: str, cache: Any, ledger: Any, timeout_s: float = 60.0,
+                  max_retries: int = 2) -> Any:
+    """A sync `openai.OpenAI` client whose chat calls go through the run's call cache and ledger
+    (selfimprove.llm.httpx_cache.CachingTransport): a re-run is free, and the ledger's budget is a hard cap."""
+    import httpx2
+    import openai
+
+    from selfimprove.llm.httpx_cache import CachingTransport
+
+    http = httpx2.Client(transport=CachingTransport(cache, ledger), timeout=timeout_s)
+    return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries,
+                         http_client=http)
+
+
+class MeteredOptimizerLM(OpenAIOptimizerLM):
+    """`OpenAIOptimizerLM` over a cached client: calls, tokens and cost come from the ledger's bookings, so a
+    cache hit costs 0 calls and a retried call counts every attempt."""
+
+    def __init__(self, client: Any, model: str, meter: LedgerMeter, **kw: Any):
+        super().__init__(client, model, **kw)
+        self.meter = meter
+
+    def complete(self, messages: list[dict[str, Any]], *, response_format: dict[str, Any] | None = None,
+                 temperature: float | None = None) -> LMReply:
+        c0, t0, u0 = self.meter.totals()
+        reply = super().complete(messages, response_format=response_format, temperature=temperature)
+        c1, t1, u1 = self.meter.totals()
+        return LMReply(text=reply.text, calls=c1 - c0, tokens=t1 - t0, cost_usd=u1 - u0)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Edit, Sample
 from selfimprove.optimizers.base import BudgetExhausted, OptimizeContext, OptimizeResult, ScoredSample
 from selfimprove.optimizers.feedback import feedback_items, minibatch, stored_rows
@@ -86,7 +87,13 @@ class TextGradOptimizer:
         gctx, ledger, history = self.guard_context(ctx), Ledger(), []
         seed_id = candidate_id(ctx.policy)
         spend = Spend()
-        seed_rows = score(ctx.scorer, ctx.budget, ctx.policy, val, spend).rows
+        try:
+            seed_rows = score(ctx.scorer, ctx.budget, ctx.policy, val, spend).rows
+        except BudgetExhausted:
+            need = ctx.scorer.calls_per_sample * len(val)
+            raise UsageError(f"a budget of {ctx.budget.max_calls} calls cannot pay for scoring the current policy "
+                             f"on the validation slice ({need} calls), let alone a candidate",
+                             hint=f"raise --max-calls (at least {2 * need + self.s.trials + 1} for one step)") from None
         pop = Population([x.sample_id for x in val], capacity=s.population)
         pop.add(Member(seed_id, ctx.policy, self._values(seed_rows, ctx), round=0))
         rows_of: dict[str, list[ScoredSample]] = {seed_id: stored_rows(pool, ctx.evals) + seed_rows}

@@ -1,0 +1,220 @@
+"""`update`: learn candidate policies from the checkpoint's train split and the judges' explanations.
+
+Reads `checkpoint.json` and the train rows of `dataset.parquet` (never a test row), runs the chosen optimizer
+(`builtin` textual gradient, or `gepa`) within a hard budget of LLM calls, and writes for every candidate, guard-
+rejected ones included, `candidates/<id>.json` (`{"schema": "selfimprove.candidate/1", **Candidate}`) and
+`candidates/<id>.diff` (unified diff against its parent), plus `update.json` (the search: validation slice and
+scores, failure taxonomy, rounds, spend). All LLM calls go through the run's call cache (`cache/llm/`), so a re-run
+is free; an unchanged update (same params, same inputs) is reused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from selfimprove.core.errors import UsageError
+
+CANDIDATE_SCHEMA = "selfimprove.candidate/1"
+UPDATE_SCHEMA = "selfimprove.update/1"
+INPUTS = ["checkpoint.json", "dataset.parquet"]
+
+
+class CandidateRow(BaseModel):
+    id: str
+    parent: str | None
+    role: str
+    round: int = 0
+    passed_guards: bool
+    rejected_by: list[str] = Field(default_factory=list)
+    val_mean: float | None = None
+    edits: list[dict[str, str]] = Field(default_factory=list)
+    chars: int
+    change: float
+    calls: int
+    diff: str
+
+
+class UpdateResult(BaseModel):
+    """What an update proposed, and what it spent."""
+
+    target: str
+    run: str
+    run_path: str = ""
+    reused: bool = False
+    optimizer: str
+    seed: str
+    best: str | None
+    seed_val_mean: float | None = None
+    best_val_mean: float | None = None
+    val_samples: int = 0
+    candidates: list[CandidateRow]
+    taxonomy: list[dict[str, Any]] = Field(default_factory=list)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    calls: int = 0
+    max_calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+
+    def render(self, console: Any) -> None:
+        from selfimprove.stages.update_view import render_update
+
+        render_update(self, console)
+
+
+def _read_checkpoint(path: Path) -> Any:
+    import json
+
+    from selfimprove.core.records import Checkpoint
+
+    if not path.is_file():
+        raise UsageError(f"no checkpoint in {path.parent}", hint="build one with `selfimprove snapshot`")
+    data = json.loads(path.read_text())
+    data.pop("schema", None)
+    return Checkpoint.model_validate(data)
+
+
+def update(root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
+           run: str | None = None, trials: int | None = None, optimizer: str | None = None,
+           rounds: int | None = None, max_calls: int | None = None, seed: int = 0, yes: bool = False,
+           force: bool = False, wait: bool = False, fewshot: int = 0, focus: str | None = None,
+           config: Any = None, scorer: Any = None, confirm: Callable[[str], bool] | None = None,
+           log: Callable[[str], None] | None = None) -> UpdateResult:
+    """Propose candidates for the latest run of the target (or `run`). `scorer` replaces the replay scorer (a
+    `selfimprove.optimizers.base.Scorer`); `confirm(message)` is asked before spending unless `yes`."""
+    from selfimprove.store.runs import Workspace
+
+    if config is None:
+        from selfimprove.cli.common import load_target
+
+        config = load_target(Path(root), target, overrides)
+    name = optimizer or config.update.optimizer
+    if name not in ("builtin", "gepa"):
+        raise UsageError(f"unknown optimizer {name!r}", hint="use --optimizer builtin or --optimizer gepa")
+    ws = Workspace(root)
+    with ws.lock(config.target, wait=wait):
+        the_run = ws.open_run(config.target, run)
+        if the_run.record("snapshot") is None:
+            raise UsageError(f"run {the_run.run_id} has no checkpoint", hint="build one with `selfimprove snapshot`")
+        return _update(config, the_run, name, trials, rounds, max_calls, seed, yes, force, fewshot, focus, scorer,
+                       confirm, log)
+
+
+def _settings(cfg: Any, trials: int | None, rounds: int | None, fewshot: int) -> Any:
+    from selfimprove.optimizers.textgrad import SearchSettings
+
+    return SearchSettings.from_config(cfg.update, trials=trials, rounds=rounds, fewshot=fewshot)
+
+
+def _update(cfg, run, name, trials, rounds, max_calls, seed, yes, force, fewshot, focus, scorer, confirm,
+            log) -> UpdateResult:
+    from dataclasses import asdict
+
+    from selfimprove.core.canonical import pretty_json
+
+    started = time.monotonic()
+    settings = _settings(cfg, trials, rounds, fewshot)
+    limit = max_calls or cfg.update.max_calls
+    checkpoint = _read_checkpoint(run.path / "checkpoint.json")
+    params = {"optimizer": name, "settings": asdict(settings), "max_calls": limit, "seed": seed, "focus": focus,
+              "optimizer_model": cfg.llm.optimizer.model, "task_model": checkpoint.policy.model,
+              "judges": [e.judge_model for e in checkpoint.evals]}
+    with run.stage("update", params=params, inputs=INPUTS, force=force) as st:
+        if st.reused:
+            result = UpdateResult.model_validate_json((run.path / "update.json").read_text())
+            return result.model_copy(update={"run_path": str(run.path), "reused": True,
+                                             "seconds": round(time.monotonic() - started, 3)})
+        if not yes and confirm is not None and not confirm(
+                f"update will spend at most {limit} LLM calls (task, judge and optimizer calls). Continue?"):
+            raise UsageError("update cancelled before spending anything", hint="pass --yes to skip the question")
+        result, files = run_optimizer(cfg, run.path, checkpoint, name, settings, limit, seed, focus, scorer, log)
+        for rel, text in files.items():
+            st.write_text(rel, text)
+        st.write_text("update.json", pretty_json({"schema": UPDATE_SCHEMA, **result.model_dump(mode="json")}))
+    return result.model_copy(update={"run_path": str(run.path), "seconds": round(time.monotonic() - started, 3)})
+
+
+def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings: Any, limit: int, seed: int,
+                  focus: str | None, scorer: Any, log: Any) -> tuple[UpdateResult, dict[str, str]]:
+    """Run the optimizer on the checkpoint's train split; (result, {relative path: file text})."""
+    from selfimprove.llm.accounting import Budget as LedgerBudget
+    from selfimprove.llm.accounting import Ledger
+    from selfimprove.llm.cache import CallCache
+    from selfimprove.optimizers.base import Budget, OptimizeContext
+    from selfimprove.stages.dataset import read_samples
+
+    train_ids = set(checkpoint.train_ids)
+    train = [s for s in read_samples(run_path / "dataset.parquet", split="train") if s.sample_id in train_ids]
+    if not train:
+        raise UsageError("the checkpoint has no train samples to learn from", hint="pull more spans, then snapshot")
+    include = set(cfg.evals.include)
+    evals = tuple(e for e in checkpoint.evals if not include or e.name in include)
+    if not evals:
+        raise UsageError("no eval to learn from in the checkpoint", hint="check evals.include in the config")
+    ledger = Ledger(cfg.llm.prices, LedgerBudget(max_calls=limit))  # the hard stop, retries included
+    cache = CallCache(run_path / "cache" / "llm")
+    if scorer is None:
+        from selfimprove.optimizers.replay_scorer import ReplayScorer
+
+        scorer = ReplayScorer.from_config(cfg, evals, cache=cache, ledger=ledger)
+    ctx = OptimizeContext(policy=checkpoint.policy, evals=evals, train=train, scorer=scorer,
+                          lm=_optimizer_lm(cfg, cache, ledger), budget=Budget(limit),
+                          primary_eval=checkpoint.primary_eval, settings=settings, seed=seed, focus=focus,
+                          prices=dict(cfg.llm.prices), log=log)
+    if name == "gepa":
+        from selfimprove.optimizers.gepa_adapter import GEPAOptimizer
+
+        out = GEPAOptimizer(settings).optimize(ctx)
+    else:
+        from selfimprove.optimizers.textgrad import TextGradOptimizer
+
+        out = TextGradOptimizer(settings).optimize(ctx)
+    return summarize(cfg.target, run_path.name, name, checkpoint.policy, out, ctx.budget, limit)
+
+
+def _optimizer_lm(cfg: Any, cache: Any, ledger: Any) -> Any:
+    from selfimprove.llm.openai_chat import resolve_api_key
+    from selfimprove.optimizers.lm import LedgerMeter, MeteredOptimizerLM, cached_client
+
+    ep = cfg.llm.optimizer
+    base_url = ep.base_url or "https://api.openai.com/v1"
+    if not ep.model:
+        raise UsageError("no optimizer model configured", hint="set llm.optimizer.model in the config")
+    client = cached_client(base_url, resolve_api_key(base_url, ep.api_key_env), cache, ledger, ep.timeout_s,
+                           ep.max_retries)
+    return MeteredOptimizerLM(client, ep.model, LedgerMeter(ledger), prices=dict(cfg.llm.prices))
+
+
+def summarize(target: str, run_id: str, name: str, seed_policy: Any, out: Any, budget: Any,
+              limit: int) -> tuple[UpdateResult, dict[str, str]]:
+    """The stage result and the candidate files, from an OptimizeResult."""
+    from selfimprove.core.canonical import pretty_json
+    from selfimprove.optimizers.diffs import change_ratio, policy_diff
+    from selfimprove.optimizers.steps import candidate_id
+
+    seed_id = candidate_id(seed_policy)
+    policies = {seed_id: seed_policy} | {c.id: c.policy for c in out.candidates}
+    rows, files = [], {}
+    for c in out.candidates:
+        parent = policies.get(c.parent or seed_id, seed_policy)
+        diff = policy_diff(parent, c.policy, c.parent or seed_id, c.id)
+        files[f"candidates/{c.id}.json"] = pretty_json({"schema": CANDIDATE_SCHEMA, **c.model_dump(mode="json")})
+        files[f"candidates/{c.id}.diff"] = diff
+        info = out.info.get(c.id, {})
+        rows.append(CandidateRow(
+            id=c.id, parent=c.parent, role=str(info.get("role", name)), round=int(info.get("round") or 0),
+            passed_guards=c.passed_guards, rejected_by=[f"{g.name}: {g.reason}" for g in c.guards if not g.passed],
+            val_mean=out.val_scores.get(c.id), edits=[e.model_dump() for e in c.edits],
+            chars=len(c.policy.system_prompt), change=change_ratio(parent, c.policy), calls=c.calls, diff=diff))
+    best_mean = out.val_scores.get(out.best) if out.best else None
+    result = UpdateResult(target=target, run=run_id, optimizer=name, seed=seed_id, best=out.best,
+                          seed_val_mean=out.val_scores.get(seed_id), best_val_mean=best_mean,
+                          val_samples=len(out.val_ids), candidates=rows, taxonomy=out.taxonomy, history=out.history,
+                          calls=budget.used, max_calls=limit, tokens=budget.tokens,
+                          cost_usd=round(budget.cost_usd, 6))
+    return result, files

@@ -1,0 +1,67 @@
+"""`--optimizer gepa`: the real gepa package through our adapter, replay and judges, on the simulator."""
+
+import pytest
+from optimizer_sim import SimReplayScorer, client, eval_specs, production_samples, start_policy
+
+from selfimprove.core.records import Policy
+from selfimprove.optimizers.base import Budget, OptimizeContext
+from selfimprove.optimizers.gepa_adapter import GEPAOptimizer, SelfimproveGEPAAdapter
+from selfimprove.optimizers.guards import GuardContext
+from selfimprove.optimizers.lm import OpenAIOptimizerLM
+from selfimprove.optimizers.textgrad import SearchSettings
+from selfimprove.sim import start_server
+
+pytest.importorskip("gepa")
+
+
+@pytest.fixture(scope="module")
+def support():
+    server = start_server("support", seed=3)
+    yield server, production_samples(server.base_url, "support", 40, seed=1)
+    server.stop()
+
+
+def test_adapter_scores_and_builds_a_reflective_dataset_from_explanations(support):
+    server, train = support
+    evals = eval_specs("support")
+    policy = start_policy("support")
+    budget = Budget(100)
+    adapter = SelfimproveGEPAAdapter(policy, evals, SimReplayScorer(server.base_url, evals), budget,
+                                     GuardContext(evals=evals))
+    batch = adapter.evaluate(train[:5], {"system_prompt": policy.system_prompt}, capture_traces=True)
+    assert len(batch.scores) == len(batch.outputs) == len(batch.trajectories) == 5
+    assert budget.used == 5 * 4
+    assert set(batch.objective_scores[0]) == {e.name for e in evals}
+    records = adapter.make_reflective_dataset({"system_prompt": policy.system_prompt}, batch, ["system_prompt"])
+    feedback = " ".join(r["Feedback"] for r in records["system_prompt"])
+    assert "policy_compliance:" in feedback and any(s < 1 for s in batch.scores)
+    assert records["system_prompt"][0]["Inputs"] == train[0].history[0].content
+
+
+def test_adapter_rejects_a_guard_failing_candidate_without_spending(support):
+    server, train = support
+    evals = eval_specs("support")
+    policy = Policy(system_prompt="Help {name}.", model="sim-small")
+    budget = Budget(100)
+    adapter = SelfimproveGEPAAdapter(policy, evals, SimReplayScorer(server.base_url, evals), budget,
+                                     GuardContext(evals=evals))
+    batch = adapter.evaluate(train[:3], {"system_prompt": "Help the customer."}, capture_traces=True)
+    assert batch.scores == [0.0, 0.0, 0.0] and budget.used == 0
+    assert batch.trajectories[0]["feedback"] == "rejected by the guards"
+
+
+@pytest.mark.parametrize("max_calls", [60, 150])
+def test_gepa_improves_within_the_same_budget_accounting(support, max_calls):
+    server, train = support
+    server.reset_stats()
+    evals = eval_specs("support")
+    ctx = OptimizeContext(policy=start_policy("support"), evals=evals, train=train,
+                          scorer=SimReplayScorer(server.base_url, evals),
+                          lm=OpenAIOptimizerLM(client(server.base_url), "sim-optimizer"), budget=Budget(max_calls))
+    result = GEPAOptimizer(SearchSettings(val_size=8)).optimize(ctx)
+    assert server.stats()["requests"] == ctx.budget.used <= max_calls
+    if max_calls >= 150:
+        assert result.best is not None
+        seed = next(k for k, v in result.info.items() if v["role"] == "seed")
+        assert result.val_scores[result.best] > result.val_scores[seed]
+        assert all(c.parent for c in result.candidates)

@@ -1,0 +1,110 @@
+"""The `update` stage and command: checkpoint in, candidates/<id>.json + .diff and update.json out, on the simulator."""
+
+import json
+
+import pytest
+from optimizer_sim import SimReplayScorer, eval_specs, production_samples, start_policy
+from typer.testing import CliRunner
+
+from selfimprove.cli.app import app
+from selfimprove.core.canonical import digest
+from selfimprove.core.errors import UsageError
+from selfimprove.core.records import Candidate, Checkpoint
+from selfimprove.sim import start_server
+from selfimprove.stages.dataset import samples_to_frame
+from selfimprove.stages.update import update
+from selfimprove.store.runs import Workspace
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    server = start_server("support", seed=3)
+    root = tmp_path_factory.mktemp("ws")
+    (root / "configs").mkdir()
+    (root / "configs" / "support.toml").write_text(f"""target = "support"
+[llm.optimizer]
+base_url = "{server.base_url}"
+model = "sim-optimizer"
+[update]
+trials = 3
+rounds = 2
+minibatch = 8
+max_calls = 300
+""")
+    train = production_samples(server.base_url, "support", 40, seed=1)
+    test = production_samples(server.base_url, "support", 12, seed=9, split="test")
+    policy, evals = start_policy("support"), eval_specs("support")
+    run = Workspace(root).new_run("support")
+    ck = Checkpoint(target="support", policy=policy, evals=evals, primary_eval="policy_compliance",
+                    train_ids=tuple(s.sample_id for s in train), test_ids=tuple(s.sample_id for s in test),
+                    counts={"train": len(train), "test": len(test)})
+    with run.stage("snapshot", params={"seed": 0}) as st:
+        st.write_table("dataset.parquet", samples_to_frame(train + test))
+        st.write_json("checkpoint.json", {"schema": "selfimprove.checkpoint/1", **ck.model_dump(mode="json")})
+    yield server, root, run, test
+    server.stop()
+
+
+def test_update_writes_candidates_and_diffs_and_never_sees_test(world):
+    server, root, run, test = world
+    seen = []
+
+    class Spy(SimReplayScorer):
+        def score(self, policy, samples):
+            seen.extend(s.sample_id for s in samples)
+            return super().score(policy, samples)
+
+    server.reset_stats()
+    result = update(root=root, target="support", yes=True,
+                    scorer=Spy(server.base_url, eval_specs("support")))
+    assert not set(seen) & {s.sample_id for s in test} and seen
+    assert server.stats()["requests"] == result.calls <= 300
+    assert result.best and result.best_val_mean > result.seed_val_mean
+    files = sorted(p.name for p in (run.path / "candidates").iterdir())
+    assert files == sorted([f"{c.id}.json" for c in result.candidates] + [f"{c.id}.diff" for c in result.candidates])
+    for row in result.candidates:
+        data = json.loads((run.path / f"candidates/{row.id}.json").read_text())
+        assert data.pop("schema") == "selfimprove.candidate/1"
+        cand = Candidate.model_validate(data)
+        assert cand.id == "c-" + digest(cand.policy.model_dump(mode="json"))[7:19]
+        assert cand.passed_guards == row.passed_guards and cand.guards
+        diff = (run.path / f"candidates/{row.id}.diff").read_text()
+        assert diff.startswith(f"--- {cand.parent}/policy\n+++ {cand.id}/policy")
+        added = [ln[1:] for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+        for e in cand.edits:
+            if e.kind == "add":
+                assert any(e.instruction.strip() in ln for ln in added), e.instruction
+    best = json.loads((run.path / f"candidates/{result.best}.json").read_text())
+    assert best["edits"] and all(e["addresses"] for e in best["edits"]) and best["rationale"]
+    summary = json.loads((run.path / "update.json").read_text())
+    assert summary["schema"] == "selfimprove.update/1" and summary["taxonomy"][0]["count"] > 0
+    assert "update" in [s["stage"] for s in run.manifest()["stages"]]
+
+
+def test_update_is_reused_and_the_cli_prints_candidates_and_diffs(world):
+    server, root, _, _ = world
+    server.reset_stats()
+    runner = CliRunner()
+    out = runner.invoke(app, ["update", "--root", str(root), "--target", "support", "--yes", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["schema"] == "selfimprove.update/1" and data["reused"] is True
+    assert server.stats()["requests"] == 0  # same params, same inputs: nothing spent
+    assert data["best"] in {c["id"] for c in data["candidates"]}
+    human = runner.invoke(app, ["update", "--root", str(root), "--target", "support", "--yes"])
+    assert human.exit_code == 0
+    text = human.stderr
+    assert data["best"] in text and "+++ " in text and "failure taxonomy" in text
+    assert "rejected" in text or all(c["passed_guards"] for c in data["candidates"])
+
+
+def test_update_refuses_a_run_without_checkpoint_and_an_unknown_optimizer(world, tmp_path):
+    _, root, _, _ = world
+    with pytest.raises(UsageError, match="unknown optimizer"):
+        update(root=root, target="support", optimizer="adam", yes=True)
+    other = tmp_path / "ws"
+    (other / "configs").mkdir(parents=True)
+    (other / "configs" / "support.toml").write_text('target = "support"\n')
+    Workspace(other).new_run("support")
+    with pytest.raises(UsageError, match="no checkpoint"):
+        update(root=other, target="support", yes=True)
