@@ -25,11 +25,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selfimprove.core.canonical import canonical_json, digest, short
 from selfimprove.core.records import EvalSpec, Policy
@@ -84,7 +85,7 @@ def _with_spec(scores: Any, spec: dict[str, Any]) -> Any:
 class EvalInstrumentor:
     """Wraps phoenix-evals so every Score carries its eval's spec. `specs` holds every spec seen (by name)."""
 
-    specs: dict[str, EvalSpec] = {}
+    specs: ClassVar[dict[str, EvalSpec]] = {}
 
     def __init__(self, registry_dir: str | os.PathLike | None = None):
         self.registry_dir = registry_dir
@@ -223,7 +224,7 @@ class EvalInstrumentor:
                             invocation_params={"rails": list(rails or [])})
             self.record(spec)
         except Exception:  # noqa: BLE001 - recording is best effort; the user's result stands
-            pass
+            logging.getLogger(__name__).debug("could not record the llm_classify spec", exc_info=True)
         return result
 
 
