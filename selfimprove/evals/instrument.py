@@ -223,7 +223,7 @@ class EvalInstrumentor:
                             include_explanation=bool(kwargs.get("provide_explanation", False)),
                             invocation_params={"rails": list(rails or [])})
             self.record(spec)
-        except Exception:  # noqa: BLE001 - recording is best effort; the user's result stands
+        except Exception:
             logging.getLogger(__name__).debug("could not record the llm_classify spec", exc_info=True)
         return result
 
