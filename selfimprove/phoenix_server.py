@@ -25,6 +25,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 from selfimprove.core.errors import SelfimproveError
 
@@ -71,7 +72,7 @@ class PhoenixServer:
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> PhoenixServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -159,11 +160,11 @@ def _launch(command, wd: Path, port: int, grpc_port: int, memory_db: bool, timeo
         env["PHOENIX_SQL_DATABASE_URL"] = "sqlite:///:memory:"
     env.update(extra_env or {})
     log_path = wd / LOG_NAME
-    log_file = open(log_path, "ab")
+    log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the PhoenixServer, closed in stop()
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, cwd=wd, stdin=subprocess.DEVNULL, stdout=log_file,
                                stderr=subprocess.STDOUT, start_new_session=True,
-                               preexec_fn=_die_with_parent_preexec())
+                               preexec_fn=_die_with_parent_preexec())  # noqa: PLW1509 - only prctl
     url = f"http://127.0.0.1:{port}"
     server = PhoenixServer(process, url=url, grpc_port=grpc_port, workdir=wd, owns_workdir=owns,
                            log_file=log_file, startup_seconds=0.0)

@@ -13,12 +13,12 @@ import json
 
 import pandas as pd
 import pytest
+from fixtures.traffic import utc
 
 from selfimprove.core.errors import UsageError
 from selfimprove.telemetry import ArizeSource, TelemetrySource
 from selfimprove.telemetry.arize import INSTALL_HINT
 from selfimprove.telemetry.raw import ANNOTATION_COLUMNS, SPAN_COLUMNS
-from fixtures.traffic import utc
 
 SYS = {"message.role": "system", "message.content": "You are a support agent."}
 

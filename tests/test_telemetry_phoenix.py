@@ -176,11 +176,12 @@ def test_traced_openai_calls_select_fields_match_the_full_frame(phoenix, project
     schema = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": {
         "type": "object", "properties": {"label": {"type": "string", "enum": ["good", "bad"]}}}}}
     sys_msg = {"role": "system", "content": "Be terse."}
-    requests = [dict(model="fake-small", temperature=0.3, max_tokens=32,
-                     messages=[sys_msg, {"role": "user", "content": f"q{i}"}]) for i in range(3)]
-    requests += [dict(model="fake-small", messages=[{"role": "user", "content": "find"}], tools=[tool]),
-                 dict(model="fake-small", messages=[{"role": "user", "content": "rate"}], response_format=schema),
-                 dict(model="fake-small", messages=[{"role": "user", "content": "FAIL please"}])]
+    def ask(text: str, **params) -> dict:
+        return {"model": "fake-small", "messages": [{"role": "user", "content": text}], **params}
+
+    requests = [{"model": "fake-small", "temperature": 0.3, "max_tokens": 32,
+                 "messages": [sys_msg, {"role": "user", "content": f"q{i}"}]} for i in range(3)]
+    requests += [ask("find", tools=[tool]), ask("rate", response_format=schema), ask("FAIL please")]
     with FakeOpenAI() as fake, using_metadata({"policy": "sha256:abc"}), \
             using_prompt_template(template="Q: {q}", variables={"q": "x"}, version="v1"):
         n = traced_chat_calls(phoenix.traces_endpoint, project_name, fake.base_url, requests)

@@ -12,9 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from selfimprove.core.errors import UsageError
-from selfimprove.telemetry.raw import (ANNOTATION_COLUMNS, SPAN_COLUMNS, concat_spans, empty_annotations,
-                                       empty_spans, normalize_phoenix_annotations, normalize_phoenix_spans,
-                                       to_json_text, utc_times)
+from selfimprove.telemetry.raw import (
+    ANNOTATION_COLUMNS,
+    SPAN_COLUMNS,
+    concat_spans,
+    empty_annotations,
+    empty_spans,
+    normalize_phoenix_annotations,
+    normalize_phoenix_spans,
+    to_json_text,
+    utc_times,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False, allow_infinity=False)

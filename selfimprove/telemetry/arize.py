@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from selfimprove.core.errors import UsageError
@@ -53,7 +53,7 @@ class ArizeSource:
         since, until = check_window(since, until)
         if since is None:
             raise UsageError("an Arize export needs a start time", hint="pass --since")
-        until = until or datetime.now(timezone.utc)
+        until = until or datetime.now(UTC)
         self.notes = []
         client = self._get_client()
         frame = client.export_model_to_df(space_id=self.space_id, model_id=self.model_id,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from selfimprove.core.errors import UsageError
@@ -65,7 +65,7 @@ def require_utc(value: datetime | None, what: str) -> datetime | None:
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise UsageError(f"{what} {value.isoformat()} has no timezone",
                          hint="pass a timezone-aware datetime (e.g. 2024-05-01T00:00:00+00:00)")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def check_window(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:

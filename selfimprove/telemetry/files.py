@@ -19,8 +19,12 @@ from typing import TYPE_CHECKING
 
 from selfimprove.core.errors import UsageError
 from selfimprove.telemetry.base import ProgressCallback, check_window, report
-from selfimprove.telemetry.raw import (annotations_from_columns, empty_annotations, normalize_phoenix_annotations,
-                                       normalize_phoenix_spans)
+from selfimprove.telemetry.raw import (
+    annotations_from_columns,
+    empty_annotations,
+    normalize_phoenix_annotations,
+    normalize_phoenix_spans,
+)
 
 if TYPE_CHECKING:
     import pandas as pd

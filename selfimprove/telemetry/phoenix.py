@@ -17,8 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.telemetry.base import ProgressCallback, check_window, report
-from selfimprove.telemetry.raw import (concat_annotations, concat_spans, empty_annotations,
-                                       normalize_phoenix_annotations, normalize_phoenix_spans)
+from selfimprove.telemetry.raw import (
+    concat_annotations,
+    concat_spans,
+    empty_annotations,
+    normalize_phoenix_annotations,
+    normalize_phoenix_spans,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -217,8 +222,7 @@ class PhoenixSource:
 def _base_url(endpoint: str) -> str:
     url = endpoint.rstrip("/")
     for suffix in ("/v1/traces", "/v1"):
-        if url.endswith(suffix):
-            url = url[: -len(suffix)]
+        url = url.removesuffix(suffix)
     return url
 
 
