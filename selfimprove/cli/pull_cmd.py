@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -13,35 +15,73 @@ from selfimprove.cli.output import handle_errors
 
 @handle_errors
 def pull(
-    since: Annotated[Optional[str], typer.Option(help="Start of the window (ISO date or datetime; naive = UTC). "
-                                                      "Default: where the last pull ended (the target's cursor).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="End of the window, exclusive (default: now).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Stop after this many spans.", min=1)] = None,
-    source: Annotated[Optional[str], typer.Option(help="phoenix, arize or file (default: from the config).")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Start of the window, inclusive, on span start time: an ISO "
+                                                      "date or datetime (no offset = UTC, and the output says so) or "
+                                                      "an age such as 7d or 12h. Default: where the last pull ended "
+                                                      "(the target's cursor, minus a 10-minute overlap deduplicated "
+                                                      "by span id), else the beginning.")] = None,
+    until: Annotated[Optional[str], typer.Option(help="End of the window, exclusive (same forms; default: now, "
+                                                      "recorded as a concrete time).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Keep only the newest N spans of the window.", min=1)] = None,
+    source: Annotated[Optional[str], typer.Option(help="phoenix, arize or file (default: telemetry.source in the "
+                                                       "config; the file source reads telemetry.file.path).")] = None,
     target: TargetOpt = None,
     set_: SetOpt = None,
     root: RootOpt = Path("."),
     wait: WaitOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Pull the target's spans and eval annotations into a new run: raw/spans.parquet, raw/annotations.parquet."""
+    """Pull the target's spans and eval annotations into a new run: raw/spans.parquet, raw/annotations.parquet.
+
+    Exit 2 when the window holds no spans (no run is left behind)."""
     from selfimprove.cli.render import render_result
     from selfimprove.stages.pull import pull as run_pull
 
-    result = run_pull(root=root, target=target, overrides=set_, since=since, until=until, limit=limit,
-                      source=source, wait=wait)
+    with _progress(json_output) as on_progress:
+        result = run_pull(root=root, target=target, overrides=set_, since=since, until=until, limit=limit,
+                          source=source, wait=wait, on_progress=on_progress)
     render_result("selfimprove.pull/1", result, json_output)
+
+
+@contextmanager
+def _progress(json_output: bool) -> Iterator[Callable[[Any], None] | None]:
+    """A Rich progress display on stderr when it is a terminal; None (no display) otherwise."""
+    from selfimprove.cli.output import console, progress_enabled
+
+    if not progress_enabled(json_output):
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console(), transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(p: Any) -> None:
+            if p.kind not in tasks:
+                tasks[p.kind] = bar.add_task(p.kind, total=p.total)
+            total = f"/{p.total}" if p.total else ""
+            bar.update(tasks[p.kind], completed=p.done, total=p.total,
+                       description=f"{p.kind}: {p.done}{total} ({p.requests} requests)")
+
+        yield update
 
 
 @handle_errors
 def snapshot(
-    test_size: Annotated[Optional[float], typer.Option(help="Held-out share of traces (default: config, 0.3).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the split and sampling.")] = None,
-    max_samples: Annotated[Optional[int], typer.Option(help="Keep at most this many samples.", min=1)] = None,
-    diverse: Annotated[bool, typer.Option("--diverse", help="Pick a maximally varied subset (clustered "
-                                                            "embeddings, or TF-IDF offline).")] = False,
-    filter_: Annotated[Optional[list[str]], typer.Option("--filter", help="Keep samples matching, e.g. "
-                       "model=gpt-4o-mini, policy=sha256:…, since=2024-05-01, score.correctness<0.5 (repeatable).")] = None,
+    test_size: Annotated[Optional[float], typer.Option(help="Held-out share of samples, split by whole traces and "
+                                                            "stratified by the primary eval's score (default: "
+                                                            "split.test_size, 0.3).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the split and sampling (default: split.seed).")] = None,
+    max_samples: Annotated[Optional[int], typer.Option(help="Keep at most this many samples (a seeded random "
+                                                            "subset, or a varied one with --diverse).", min=1)] = None,
+    diverse: Annotated[bool, typer.Option("--diverse", help="With --max-samples, pick a maximally varied subset: "
+                                                            "TF-IDF vectors of the inputs, k-means++ clusters, the "
+                                                            "sample nearest each centre (offline, no embeddings "
+                                                            "endpoint needed).")] = False,
+    filter_: Annotated[Optional[list[str]], typer.Option("--filter", help="Keep samples matching KEY OP VALUE "
+                       "(repeatable; added to split.filters in the config). Keys: model, policy (digest prefix), "
+                       "since, until, score.EVAL, label.EVAL, metadata.KEY; ops = != < <= > >= ~ (contains). "
+                       "E.g. model=gpt-4o-mini, score.correctness<0.5, metadata.tenant=acme.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="Digest (prefix) of the current policy (default: the "
                                                        "latest seen).")] = None,
     run: RunOpt = None,
@@ -52,7 +92,10 @@ def snapshot(
     wait: WaitOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Parse the pulled spans into samples, join the evals, split by trace: dataset.parquet + checkpoint.json."""
+    """Parse the pulled spans into samples, join the evals, split by trace: dataset.parquet + checkpoint.json.
+
+    Bad spans (error status, no output, unparseable) are counted by reason in snapshot.md, never fatal; identical
+    inputs keep one sample; human annotations are their own eval (human.NAME). Exit 2 when no sample is usable."""
     from selfimprove.cli.render import render_result
     from selfimprove.stages.snapshot import snapshot as run_snapshot
 
