@@ -94,3 +94,18 @@ class CountingLM:
     def complete(self, messages, *, response_format=None, temperature=None) -> LMReply:
         self.requests.append(messages)
         return self.inner.complete(messages, response_format=response_format, temperature=temperature)
+
+
+def replay_scorer(base_url: str, evals: Sequence[EvalSpec], cache_dir=None):
+    """The product's ReplayScorer (replay through OpenAIChat, phoenix-evals judges) on the simulator, with its own
+    ledger; `cache_dir` None means no cache (every call is really made)."""
+    from selfimprove.evals.judges import JudgeEndpoint, build_judges
+    from selfimprove.llm import CallCache, Ledger, OpenAIChat
+    from selfimprove.optimizers.replay_scorer import ReplayScorer
+    from selfimprove.stages.replay import PolicyScorer
+
+    ledger = Ledger()
+    cache = CallCache(cache_dir) if cache_dir else None
+    llm = OpenAIChat(base_url, model="sim-small", cache=cache, ledger=ledger, concurrency=16, max_retries=0)
+    judges, _ = build_judges(evals, JudgeEndpoint(base_url=base_url, api_key="sim"), cache=cache, ledger=ledger)
+    return ReplayScorer(PolicyScorer(llm, judges, concurrency=16, ledger=ledger), evals, ledger)

@@ -1,7 +1,7 @@
 """`--optimizer gepa`: the real gepa package through our adapter, replay and judges, on the simulator."""
 
 import pytest
-from optimizer_sim import SimReplayScorer, client, eval_specs, production_samples, start_policy
+from optimizer_sim import client, eval_specs, production_samples, replay_scorer, start_policy
 
 from selfimprove.core.records import Policy
 from selfimprove.optimizers.base import Budget, OptimizeContext
@@ -26,7 +26,7 @@ def test_adapter_scores_and_builds_a_reflective_dataset_from_explanations(suppor
     evals = eval_specs("support")
     policy = start_policy("support")
     budget = Budget(100)
-    adapter = SelfimproveGEPAAdapter(policy, evals, SimReplayScorer(server.base_url, evals), budget,
+    adapter = SelfimproveGEPAAdapter(policy, evals, replay_scorer(server.base_url, evals), budget,
                                      GuardContext(evals=evals))
     batch = adapter.evaluate(train[:5], {"system_prompt": policy.system_prompt}, capture_traces=True)
     assert len(batch.scores) == len(batch.outputs) == len(batch.trajectories) == 5
@@ -43,7 +43,7 @@ def test_adapter_rejects_a_guard_failing_candidate_without_spending(support):
     evals = eval_specs("support")
     policy = Policy(system_prompt="Help {name}.", model="sim-small")
     budget = Budget(100)
-    adapter = SelfimproveGEPAAdapter(policy, evals, SimReplayScorer(server.base_url, evals), budget,
+    adapter = SelfimproveGEPAAdapter(policy, evals, replay_scorer(server.base_url, evals), budget,
                                      GuardContext(evals=evals))
     batch = adapter.evaluate(train[:3], {"system_prompt": "Help the customer."}, capture_traces=True)
     assert batch.scores == [0.0, 0.0, 0.0] and budget.used == 0
@@ -56,7 +56,7 @@ def test_gepa_improves_within_the_same_budget_accounting(support, max_calls):
     server.reset_stats()
     evals = eval_specs("support")
     ctx = OptimizeContext(policy=start_policy("support"), evals=evals, train=train,
-                          scorer=SimReplayScorer(server.base_url, evals),
+                          scorer=replay_scorer(server.base_url, evals),
                           lm=OpenAIOptimizerLM(client(server.base_url), "sim-optimizer"), budget=Budget(max_calls))
     result = GEPAOptimizer(SearchSettings(val_size=8)).optimize(ctx)
     assert server.stats()["requests"] == ctx.budget.used <= max_calls

@@ -1,7 +1,7 @@
 """The built-in optimizer against the simulator (sim-small task model, sim-judge, sim-optimizer) over HTTP."""
 
 import pytest
-from optimizer_sim import CountingLM, SimReplayScorer, client, eval_specs, production_samples, start_policy
+from optimizer_sim import CountingLM, client, eval_specs, production_samples, replay_scorer, start_policy
 
 from selfimprove.core.errors import UsageError
 from selfimprove.optimizers.base import Budget, OptimizeContext
@@ -22,7 +22,7 @@ def context(server, train, max_calls, lm=None, **kw):
     evals = eval_specs("support")
     lm = lm or OpenAIOptimizerLM(client(server.base_url), "sim-optimizer")
     return OptimizeContext(policy=start_policy("support"), evals=evals, train=train,
-                           scorer=SimReplayScorer(server.base_url, evals), lm=lm, budget=Budget(max_calls), **kw)
+                           scorer=replay_scorer(server.base_url, evals), lm=lm, budget=Budget(max_calls), **kw)
 
 
 def test_update_beats_the_parent_on_train_validation(support):

@@ -1,9 +1,10 @@
 """The `update` stage and command: checkpoint in, candidates/<id>.json + .diff and update.json out, on the simulator."""
 
 import json
+import re
 
 import pytest
-from optimizer_sim import SimReplayScorer, eval_specs, production_samples, start_policy
+from optimizer_sim import eval_specs, production_samples, start_policy
 from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
@@ -11,7 +12,7 @@ from selfimprove.core.canonical import digest
 from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Candidate, Checkpoint
 from selfimprove.sim import start_server
-from selfimprove.stages.dataset import samples_to_frame
+from selfimprove.stages.dataset import read_samples, samples_to_frame
 from selfimprove.stages.update import update
 from selfimprove.store.runs import Workspace
 
@@ -22,6 +23,9 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("ws")
     (root / "configs").mkdir()
     (root / "configs" / "support.toml").write_text(f"""target = "support"
+[llm.task]
+base_url = "{server.base_url}"
+model = "sim-small"
 [llm.optimizer]
 base_url = "{server.base_url}"
 model = "sim-optimizer"
@@ -47,17 +51,21 @@ max_calls = 300
 
 def test_update_writes_candidates_and_diffs_and_never_sees_test(world):
     server, root, run, test = world
-    seen = []
-
-    class Spy(SimReplayScorer):
-        def score(self, policy, samples):
-            seen.extend(s.sample_id for s in samples)
-            return super().score(policy, samples)
-
     server.reset_stats()
-    result = update(root=root, target="support", yes=True,
-                    scorer=Spy(server.base_url, eval_specs("support")))
-    assert not set(seen) & {s.sample_id for s in test} and seen
+    result = update(root=root, target="support", yes=True)  # the product's replay scorer and phoenix-evals judges
+    sent = [json.loads(p.read_text())["request"] for p in (run.path / "cache" / "llm").glob("??/*.json")]
+    assert len(sent) == result.calls
+    seen = set()  # every customer input that was replayed, judged or shown to the optimizer
+    for body in sent:
+        last = body["messages"][-1]["content"]
+        if body["model"] == "sim-small":
+            seen.add(last)
+        seen.update(re.findall(r"\[Customer message\]: (.*?)\n\*", last, re.DOTALL))
+        seen.update(re.findall(r"<input>\n(.*?)\n</input>", last, re.DOTALL))
+    train_inputs = {s.history[0].content for s in read_samples(run.path / "dataset.parquet", split="train")}
+    seen.discard("{input}")  # the eval templates shown to the optimizer
+    assert seen and seen <= train_inputs
+    assert {s.history[0].content for s in test} - train_inputs  # the test split has inputs of its own
     assert server.stats()["requests"] == result.calls <= 300
     assert result.best and result.best_val_mean > result.seed_val_mean
     files = sorted(p.name for p in (run.path / "candidates").iterdir())
@@ -96,6 +104,19 @@ def test_update_is_reused_and_the_cli_prints_candidates_and_diffs(world):
     text = human.stderr
     assert data["best"] in text and "+++ " in text and "failure taxonomy" in text
     assert "rejected" in text or all(c["passed_guards"] for c in data["candidates"])
+
+
+def test_update_with_gepa_writes_only_its_own_candidates(world):
+    pytest.importorskip("gepa")
+    server, root, run, _ = world
+    server.reset_stats()
+    result = update(root=root, target="support", optimizer="gepa", max_calls=120, yes=True, force=True)
+    assert result.optimizer == "gepa" and server.stats()["requests"] == result.calls <= 120
+    on_disk = sorted(p.stem for p in (run.path / "candidates").glob("*.json"))
+    assert on_disk == sorted(c.id for c in result.candidates)
+    assert all(c.role == "gepa" and c.diff.startswith("---") for c in result.candidates)
+    summary = json.loads((run.path / "update.json").read_text())
+    assert summary["optimizer"] == "gepa" and summary["history"][0]["gepa_metric_calls"] > 0
 
 
 def test_update_refuses_a_run_without_checkpoint_and_an_unknown_optimizer(world, tmp_path):

@@ -41,7 +41,10 @@ def call_lm(lm: OptimizerLM, budget: Budget, messages: list[dict[str, Any]], tem
     budget.reserve(1)
     try:
         reply = lm.complete(messages, response_format=fmt, temperature=temperature)
-    except Exception as exc:  # noqa: BLE001 - one failed call is data
+    except Exception as exc:
+        if type(exc).__name__ == "BudgetExceeded":  # the LLM layer's ledger refused it: nothing was sent
+            budget.settle(1, 0)
+            raise BudgetExhausted(str(exc)) from exc
         budget.settle(1, 1)
         spend.add(calls=1)
         return None, f"{type(exc).__name__}: {exc}"

@@ -182,7 +182,10 @@ class TextGradOptimizer:
             msgs = update_messages(parent.policy, ctx.evals, items, magnitude=magnitude, max_chars=cap,
                                    clusters=shown, constitution=self.s.constitution)
             spend = Spend()
-            update, err = ask_update(ctx.lm, ctx.budget, msgs, temperature, spend)
+            try:
+                update, err = ask_update(ctx.lm, ctx.budget, msgs, temperature, spend)
+            except BudgetExhausted:
+                break
             if update is None:
                 ctx.log and ctx.log(f"round {rnd} trial {t + 1}: no candidate ({err})")
                 continue

@@ -133,6 +133,11 @@ def _update(cfg, run, name, trials, rounds, max_calls, seed, yes, force, fewshot
                 f"update will spend at most {limit} LLM calls (task, judge and optimizer calls). Continue?"):
             raise UsageError("update cancelled before spending anything", hint="pass --yes to skip the question")
         result, files = run_optimizer(cfg, run.path, checkpoint, name, settings, limit, seed, focus, scorer, log)
+        stale = run.path / "candidates"
+        if stale.is_dir():  # a previous update's candidates are not this update's outputs
+            import shutil
+
+            shutil.rmtree(stale)
         for rel, text in files.items():
             st.write_text(rel, text)
         st.write_text("update.json", pretty_json({"schema": UPDATE_SCHEMA, **result.model_dump(mode="json")}))
