@@ -29,7 +29,7 @@ BINARY = np.array([-1.0, 0.0, 1.0])  # loss, tie, win
 RAILS = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])  # differences of judge scores in {0, 0.5, 1}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def simulate_sprt(case, *, runs=2000, max_n=600, seed=0, chunk=40):
     """Run `runs` SPRTs on i.i.d. differences drawn from the case's distribution.
 

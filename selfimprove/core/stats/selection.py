@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -53,7 +54,7 @@ def classify_samples(
     """
     out: dict[str, SampleClass] = {}
     for sample_id, by_policy in score_matrix.items():
-        successes = {float(s) >= success_at for s in by_policy.values() if s is not None and s == s}
+        successes = {float(s) >= success_at for s in by_policy.values() if s is not None and not math.isnan(s)}
         if not successes:
             continue
         if successes == {True}:

@@ -1,0 +1,75 @@
+"""A content-addressed cache of chat-completions calls: request digest -> response, one file per call.
+
+Key: `digest({"endpoint": "chat/completions", "request": <the JSON body>, "sample_index": i})` over the
+canonical JSON (selfimprove.core.canonical). The body holds the model, the messages and every parameter; the
+host, headers and API key are not part of it, so a simulator on another port, or another key, hits the same
+entries. `sample_index` tells deliberate repeated samples of one request apart (temperature > 0).
+
+Layout: `<root>/<hex[:2]>/<hex>.json`, written atomically (temp file, fsync, os.replace) as each call
+finishes. Why one file per call rather than an append-only JSONL: writers in several threads or processes
+(our calls, phoenix-evals' worker threads, a re-run after a crash) need no lock and can never tear another
+entry; a lookup is one `open` with no index to load; writing the same key twice is harmless (same content,
+last replace wins); a crash leaves at worst an orphan temp file, never a half entry. The cost is many small
+files, which the two-hex-digit shards keep manageable (~2,000 files for a 500-sample evaluation).
+
+Only successful (200, with `choices`) non-streaming responses are stored; errors are never cached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from selfimprove.core.canonical import canonical_json, digest
+
+ENTRY_SCHEMA = "selfimprove.llm-call/1"
+ENDPOINT = "chat/completions"
+
+
+def request_key(body: Mapping[str, Any], sample_index: int = 0) -> str:
+    """The cache key of a chat-completions request body ("sha256:<hex>")."""
+    return digest({"endpoint": ENDPOINT, "request": body, "sample_index": int(sample_index)})
+
+
+class CallCache:
+    """Directory-backed call cache. Safe for concurrent readers and writers (threads and processes)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        hex_ = key.removeprefix("sha256:")
+        return self.root / hex_[:2] / f"{hex_}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored entry `{schema, key, sample_index, request, response, latency_ms}`, or None."""
+        try:
+            data = self.path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            entry = json.loads(data)
+        except ValueError:  # cannot happen with atomic writes; treat a damaged file as a miss
+            return None
+        return entry if isinstance(entry, dict) and entry.get("key") == key else None
+
+    def put(self, key: str, body: Mapping[str, Any], sample_index: int, response: Any, latency_ms: float) -> None:
+        from selfimprove.store.atomic import write_bytes
+
+        entry = {
+            "schema": ENTRY_SCHEMA,
+            "key": key,
+            "sample_index": int(sample_index),
+            "request": body,
+            "response": response,
+            "latency_ms": round(float(latency_ms), 3),
+        }
+        write_bytes(self.path(key), canonical_json(entry))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.root.glob("??/*.json")) if self.root.exists() else 0
+
+    def __contains__(self, key: str) -> bool:
+        return self.path(key).exists()
