@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from selfimprove.cli import evaluate_cmd, promote_cmd, pull_cmd, store_cmds, update_cmd
-from selfimprove.cli import builds_cmd
+from selfimprove.cli import builds_cmd, loop_cmd
 
 app = typer.Typer(
     name="selfimprove",
@@ -31,6 +31,8 @@ app.command("log")(store_cmds.log)
 app.command("verify")(store_cmds.verify)
 app.command("diff")(builds_cmd.diff)
 app.command("show")(builds_cmd.show)
+app.command("run")(loop_cmd.run)
+app.command("demo")(loop_cmd.demo)
 
 
 def _register_optional() -> None:

@@ -109,3 +109,77 @@ def render_diff(console: Any, data: dict[str, Any]) -> None:
         console.print(f"  {step['from']} → {step['to']}: {step['eval']} {fmt_num(step['diff'])} "
                       f"CI {fmt_ci(step['ci'])} (run {step['run']})", markup=False)
     console.print("B regresses A." if data["regresses"] else "No regression of B against A.")
+
+
+def render_loop(console: Any, result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"selfimprove run · {result.target}" + (f" · run {result.run}" if result.run else ""))
+    for col in ("step", "status", "detail", "s"):
+        table.add_column(col)
+    for s in result.steps:
+        table.add_row(s.stage, s.status, s.detail, f"{s.seconds:.1f}")
+    console.print(table)
+    p = result.primary or {}
+    effect = ""
+    if p.get("diff") is not None:
+        effect = (f" ({p.get('eval')} {fmt_num(p.get('baseline_mean'), '.3f')} → "
+                  f"{fmt_num(p.get('candidate_mean'), '.3f')}, Δ {fmt_num(p.get('diff'))}, 95% CI {fmt_ci(p.get('ci'))})")
+    headline = {
+        "promoted": f"PROMOTED {result.build}{effect}; production {result.previous or 'unset'} → {result.production}",
+        "refused": f"REFUSED by the gate{effect}; production stays {result.production or 'unset'} (exit 3)",
+        "skipped": f"SKIPPED: {result.trigger.get('reason', '')}",
+        "nothing new": "NOTHING NEW to learn from since the last run",
+        "dry-run": f"DRY RUN: the gate passes{effect}; nothing written",
+    }.get(result.outcome, result.outcome)
+    console.print(headline, markup=False)
+    spend = []
+    if result.calls is not None:
+        spend.append(f"{result.calls} LLM calls")
+    if result.cost_usd:
+        spend.append(f"${result.cost_usd:.4f}")
+    spend.append(f"{result.seconds:.0f} s")
+    console.print(" · ".join(spend))
+    if result.report_html:
+        console.print(f"report: {result.report_html}", markup=False)
+
+
+def render_demo(console: Any, result: Any) -> None:
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    console.print(Panel(result.notice, title="selfimprove demo · SIMULATOR", style="bold yellow"))
+    t = result.traffic
+    if t:
+        scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(t.get("scores", {}).items()))
+        console.print(f"Production (simulated): {t.get('spans')} traced calls with the weak default prompt; "
+                      f"judges' mean scores: {scores}", markup=False)
+    p = result.primary or {}
+    if p.get("diff") is not None:
+        console.print(f"Held-out test (simulated): {p.get('eval')}  baseline {fmt_num(p.get('baseline_mean'), '.3f')}"
+                      f" → candidate {fmt_num(p.get('candidate_mean'), '.3f')}   Δ {fmt_num(p.get('diff'))}  "
+                      f"95% CI {fmt_ci(p.get('ci'))}  n={p.get('n')}", markup=False)
+    outcome = {"promoted": f"PROMOTED {result.production}", "refused": "REFUSED by the gate (production unchanged)",
+               "skipped": "SKIPPED by the trigger"}.get(result.outcome, result.outcome.upper())
+    console.print(f"Outcome: {outcome}", markup=False)
+    for reason in ((result.loop.get("trigger") or {}).get("refusal") or {}).get("reasons", []):
+        console.print(f"  - {reason}", markup=False)
+    if result.prompt_diff:
+        console.print(Panel(Syntax(result.prompt_diff, "diff", theme="ansi_dark", word_wrap=True),
+                            title="prompt diff (baseline → promoted)"))
+    if result.chain:
+        table = Table(title="build chain")
+        for col in ("build", "parent", "primary Δ", "95% CI", "production"):
+            table.add_column(col)
+        for b in result.chain:
+            table.add_row(b["name"], b.get("parent") or "-", fmt_num(b.get("delta")), fmt_ci(b.get("ci")),
+                          "◀" if b.get("production") else "")
+        console.print(table)
+    state = "running (Ctrl-C stops it)" if result.phoenix_running else "stopped; rerun with --keep-running to browse"
+    console.print(f"Phoenix UI: {result.phoenix_url}  (project '{result.phoenix_project}', prompt 'demo' tagged "
+                  f"production) — {state}", markup=False)
+    if result.report_html:
+        console.print(f"HTML report: {result.report_html}", markup=False)
+    console.print(f"Workspace: {result.workspace}  ·  {result.seconds:.0f} s  ·  all numbers from the SIMULATOR",
+                  markup=False)

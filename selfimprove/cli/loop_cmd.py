@@ -1,0 +1,80 @@
+"""`run` (the whole loop, for cron) and `demo` (the whole loop on a local Phoenix and the simulator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from selfimprove.cli.common import JsonOpt, RootOpt, SetOpt, TargetOpt, WaitOpt
+from selfimprove.cli.output import handle_errors
+
+
+@handle_errors
+def run(
+    since: Annotated[Optional[str], typer.Option(help="Start of the pull window (default: the target's cursor, "
+                                                      "where the last pull ended).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="End of the pull window, exclusive (default: now).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Pull at most this many spans.", min=1)] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Update trials (default: config update.trials).",
+                                                  min=1)] = None,
+    max_calls: Annotated[Optional[int], typer.Option(help="LLM-call budget of the update (default: config "
+                                                          "update.max_calls).", min=1)] = None,
+    min_improvement: Annotated[Optional[float], typer.Option(help="Required gain on the primary eval (default: "
+                                                                  "config gate.min_improvement).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the update's minibatches and search.")] = 0,
+    force_update: Annotated[bool, typer.Option("--force-update", help="Update even when the [trigger] says skip "
+                                                                      "(few new samples, or a high score).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Run everything but write no build and move no "
+                                                            "ref.")] = False,
+    push_phoenix: Annotated[bool, typer.Option("--push-phoenix", help="On promotion, also create a Phoenix "
+                                                                      "prompt version tagged production.")] = False,
+    target: TargetOpt = None,
+    set_: SetOpt = None,
+    root: RootOpt = Path("."),
+    wait: WaitOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Run the whole loop once, for cron: pull (from the cursor) → snapshot → update → evaluate → promote,
+    under the target's lock, within the configured budgets.
+
+    Exit codes: 0 promoted, skipped by the [trigger], or nothing new; 3 the gate refused (production unchanged);
+    1/2/4 as for every command.
+    """
+    from selfimprove.cli.render import render_result
+    from selfimprove.core.errors import GateFailed
+    from selfimprove.stages.loop import run_loop
+
+    result = run_loop(root=root, target=target, overrides=set_, since=since, until=until, limit=limit,
+                      trials=trials, max_calls=max_calls, min_improvement=min_improvement, seed=seed,
+                      dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update, wait=wait)
+    render_result("selfimprove.run/1", result, json_output)
+    if result.outcome == "refused":
+        refusal = result.trigger.get("refusal") or {}
+        raise GateFailed(refusal.get("message", "the gate refused the candidate"), reasons=refusal.get("reasons"))
+
+
+@handle_errors
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo workspace; each demo writes a fresh "
+                                              "sub-folder (configs/, runs/, prompts/, phoenix/).")] = Path(
+        "selfimprove-demo"),
+    world: Annotated[str, typer.Option(help="Simulator world: support or routing.")] = "support",
+    traffic: Annotated[int, typer.Option(help="Production calls to simulate.", min=20)] = 160,
+    seed: Annotated[int, typer.Option(help="Seed of the simulator and the loop.")] = 0,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Phoenix up after the demo for "
+                                                                      "browsing; Ctrl-C stops it.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """The whole loop in about a minute with no API key: a local Phoenix, the built-in SIMULATOR (never a real
+    model), production traffic with a deliberately weak prompt, then pull → snapshot → update → evaluate →
+    promote. Shows baseline vs promoted on held-out data with the CI, the prompt diff, the build chain, the
+    Phoenix UI address and the HTML report. Stops every process it started."""
+    from selfimprove.cli.output import console
+    from selfimprove.cli.render import render_result
+    from selfimprove.stages.demo import run_demo
+
+    run_demo(workdir=workdir, world=world, traffic=traffic, seed=seed, keep_running=keep_running,
+             say=lambda text: console().print(text, markup=False),
+             on_result=lambda result: render_result("selfimprove.demo/1", result, json_output))

@@ -1,0 +1,253 @@
+"""`selfimprove run`: the whole loop for cron — pull → snapshot → trigger → update → evaluate → promote.
+
+Contract:
+- Holds the target's lock for the whole loop (a second `run` of the target fails fast, or waits with `wait`).
+- Pull starts at the target's cursor, so each run sees only new traffic; nothing new is an outcome
+  ("nothing new", exit 0), not an error.
+- The trigger (`[trigger]`) decides whether to spend on an update: skip with fewer than `min_new_samples` new
+  samples, or when the current policy's mean primary score on them is at least `skip_above_score`. A skip is an
+  outcome ("skipped", exit 0); the run folder keeps the pulled data.
+- Update and evaluate run with `yes=True` within their configured budgets (`update.max_calls`,
+  `evaluate.max_calls`/`max_usd`). Promote applies the gate; a refusal is the outcome "refused" (the CLI exits 3)
+  and moves nothing.
+- Every step's status, detail and duration are in the result, read from the run's artifacts (the contracts
+  between stages), so the summary does not depend on each stage's result type.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from selfimprove.core.errors import GateFailed, SelfimproveError, UsageError
+
+
+class Step(BaseModel):
+    stage: str
+    status: str  # "done" | "skipped" | "refused" | "go"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+class LoopResult(BaseModel):
+    target: str
+    outcome: str  # "promoted" | "refused" | "skipped" | "nothing new" | "dry-run"
+    run: str | None = None
+    run_path: str | None = None
+    steps: list[Step] = []
+    trigger: dict[str, Any] = {}
+    decision: dict[str, Any] | None = None
+    primary: dict[str, Any] | None = None
+    build: str | None = None
+    previous: str | None = None
+    production: str | None = None
+    candidates: int = 0
+    calls: int | None = None
+    cost_usd: float | None = None
+    report_html: str | None = None
+    seconds: float = 0.0
+
+    def render(self, console) -> None:
+        from selfimprove.stages.views import render_loop
+
+        render_loop(console, self)
+
+
+def trigger_decision(n_new: int, score: float | None, trigger: Any) -> dict[str, Any]:
+    """Pure: go or skip, with the reason. `score` is the current policy's mean primary score on the new samples."""
+    out = {"new_samples": n_new, "score": score, "min_new_samples": trigger.min_new_samples,
+           "skip_above_score": trigger.skip_above_score, "go": True, "reason": ""}
+    if n_new < trigger.min_new_samples:
+        out.update(go=False, reason=f"{n_new} new samples, fewer than trigger.min_new_samples="
+                                    f"{trigger.min_new_samples}")
+    elif trigger.skip_above_score is not None and score is not None and score >= trigger.skip_above_score:
+        out.update(go=False, reason=f"the current policy scores {score:.3f} on the new samples, at least "
+                                    f"trigger.skip_above_score={trigger.skip_above_score}")
+    else:
+        score_text = f"; current score {score:.3f}" if score is not None else ""
+        out["reason"] = f"{n_new} new samples ≥ {trigger.min_new_samples}{score_text}"
+    return out
+
+
+def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
+             since: str | None = None, until: str | None = None, limit: int | None = None,
+             trials: int | None = None, max_calls: int | None = None, min_improvement: float | None = None,
+             seed: int = 0, dry_run: bool = False, push_phoenix: bool = False, force_update: bool = False,
+             wait: bool = False, on_step: Callable[[Step], None] | None = None) -> LoopResult:
+    """Run the loop once for one target; see the module docstring. `force_update` ignores the trigger."""
+    from selfimprove.cli.common import load_target
+    from selfimprove.store.runs import Workspace
+
+    started = time.monotonic()
+    cfg = load_target(Path(root), target, overrides)
+    ws = Workspace(root)
+    result = LoopResult(target=cfg.target, outcome="running")
+    common = {"root": root, "target": target, "overrides": overrides}
+
+    def step(stage: str, status: str, detail: str, t0: float) -> None:
+        s = Step(stage=stage, status=status, detail=detail, seconds=round(time.monotonic() - t0, 2))
+        result.steps.append(s)
+        if on_step:
+            on_step(s)
+
+    def finish(outcome: str) -> LoopResult:
+        result.outcome = outcome
+        result.seconds = round(time.monotonic() - started, 2)
+        return result
+
+    with ws.lock(cfg.target, wait=wait):
+        t0 = time.monotonic()
+        from selfimprove.stages.pull import pull
+
+        try:
+            pulled = pull(**common, since=since, until=until, limit=limit)
+        except UsageError as exc:
+            if not exc.message.startswith("no new spans"):
+                raise
+            step("pull", "skipped", exc.message, t0)
+            return finish("nothing new")
+        run = ws.open_run(cfg.target, pulled.run)
+        result.run, result.run_path = run.run_id, str(run.path)
+        step("pull", "done", f"{pulled.spans} spans, {pulled.annotations} annotations "
+                             f"(since {pulled.since or 'the beginning'})", t0)
+
+        t0 = time.monotonic()
+        _stage("snapshot", lambda: _snapshot(common, run.run_id))
+        checkpoint = json.loads((run.path / "checkpoint.json").read_text())
+        primary = cfg.evals.primary or checkpoint.get("primary_eval")
+        n_new, score, split = _new_samples(run.path, checkpoint, primary)
+        step("snapshot", "done", f"{n_new} samples ({split.get('train', 0)} train / {split.get('test', 0)} "
+                                 f"held out), primary eval {primary}", t0)
+
+        result.trigger = trigger_decision(n_new, score, cfg.trigger)
+        if not result.trigger["go"] and not force_update:
+            step("trigger", "skipped", result.trigger["reason"], time.monotonic())
+            return finish("skipped")
+        step("trigger", "go", result.trigger["reason"] + (" (forced)" if force_update else ""), time.monotonic())
+
+        t0 = time.monotonic()
+        from selfimprove.stages.update import update
+
+        updated = _stage("update", lambda: update(**common, run=run.run_id, trials=trials, optimizer=None,
+                                                  rounds=None, max_calls=max_calls, seed=seed, yes=True,
+                                                  force=False, wait=False))
+        cands = _candidates(run.path)
+        result.candidates = len(cands)
+        passed = sum(1 for c in cands if all(g.get("passed") for g in c.get("guards", [])))
+        step("update", "done", f"{len(cands)} candidate(s), {passed} passed the guards" + _spend(updated), t0)
+
+        t0 = time.monotonic()
+        from selfimprove.stages.evaluate import evaluate
+
+        evaluated = _stage("evaluate", lambda: evaluate(**common, run=run.run_id, candidates="all", split="test",
+                                                        n=None, concurrency=None, baseline=None, focus="all",
+                                                        yes=True, force=False, wait=False))
+        report = json.loads((run.path / "report.json").read_text())
+        result.calls = _sum_attr("calls", updated, evaluated)
+        result.cost_usd = _sum_attr("cost_usd", updated, evaluated)
+        html = run.path / "report.html"
+        result.report_html = str(html) if html.is_file() else None
+        step("evaluate", "done", _evaluate_detail(report, primary) + _spend(evaluated), t0)
+
+        t0 = time.monotonic()
+        from selfimprove.stages.promote import promote
+
+        try:
+            promoted = promote(**common, run=run.run_id, candidate=None, min_improvement=min_improvement,
+                               dry_run=dry_run, push_phoenix=push_phoenix, to=None, wait=False)
+        except GateFailed as exc:
+            refused = getattr(exc, "result", None)
+            if refused is not None:
+                result.decision = refused.decision.model_dump(mode="json")
+                result.primary = refused.primary
+            result.trigger["refusal"] = {"message": exc.message, "reasons": exc.reasons}
+            step("promote", "refused", exc.message + ": " + "; ".join(exc.reasons), t0)
+            result.production = _production(ws, cfg.target)
+            return finish("refused")
+        result.decision = promoted.decision.model_dump(mode="json") if promoted.decision else None
+        result.primary, result.build = promoted.primary, promoted.build
+        result.previous, result.production = promoted.previous, promoted.production
+        if dry_run:
+            step("promote", "done", "dry run: the gate passes; nothing written", t0)
+            return finish("dry-run")
+        written = ", ".join(promoted.builds_written) or "none"
+        step("promote", "done", f"{promoted.build} is production (builds written: {written})", t0)
+        return finish("promoted")
+
+
+def _stage(name: str, fn: Callable[[], Any]) -> Any:
+    """Run one stage; an expected failure names the stage it stopped at."""
+    try:
+        return fn()
+    except GateFailed:
+        raise
+    except SelfimproveError as exc:
+        exc.message = f"run stopped at {name}: {exc.message}"
+        exc.args = (exc.message,)
+        raise
+
+
+def _snapshot(common: dict[str, Any], run_id: str) -> Any:
+    from selfimprove.stages.snapshot import snapshot
+
+    return snapshot(**common, run=run_id, test_size=None, seed=None, max_samples=None, diverse=False,
+                    filters=[], policy=None, force=False, wait=False)
+
+
+def _new_samples(run_path: Path, checkpoint: dict[str, Any], primary: str | None) -> tuple[int, float | None, dict]:
+    """(samples in this run, the current policy's mean primary score on them, samples per split)."""
+    from selfimprove.stages.dataset import read_samples
+
+    samples = read_samples(run_path / "dataset.parquet")
+    split: dict[str, int] = {}
+    for s in samples:
+        split[s.split] = split.get(s.split, 0) + 1
+    from selfimprove.core.records import Policy
+
+    current = Policy.model_validate(checkpoint["policy"]).digest
+    scores = [s.evals[primary].score for s in samples
+              if primary in s.evals and s.evals[primary].score is not None
+              and (s.policy_digest in (None, current))]
+    return len(samples), (sum(scores) / len(scores) if scores else None), split
+
+
+def _candidates(run_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((run_path / "candidates").glob("*.json"))]
+
+
+def _evaluate_detail(report: dict[str, Any], primary: str | None) -> str:
+    best = report.get("best")
+    entry = next((c for c in report.get("candidates", []) if c["id"] == best), None)
+    if entry is None:
+        return f"{len(report.get('candidates', []))} candidate(s) evaluated; no best candidate"
+    e = (entry.get("evals") or {}).get(primary) or {}
+    ci = e.get("ci") or [None, None]
+    ci_text = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if None not in ci else "-"
+    diff = e.get("diff")
+    return (f"best {best}: {primary} {e.get('baseline_mean', float('nan')):.3f} → "
+            f"{e.get('candidate_mean', float('nan')):.3f} (Δ {diff:+.3f}, 95% CI {ci_text}, n={e.get('n')})"
+            if diff is not None else f"best {best}: no estimate for {primary}")
+
+
+def _spend(result: Any) -> str:
+    calls, cost = getattr(result, "calls", None), getattr(result, "cost_usd", None)
+    if calls is None:
+        return ""
+    return f"; {calls} calls" + (f", ${cost:.4f}" if cost else "")
+
+
+def _sum_attr(name: str, *results: Any) -> Any:
+    values = [getattr(r, name, None) for r in results]
+    values = [v for v in values if isinstance(v, (int, float))]
+    return sum(values) if values else None
+
+
+def _production(ws: Any, target: str) -> str | None:
+    from selfimprove.store.builds import production
+
+    prod = production(ws.prompts_dir, target)
+    return prod.name if prod else None
