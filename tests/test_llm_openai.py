@@ -220,6 +220,8 @@ class _InFlightHandler(BaseHTTPRequestHandler):
             if srv.required_key and self.headers.get("Authorization") != f"Bearer {srv.required_key}":
                 return self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
             time.sleep(srv.latency_s)
+            if srv.fail_status == 200:  # a 200 that is not a chat completion
+                return self._send(200, {"object": "chat.completion", "choices": []})
             if srv.fail_status:
                 return self._send(srv.fail_status, {"error": {"message": "broken", "type": "server_error"}})
             text = "echo: " + body["messages"][-1]["content"]
@@ -295,6 +297,17 @@ def test_a_server_failing_every_call_is_systemic():
         with pytest.raises(LLMUnavailable, match="5 LLM calls in a row failed"):
             run_many(chat, requests_for(50), concurrency=1)
         assert server.requests == 5  # stopped there: no new call started after the error
+    finally:
+        server.stop()
+
+
+def test_a_malformed_response_is_a_failed_row_and_not_cached(tmp_path):
+    server = InFlightServer(latency_s=0.0, fail_status=200)
+    try:
+        chat = OpenAIChat(server.base_url, "SELFIMPROVE_TEST_NO_KEY", model="m", cache=tmp_path)
+        [result] = run_many(chat, requests_for(1))
+        assert result.error and "malformed" in result.error and len(CallCache(tmp_path)) == 0
+        assert chat.ledger.snapshot().failed == 1
     finally:
         server.stop()
 

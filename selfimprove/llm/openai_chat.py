@@ -145,9 +145,13 @@ class OpenAIChat:
                 ) from None
             except openai.APIError as e:
                 return self._failed(model, e, (time.perf_counter() - t0) * 1000)
+        try:
+            result = self._result(model, raw, CACHE_HEADER, KEY_HEADER, LATENCY_HEADER)
+        except (KeyError, IndexError, TypeError, ValueError) as e:  # a 200 that is not a chat completion
+            return self._failed(model, ValueError(f"malformed response: {e!r}"), (time.perf_counter() - t0) * 1000)
         self._failures_in_a_row = 0
         self._ever_succeeded = True
-        return self._result(model, raw, CACHE_HEADER, KEY_HEADER, LATENCY_HEADER)
+        return result
 
     def _failed(self, model: str, err: Exception, latency_ms: float) -> ChatResult:
         import openai

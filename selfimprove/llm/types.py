@@ -29,8 +29,8 @@ class ChatResult(BaseModel):
 
     `cost` is what the call costs at the price table (also for a cached result: the policy's price per call);
     `cached` says nothing was paid this time. `latency_ms` is the original call's latency, also when replayed
-    from the cache, so that a re-run reproduces the same results; `cached` and `attempts`-style facts are the
-    only fields that differ. `key` is the cache key ("sha256:…").
+    from the cache, so that a re-run reproduces the same results: `cached` is the only field that differs.
+    `key` is the cache key ("sha256:…"); a failed call has no key and nothing cached.
     """
 
     model_config = ConfigDict(frozen=True)
