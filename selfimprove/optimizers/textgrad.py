@@ -31,7 +31,7 @@ from selfimprove.optimizers.guards import GuardContext, length_cap, trace_input_
 from selfimprove.optimizers.metaprompt import MAGNITUDES, merge_messages, update_messages
 from selfimprove.optimizers.search import Member, Population
 from selfimprove.optimizers.steps import Ledger, Spend, ask_update, candidate_id, edits_of, score
-from selfimprove.optimizers.taxonomy import failure_taxonomy
+from selfimprove.optimizers.taxonomy import FailureCluster, failure_taxonomy
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class TextGradOptimizer:
         pop.add(Member(seed_id, ctx.policy, self._values(seed_rows, ctx), round=0))
         rows_of: dict[str, list[ScoredSample]] = {seed_id: stored_rows(pool, ctx.evals) + seed_rows}
         log(f"seed {seed_id}: validation mean {pop.members[0].mean:.3f} on {len(val)} samples")
-        stall, taxonomy = 0, []
+        stall, taxonomy, focus = 0, [], None
         for rnd in range(1, s.rounds + 1):
             magnitude = MAGNITUDES[min(stall, len(MAGNITUDES) - 1)]
             temperature = s.temperature + 0.15 * stall
@@ -111,6 +111,8 @@ class TextGradOptimizer:
             clusters = failure_taxonomy(rows_of[parent.id], ctx.evals)
             if rnd == 1:
                 taxonomy = [c.to_dict() for c in clusters]
+                focus = self._focus(ctx.focus, clusters)
+            clusters = _follow(focus, clusters)
             made = self._round(ctx, ledger, gctx, parent, rows_of[parent.id], clusters, trials, magnitude,
                                temperature, rng, rnd)
             scored = None
@@ -155,6 +157,17 @@ class TextGradOptimizer:
                               info={**ledger.info, seed_id: seed_info})
 
     @staticmethod
+    def _focus(focus_id: str | None, clusters: Sequence[FailureCluster]) -> FailureCluster | None:
+        if focus_id is None:
+            return None
+        for c in clusters:
+            if c.id == focus_id:
+                return c
+        known = ", ".join(f"{c.id} ({c.eval}, {c.count})" for c in clusters[:10]) or "none"
+        raise UsageError(f"no failure cluster {focus_id!r} in this checkpoint's taxonomy",
+                         hint=f"clusters: {known}")
+
+    @staticmethod
     def _values(rows: Sequence[ScoredSample], ctx: OptimizeContext) -> dict[str, float]:
         return {r.sample_id: r.value(ctx.evals) for r in rows}
 
@@ -170,12 +183,11 @@ class TextGradOptimizer:
                magnitude: str, temperature: float, rng: random.Random, rnd: int) -> list[str]:
         """Run the trials and the merge; returns candidate ids, the merged one first."""
         cap = length_cap(parent.policy, self.s.max_growth)
-        focus_pool = [c for c in clusters if ctx.focus is None or c.id == ctx.focus] or clusters
         trial_out, made = [], []
         for t in range(trials):
-            focus = focus_pool[t % len(focus_pool)] if focus_pool and trials > 1 else None
-            if ctx.focus and focus_pool:
-                focus = focus_pool[0]
+            # trial t targets the t-th largest failure cluster (all trials the focused one, when focused)
+            focus = clusters[0] if ctx.focus and clusters else (
+                clusters[t % len(clusters)] if clusters and trials > 1 else None)
             batch = minibatch(rows, ctx.evals, self.s.minibatch, rng, focus)
             items = feedback_items(batch, ctx.evals)
             shown = [c.to_dict() for c in clusters[:5]]
@@ -212,6 +224,18 @@ class TextGradOptimizer:
                                         kept_trial_edits=kept_edits(policy.system_prompt, usable))
                 made.insert(0, merged.id)
         return list(dict.fromkeys(made))
+
+
+def _follow(focus: FailureCluster | None, clusters: list[FailureCluster]) -> list[FailureCluster]:
+    """With a focus, the parent's clusters most like it first (same eval, most shared samples, then shared terms);
+    the focus itself when the parent no longer fails that way on any sample it was scored on."""
+    if focus is None:
+        return clusters
+    def likeness(c: FailureCluster) -> tuple:
+        return (c.eval == focus.eval, len(set(c.sample_ids) & set(focus.sample_ids)),
+                len(set(c.terms) & set(focus.terms)), c.count)
+    ranked = sorted(clusters, key=likeness, reverse=True)
+    return ranked if ranked and likeness(ranked[0])[:3] != (False, 0, 0) else [focus]
 
 
 def kept_edits(prompt: str, trials: Sequence[dict[str, Any]]) -> dict[str, float]:
