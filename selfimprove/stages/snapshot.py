@@ -136,7 +136,7 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict) -> tuple[SnapshotR
 
     spans = pd.read_parquet(run_path / "raw/spans.parquet")
     annotations = pd.read_parquet(run_path / "raw/annotations.parquet")
-    recovered = recover(annotations.to_dict(orient="records"), registry, list(cfg.evals.include) or None)
+    recovered = recover(annotations, registry, list(cfg.evals.include) or None)
     built = build_samples(spans.to_dict(orient="records"), recovered, sel)
     evals = sorted(built.specs)
     warnings = _warnings(built, recovered)

@@ -22,6 +22,7 @@ from typing import Any
 from selfimprove.core.records import ContentPart, FunctionCall, Message, ToolCall
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+_SIMPLE = {"message.role", "message.content", "message.name", "message.tool_call_id"}
 _INDEXED = re.compile(r"^(.*?)(?:^|\.)(\d+)(?:\.(.*))?$")
 
 
@@ -41,6 +42,8 @@ def load_json(value: Any, what: str) -> Any:
 
 def flatten_keys(obj: Any, prefix: str = "") -> Any:
     """Nested dicts -> one dict of dotted keys; lists are kept as lists with each element flattened."""
+    if isinstance(obj, dict) and not prefix and all(isinstance(v, str) or v is None for v in obj.values()):
+        return obj  # already flat (the common case): nothing to do
     if isinstance(obj, list):
         return [flatten_keys(v) for v in obj]
     if not isinstance(obj, dict):
@@ -91,6 +94,10 @@ def canonical_messages(value: Any, attribute: str = "llm.input_messages") -> lis
     for item in value:
         if not isinstance(item, dict):
             raise SpanParseError(f"{attribute}: a message is a {type(item).__name__}, not a mapping")
+        inner = item.get("message")
+        if len(item) == 1 and isinstance(inner, dict) and all(isinstance(v, str) for v in inner.values()):
+            out.append({"message." + k: v for k, v in inner.items()})  # the select-query shape, fast
+            continue
         flat = flatten_keys(item)
         if "role" in flat and "message.role" not in flat:  # a plain OpenAI dict
             flat = {f"message.{k}": v for k, v in flat.items()}
@@ -103,6 +110,9 @@ def _indexed_list(flat: dict[str, Any], key: str) -> list[dict[str, Any]]:
     value = flat.get(key)
     if isinstance(value, list):
         return [flatten_keys(v) if isinstance(v, dict) else v for v in value]
+    prefix = key + "."
+    if not any(k.startswith(prefix) for k in flat):
+        return []
     tree = unflatten_indexes({k: v for k, v in flat.items() if k.startswith(key + ".")})
     found = tree.get(key)
     return found if isinstance(found, list) else []
@@ -147,6 +157,9 @@ def message_from_flat(flat: dict[str, Any]) -> Message:
     role = flat.get("message.role")
     if role not in ROLES:
         raise SpanParseError(f"unknown message role {role!r}")
+    if flat.keys() <= _SIMPLE and isinstance(flat.get("message.content", ""), str):
+        return Message(role=role, content=flat.get("message.content"), name=flat.get("message.name") or None,
+                       tool_call_id=flat.get("message.tool_call_id") or None)
     content: Any = flat.get("message.content")
     parts = _indexed_list(flat, "message.contents")
     if not parts and isinstance(content, list) and all(isinstance(p, dict) for p in content):

@@ -105,8 +105,9 @@ def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def parse_span(row: dict[str, Any]) -> ParsedSpan | BadSpan:
-    """One raw spans row (the columns of `selfimprove.telemetry.raw.SPAN_COLUMNS`) -> ParsedSpan or BadSpan."""
+def parse_span(row: dict[str, Any], policies: dict[tuple, Any] | None = None) -> ParsedSpan | BadSpan:
+    """One raw spans row (the columns of `selfimprove.telemetry.raw.SPAN_COLUMNS`) -> ParsedSpan or BadSpan.
+    `policies` memoises (Policy, digest) by what determines them, across the rows of one table."""
     span_id = str(row.get("span_id"))
     kind = row.get("span_kind")
     if not _missing(kind) and str(kind).upper() not in ("LLM", "UNKNOWN", ""):
@@ -129,17 +130,25 @@ def parse_span(row: dict[str, Any]) -> ParsedSpan | BadSpan:
     if not outputs or not _has_answer(outputs[0]):
         return BadSpan(span_id, "no_output", "no output message")
     tagged = metadata.get(POLICY_DIGEST_KEY)
-    try:
-        policy = policy_of(history, params, _none(row.get("model_name")), tools, template, bool(tagged))
-    except SpanParseError as exc:
-        return BadSpan(span_id, "no_model", str(exc))
-    except (ValidationError, TypeError, ValueError) as exc:
-        return BadSpan(span_id, "unparseable", _first_line(exc))
+    key = (system_prompt_of(history), str(row.get("invocation_parameters")), str(row.get("model_name")),
+           str(row.get("tools")), str(row.get("prompt_template")), bool(tagged))
+    found = policies.get(key) if policies is not None else None
+    if found is None:
+        try:
+            policy = policy_of(history, params, _none(row.get("model_name")), tools, template, bool(tagged))
+        except SpanParseError as exc:
+            return BadSpan(span_id, "no_model", str(exc))
+        except (ValidationError, TypeError, ValueError) as exc:
+            return BadSpan(span_id, "unparseable", _first_line(exc))
+        found = (policy, policy.digest)
+        if policies is not None:
+            policies[key] = found
+    policy, policy_digest = found
     start, end = _time(row.get("start_time")), _time(row.get("end_time"))
     latency = (end - start).total_seconds() * 1000 if start and end else None
     return ParsedSpan(
         span_id=span_id, trace_id=str(_none(row.get("trace_id")) or span_id), start_time=start,
-        history=tuple(history), output=outputs[0], policy=policy, policy_digest=policy.digest,
+        history=tuple(history), output=outputs[0], policy=policy, policy_digest=policy_digest,
         prompt_tokens=_opt_int(row.get("prompt_tokens")), completion_tokens=_opt_int(row.get("completion_tokens")),
         latency_ms=None if latency is None else round(latency, 3), model_name=_none(row.get("model_name")),
         metadata=metadata, tagged_digest=str(tagged) if tagged else None, extra_outputs=len(outputs) - 1)
