@@ -6,8 +6,8 @@ import json
 
 import openai
 import pytest
-
 from sim_helpers import fenced, judge_rows, mean_scores, run_policy
+
 from selfimprove.sim import default_policy, generate_inputs, start_server
 
 # GEPA's default reflection prompt (gepa.strategies.instruction_proposal.InstructionProposalSignature)
@@ -73,8 +73,9 @@ def test_only_failures_present_in_the_request_are_addressed(sim):
                          {"policy_compliance": [{"score": 0.0, "explanation": "The reply never mentions the "
                                                  "customer's order number (#12345), so the customer cannot tell."}]})
     new_prompt = fenced(_optimize(sim, text).choices[0].message.content)
-    assert new_prompt.splitlines() == [prompt, "Always quote the customer's order number (for example #12345) in the "
-                                       "reply so they can see their order was looked up."]
+    fix = "Always quote the customer's order number (for example #12345) in the reply so they can see their order " \
+          "was looked up."
+    assert new_prompt.splitlines() == [prompt, fix]
     same = fenced(_optimize(sim, text).choices[0].message.content)
     assert same == new_prompt  # deterministic
     nothing = fenced(_optimize(sim, _gepa_request(prompt, [{"input": "hi", "output": "hello"}],

@@ -34,9 +34,8 @@ def validate(value, schema, root=None) -> list[str]:
     if types and not any(checks[x](value) for x in types):
         return [f"{value!r} is not {types}"]
     errs = []
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", 10**9):
-            errs.append("string length")
+    if isinstance(value, str) and not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", 10**9):
+        errs.append("string length")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             errs.append("minimum")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from sim_helpers import judge_rows, mean_scores, run_policy
+
 from selfimprove.sim import default_policy, generate_inputs, start_server, world_evals
 
 # The instructions a capable optimizer writes after reading the judges' explanations (what sim-optimizer writes).
@@ -25,12 +25,12 @@ SUPPORT_FIXES = {
     "blame": "Never blame the customer or suggest the problem is their fault.",
 }
 ROUTING_FIXES = [
-    "If a ticket describes a login the customer did not make, a hacked account or any unauthorized access, label it "
-    "'security', even if it also mentions passwords.",
+    ("If a ticket describes a login the customer did not make, a hacked account or any unauthorized access, label "
+     "it 'security', even if it also mentions passwords."),
     "Requests to delete or export personal data (GDPR or other privacy requests) are labelled 'security'.",
-    "Tickets from Enterprise customers (they mention the Enterprise plan, an SLA or their account manager) that "
-    "report a problem or outage are labelled 'priority'; but if an Enterprise customer only asks a how-to question "
-    "(for example 'How do I add a user?'), use the normal label for the topic.",
+    ("Tickets from Enterprise customers (they mention the Enterprise plan, an SLA or their account manager) that "
+     "report a problem or outage are labelled 'priority'; but if an Enterprise customer only asks a how-to question "
+     "(for example 'How do I add a user?'), use the normal label for the topic."),
     "Tickets about items that arrived damaged or broken go to 'shipping', even when the customer asks for a refund.",
 ]
 ROUTING_FORMAT_FIX = "Answer with the label only, in lowercase, with no other text."

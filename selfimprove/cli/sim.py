@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any
 
 import typer
+
+from selfimprove.cli.common import JsonOpt
+from selfimprove.cli.output import handle_errors
 
 app = typer.Typer(
     help="The built-in simulator: simulated task, judge and optimizer models behind an OpenAI-compatible API, "
@@ -15,8 +18,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+WorldOpt = Annotated[str, typer.Option(help="World to simulate: support (customer-support replies) or routing "
+                                            "(ticket labels).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of every simulated choice (and of the inputs, for traffic).")]
 
-def _parse_knobs(knob: list[str], config_json: Optional[str]) -> dict:
+
+def _parse_knobs(knob: list[str], config_json: str | None) -> dict[str, Any]:
     knobs = json.loads(config_json) if config_json else {}
     for item in knob:
         if "=" not in item:
@@ -31,27 +38,31 @@ def _parse_knobs(knob: list[str], config_json: Optional[str]) -> dict:
 
 @app.command()
 def serve(
-    world: str = typer.Option("support", help="World to simulate (support, routing)."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-    port: int = typer.Option(0, help="Port (0: a free port)."),
-    seed: int = typer.Option(0, help="Seed of every simulated choice and fault."),
-    latency_ms: float = typer.Option(0.0, help="Added latency per response, in ms."),
-    jitter_ms: float = typer.Option(0.0, help="Uniform jitter around the latency, in ms."),
-    error_rate: float = typer.Option(0.0, help="Fraction of requests answered with HTTP 500."),
-    rate_limit: Optional[float] = typer.Option(None, help="Requests per second; above it, 429 with Retry-After."),
-    knob: list[str] = typer.Option([], help="Other knob as KEY=VALUE (JSON value), e.g. throttle_rate=0.1, "
-                                   "drop_rate=0.05, judge_error_rate=0.1, gullible=true. Repeatable."),
-    config_json: Optional[str] = typer.Option(None, hidden=True, help="All knobs as one JSON object."),
+    world: WorldOpt = "support",
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: a free port).")] = 0,
+    seed: SeedOpt = 0,
+    latency_ms: Annotated[float, typer.Option(help="Added latency per response, in ms.")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="Uniform jitter around the latency, in ms.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Fraction of requests answered with HTTP 500.")] = 0.0,
+    rate_limit: Annotated[float | None, typer.Option(
+        help="Requests per second; above it, 429 with Retry-After.")] = None,
+    knob: Annotated[list[str] | None, typer.Option(
+        metavar="KEY=VALUE", help="Another knob (JSON value), repeatable: throttle_rate, retry_after_s, drop_rate, "
+        "slow_rate, slow_ms, fault_models, judge_error_rate, judge_rejects_response_format, optimizer_vague, "
+        "optimizer_drop, optimizer_filler, gullible.")] = None,
+    config_json: Annotated[str | None, typer.Option(hidden=True, help="Every knob as one JSON object.")] = None,
 ) -> None:
-    """Serve the simulator; prints its base_url (for OpenAI(base_url=…)) and runs until Ctrl-C."""
+    """Serve the simulator: prints its base_url (for OpenAI(base_url=...)) on stdout and runs until Ctrl-C."""
     from selfimprove.sim.faults import SimConfig
     from selfimprove.sim.server import serve as bind
 
     config = SimConfig()
     try:
-        config.update(**_parse_knobs(knob, config_json))
-        config.update(seed=seed, latency_ms=latency_ms, jitter_ms=jitter_ms, error_rate=error_rate,
-                      rate_limit=rate_limit) if config_json is None else None
+        if config_json is None:  # --config-json (used by start_server(mode="subprocess")) carries every knob
+            config.update(seed=seed, latency_ms=latency_ms, jitter_ms=jitter_ms, error_rate=error_rate,
+                          rate_limit=rate_limit)
+        config.update(**_parse_knobs(knob or [], config_json))
         httpd = bind(world, config, host, port)
     except (ValueError, KeyError) as e:
         raise typer.BadParameter(str(e)) from None
@@ -65,24 +76,33 @@ def serve(
 
 
 @app.command()
+@handle_errors
 def traffic(
-    world: str = typer.Option("support", help="World to simulate."),
-    n: int = typer.Option(100, help="Number of production calls to send."),
-    phoenix: str = typer.Option(..., help="Phoenix base URL, e.g. http://127.0.0.1:6006."),
-    project: str = typer.Option(..., help="Phoenix project to trace into."),
-    policy: Optional[Path] = typer.Option(None, help="JSON file {system_prompt, model, temperature}; "
-                                          "default: the world's weak default policy."),
-    seed: int = typer.Option(0, help="Seed of the inputs and the simulator."),
-    sim_url: Optional[str] = typer.Option(None, help="Base URL of a running simulator (default: start one)."),
-    evals: bool = typer.Option(True, help="Run the world's evals and log them as span annotations."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    phoenix: Annotated[str, typer.Option(help="Phoenix base URL, e.g. http://127.0.0.1:6006.")],
+    project: Annotated[str, typer.Option(help="Phoenix project to trace into.")],
+    world: WorldOpt = "support",
+    n: Annotated[int, typer.Option("--n", help="Number of production calls to send.", min=1)] = 100,
+    policy: Annotated[Path | None, typer.Option(
+        help="JSON file {system_prompt, model, temperature} (or {policy: {...}}); default: the world's weak "
+        "default policy.")] = None,
+    seed: SeedOpt = 0,
+    sim_url: Annotated[str | None, typer.Option(
+        help="Base URL of a running simulator (default: start one for this command).")] = None,
+    evals: Annotated[bool, typer.Option(help="Judge the calls with the world's evals and log span annotations.")] = True,
+    json_output: JsonOpt = False,
 ) -> None:
-    """Send N production-like calls through the openai SDK, traced to Phoenix, then judge them and log the evals."""
+    """Send N production-like calls through the openai SDK, traced to Phoenix, then judge them with phoenix-evals
+    and log the verdicts as span annotations (each carrying its eval spec)."""
+    from selfimprove.cli.output import emit
+    from selfimprove.core.errors import UsageError
     from selfimprove.sim.traffic import make_traffic
 
     pol = None
     if policy is not None:
-        data = json.loads(policy.read_text("utf-8"))
+        try:
+            data = json.loads(policy.read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read policy file {policy}: {e}", hint="pass a JSON object") from None
         pol = data.get("policy", data)
     server = None
     if sim_url is None:
@@ -96,8 +116,10 @@ def traffic(
     finally:
         if server is not None:
             server.stop()
-    if as_json:
-        print(json.dumps({"schema": "selfimprove.sim.traffic/v1", **summary}, sort_keys=True))
-    else:
-        scores = ", ".join(f"{k}={v:.2f}" for k, v in sorted(summary.get("scores", {}).items()))
-        typer.echo(f"sent {summary['calls']} calls to project {project!r}; {scores}", err=True)
+
+    def render(console: Any) -> None:
+        scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(summary["scores"].items())) or "not judged"
+        console.print(f"Sent {summary['spans']} of {summary['calls']} calls to project {project!r} "
+                      f"({summary['errors']} failed); mean scores: {scores}", markup=False)
+
+    emit("selfimprove.sim.traffic/v1", summary, json_mode=json_output, render=render)

@@ -138,7 +138,7 @@ def world_names() -> list[str]:
     return sorted(f.name.removesuffix(".json") for f in files if f.name.endswith(".json"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_world(name: str) -> World:
     """The full world (public and hidden parts), parsed once per process."""
     if name not in world_names():

@@ -125,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "throttle":
             stats.record(endpoint, model, 429)
             headers = {"Retry-After": str(max(1, math.ceil(fault.retry_after_s))),
-                       "retry-after-ms": str(int(round(fault.retry_after_s * 1000)))}
+                       "retry-after-ms": str(round(fault.retry_after_s * 1000))}
             return self._send(429, {"error": {"message": "simulated rate limit", "type": "rate_limit_error"}}, headers)
         try:
             payload = models.complete(body, self.server.world, self.server.config.as_dict())
@@ -179,10 +179,10 @@ class SimServer:
                 self._proc.wait()
             self._proc = None
 
-    def __enter__(self) -> "SimServer":
+    def __enter__(self) -> SimServer:  # noqa: PYI034 - not meant to be subclassed
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:

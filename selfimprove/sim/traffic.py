@@ -9,7 +9,7 @@ replay the judges offline.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from selfimprove.core.errors import SelfimproveError
@@ -136,7 +136,7 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
     from phoenix.client import Client
 
     pol = {**default_policy(world), **(policy or {})}
-    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    since = datetime.now(UTC) - timedelta(seconds=5)
     rows, errors = _send(world, n, phoenix_url=phoenix_url, project=project, sim_base_url=sim_base_url,
                          policy=pol, seed=seed)
     client = Client(base_url=phoenix_url)
