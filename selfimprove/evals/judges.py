@@ -175,41 +175,56 @@ class LLMJudge:
 
     def __init__(self, spec: EvalSpec, endpoint: JudgeEndpoint, *, cache: Any, ledger: Any,
                  max_connections: int = 32):
+        if not spec.choices:
+            raise ValueError(f"eval '{spec.name}' has no choices (rails); a classification judge needs them")
+        if not spec.template:
+            raise ValueError(f"eval '{spec.name}' has no template")
+        self.spec, self.endpoint, self.cache, self.ledger = spec, endpoint, cache, ledger
+        self.model = endpoint.model or spec.judge_model
+        if not self.model:
+            raise ValueError(f"eval '{spec.name}' names no judge model; set llm.judge.model")
+        self.max_connections = max_connections
+        self._loop: Any = None
+        self.evaluator = self._build()
+        unknown = sorted(set(self.evaluator.prompt_template.variables) - set(KNOWN_VARIABLES))
+        if unknown:
+            raise ValueError(f"eval '{spec.name}' uses template variable(s) {', '.join(unknown)}; replay can fill "
+                             f"{', '.join(KNOWN_VARIABLES)}")
+
+    def _build(self) -> Any:
+        """The phoenix-evals evaluator with fresh HTTP clients (connection pools belong to one event loop)."""
         import httpx2
         from phoenix.evals import LLM, ClassificationEvaluator
 
         from selfimprove.llm.httpx_cache import AsyncCachingTransport, CachingTransport
 
-        if not spec.choices:
-            raise ValueError(f"eval '{spec.name}' has no choices (rails); a classification judge needs them")
-        if not spec.template:
-            raise ValueError(f"eval '{spec.name}' has no template")
-        self.spec = spec
-        self.model = endpoint.model or spec.judge_model
-        if not self.model:
-            raise ValueError(f"eval '{spec.name}' names no judge model; set llm.judge.model")
-        limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        spec, endpoint = self.spec, self.endpoint
+        limits = httpx2.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
         timeout = httpx2.Timeout(endpoint.timeout_s)
         async_transport = retrying_transport(
-            AsyncCachingTransport(cache, ledger, httpx2.AsyncHTTPTransport(limits=limits)), ledger.prices,
-            max_retries=endpoint.max_retries)
+            AsyncCachingTransport(self.cache, self.ledger, httpx2.AsyncHTTPTransport(limits=limits)),
+            self.ledger.prices, max_retries=endpoint.max_retries)
         client_kwargs: dict[str, Any] = {"api_key": endpoint.api_key or "unused"}
         if endpoint.base_url:
             client_kwargs["base_url"] = endpoint.base_url
-        self.llm = LLM(
+        llm = LLM(
             provider="openai", model=self.model, initial_per_second_request_rate=1_000_000.0, **client_kwargs,
-            sync_client_kwargs={"http_client": httpx2.Client(transport=CachingTransport(cache, ledger),
+            sync_client_kwargs={"http_client": httpx2.Client(transport=CachingTransport(self.cache, self.ledger),
                                                              timeout=timeout)},
             async_client_kwargs={"http_client": httpx2.AsyncClient(transport=async_transport, timeout=timeout)},
         )
         params = {k: v for k, v in (spec.invocation_params or {}).items() if k not in _RESERVED}
-        self.evaluator = ClassificationEvaluator(
-            name=spec.name, llm=self.llm, prompt_template=spec.template, choices=dict(spec.choices),
+        return ClassificationEvaluator(
+            name=spec.name, llm=llm, prompt_template=spec.template, choices=dict(spec.choices),
             include_explanation=spec.include_explanation, direction=spec.direction, **params)
-        unknown = sorted(set(self.evaluator.prompt_template.variables) - set(KNOWN_VARIABLES))
-        if unknown:
-            raise ValueError(f"eval '{spec.name}' uses template variable(s) {', '.join(unknown)}; replay can fill "
-                             f"{', '.join(KNOWN_VARIABLES)}")
+
+    def _for_loop(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            self._loop, self.evaluator = loop, self._build()
+        return self.evaluator
 
     async def judge_one(self, item: JudgeItem) -> Judgement:
         if item.output is None:
@@ -217,7 +232,7 @@ class LLMJudge:
         rec = CallRecord()
         token = CURRENT_CALL.set(rec)
         try:
-            scores = await self.evaluator.async_evaluate(judge_variables(item))
+            scores = await self._for_loop().async_evaluate(judge_variables(item))
             s = scores[0]
             out = Judgement(item.sample_id, self.spec.name, label=s.label,
                             score=None if s.score is None else float(s.score), explanation=s.explanation)

@@ -1,0 +1,207 @@
+"""`evaluate`: replay held-out samples with each candidate and the current policy, re-judge, decide with statistics.
+
+Reads `checkpoint.json`, `dataset.parquet` (split `test` by default) and `candidates/*.json`; writes
+`results.parquet` (one row per sample × policy × eval, sorted), `report.json` (schema "selfimprove.report/1") and
+`report.html`. The baseline is the checkpoint's current policy, replayed now (`replay`, the default: no drift
+between production time and now) or taken from the production outputs and scores (`stored`: cheaper, with a
+warning). Samples are scored in a seeded-random order in batches of `concurrency`; an SPRT on the primary eval per
+candidate stops its evaluation once the answer is clear (see evaluate_loop). Before spending, the worst-case
+calls and cost are estimated: within the config budget (`evaluate.max_calls`, `evaluate.max_usd`) it proceeds;
+above it, it asks on a terminal, proceeds with `--yes` (the budget still caps the spend: the loop stops when it is
+used up), and refuses otherwise. Every call goes through the run's call cache: killed and re-run, it finishes
+without paying twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from selfimprove.core.errors import UsageError
+
+REPORT_SCHEMA = "selfimprove.report/1"
+WRITTEN_COLUMNS_DROP = ("cached", "gen_cached")  # differ between a first run and a cached re-run
+
+
+class EvalReport(BaseModel):
+    """What `evaluate` decided (the report.json document) and what it spent this time."""
+
+    target: str
+    run: str
+    reused: bool = False
+    report: dict[str, Any]
+    estimate: dict[str, Any] = Field(default_factory=dict)
+    spent: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    artifacts: list[str] = Field(default_factory=list)
+
+    def render(self, console: Any) -> None:
+        from selfimprove.stages.evaluate_report import render_report
+
+        console.print(f"evaluate {self.target} · run {self.run}" + (" (reused)" if self.reused else ""),
+                      highlight=False)
+        render_report(console, self.report, self.report.get("verdicts", {}), self.warnings)
+        if self.spent:
+            console.print(f"spent now: {self.spent.get('calls', 0)} calls, {self.spent.get('cache_hits', 0)} cache "
+                          f"hits, ${self.spent.get('cost_usd', 0.0):.4f}", highlight=False)
+        for a in self.artifacts:
+            console.print(f"  wrote {a}", highlight=False)
+
+
+def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
+             run: str | None = None, candidates: str = "all", split: str = "test", n: int | None = None,
+             concurrency: int | None = None, baseline: str | None = None, focus: str = "all", yes: bool = False,
+             force: bool = False, wait: bool = False, config: Any = None,
+             confirm: Any = None) -> EvalReport:
+    """Evaluate the run's candidates (see the module docstring). `config` replaces loading the target config;
+    `confirm(message) -> bool` replaces the terminal question when the estimate exceeds the budget."""
+    from selfimprove.cli.common import load_target
+    from selfimprove.store.runs import Workspace
+
+    cfg = config if config is not None else load_target(Path(root), target, overrides)
+    mode = baseline or cfg.evaluate.baseline
+    if mode not in ("replay", "stored"):
+        raise UsageError(f"--baseline must be replay or stored, not {mode!r}")
+    if focus not in ("all", "discriminative"):
+        raise UsageError(f"--focus must be all or discriminative, not {focus!r}")
+    if split not in ("test", "train"):
+        raise UsageError(f"--split must be test or train, not {split!r}")
+    ws = Workspace(root)
+    with ws.lock(cfg.target, wait=wait):
+        the_run = ws.open_run(cfg.target, run)
+        return _evaluate(cfg, ws, the_run, candidates=candidates, split=split, n=n,
+                         concurrency=concurrency or cfg.evaluate.concurrency, mode=mode, focus=focus, yes=yes,
+                         force=force, confirm=confirm)
+
+
+def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: int | None, concurrency: int,
+              mode: str, focus: str, yes: bool, force: bool, confirm: Any) -> EvalReport:
+    from selfimprove.core.canonical import digest, pretty_json
+    from selfimprove.stages import evaluate_inputs as inputs
+
+    checkpoint = inputs.load_checkpoint(run)
+    samples = inputs.load_samples(run, split)
+    chosen, cand_files = inputs.select_candidates(run, candidates)
+    evals = inputs.included_evals(cfg, checkpoint)
+    primary = inputs.primary_eval(cfg, checkpoint, evals)
+    warnings: list[str] = []
+    tags = inputs.prior_tags(ws, cfg.target, run, samples, primary, checkpoint.policy.digest) if focus != "all" else {}
+    order, focus_note = inputs.order_samples(samples, cfg.split.seed, n, focus, tags)
+    if focus_note:
+        warnings.append(focus_note)
+    if mode == "stored":
+        warnings.append("baseline 'stored': production outputs and scores were made at another time (and maybe by "
+                        "another judge or model version); `--baseline replay` removes that drift")
+    judge_override = inputs.judge_override(cfg)
+    params = {"candidates": sorted(c.id for c in chosen), "split": split, "n": n, "concurrency": concurrency,
+              "baseline": mode, "focus": focus, "evals": [e.digest for e in evals], "primary": primary.name,
+              "settings": cfg.evaluate.model_dump(mode="json"), "judge": judge_override, "seed": cfg.split.seed,
+              "order": digest([s.sample_id for s in order]),
+              "prices": {m: p.model_dump() for m, p in sorted(cfg.llm.prices.items())}, "gate": cfg.gate.model_dump()}
+    stage_inputs = ["checkpoint.json", "dataset.parquet"] + cand_files
+    with run.stage("evaluate", params=params, inputs=stage_inputs, force=force) as st:
+        if st.reused:
+            report = json.loads((run.path / "report.json").read_text())
+            return EvalReport(target=cfg.target, run=run.run_id, reused=True, report=report, warnings=warnings,
+                              artifacts=["results.parquet", "report.json", "report.html"])
+        report, frame, estimate, spent, more = _score_and_report(
+            cfg, run, checkpoint, chosen, order, evals, primary, concurrency=concurrency, mode=mode, split=split,
+            judge_override=judge_override, yes=yes, confirm=confirm, tags=tags)
+        warnings += more
+        from selfimprove.stages.report_html import render_html
+
+        st.write_table("results.parquet", frame.drop(columns=list(WRITTEN_COLUMNS_DROP)))
+        st.write_text("report.json", pretty_json(report))
+        st.write_text("report.html", render_html(report))
+    return EvalReport(target=cfg.target, run=run.run_id, report=report, estimate=estimate, spent=spent,
+                      warnings=warnings, artifacts=["results.parquet", "report.json", "report.html"])
+
+
+def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], order: list[Any], evals: list[Any],
+                      primary: Any, *, concurrency: int, mode: str, split: str, judge_override: Any, yes: bool,
+                      confirm: Any, tags: dict[str, str]) -> tuple[dict, Any, dict, dict, list[str]]:
+    import asyncio
+
+    from selfimprove.core.stats import SPRT
+    from selfimprove.llm import Budget
+    from selfimprove.stages import evaluate_inputs as inputs
+    from selfimprove.stages.evaluate_loop import Arm, run_sequential, stored_baseline_rows
+    from selfimprove.stages.replay import PolicyScorer, rows_to_frame
+
+    ev = cfg.evaluate
+    budget = Budget(max_calls=ev.max_calls, max_usd=ev.max_usd)
+    scorer = PolicyScorer.from_config(cfg, cache_dir=run.path / "cache" / "llm", evals=evals,
+                                      concurrency=concurrency, budget=budget)
+    warnings = [f"eval '{name}' is not replayed: {why}" for name, why in scorer.skipped.items()]
+    if primary.name in scorer.skipped:
+        raise UsageError(f"the primary eval '{primary.name}' cannot be replayed: {scorer.skipped[primary.name]}")
+    judged = [e for e in evals if e.name in scorer.judges]
+    estimate = inputs.estimate(order, checkpoint.policy, [c.policy for c in chosen], judged, mode, scorer.ledger.prices)
+    _check_budget(estimate, ev, yes, confirm)
+    arms = [Arm(c.id, c.policy, SPRT(ev.alpha, ev.beta, ev.min_effect)) for c in chosen]
+    stored = stored_baseline_rows(order, judged, checkpoint.policy, scorer.ledger.prices) if mode == "stored" else None
+    progress = _progress(len(order))
+
+    async def main() -> Any:
+        try:
+            return await run_sequential(scorer, baseline=checkpoint.policy if mode == "replay" else None,
+                                        stored=stored, arms=arms, order=order, batch_size=concurrency,
+                                        primary=primary, on_batch=progress)
+        finally:
+            await scorer.llm.aclose()
+
+    outcome = asyncio.run(main())
+    if outcome.stopped in ("budget", "unavailable"):
+        warnings.append(f"evaluation stopped early ({outcome.message}); the report covers the "
+                        f"{len(set(outcome.baseline_ids))} samples finished before; re-run to resume from the cache")
+    snap = scorer.ledger.snapshot()
+    spent = {"calls": snap.calls, "cache_hits": snap.cache_hits, "failed": snap.failed,
+             "cost_usd": round(snap.cost_usd, 6), "tokens": snap.tokens}
+    frame = rows_to_frame(outcome.rows)
+    report = inputs.build_report(cfg, run, checkpoint, chosen, arms, judged, primary, outcome, mode, split,
+                                 judge_override, tags)
+    return report, frame, estimate, spent, warnings
+
+
+def _check_budget(estimate: dict[str, Any], ev: Any, yes: bool, confirm: Any) -> None:
+    over = []
+    if estimate["calls"] > ev.max_calls:
+        over.append(f"{estimate['calls']} calls > evaluate.max_calls={ev.max_calls}")
+    if ev.max_usd is not None and estimate["cost_usd"] > ev.max_usd:
+        over.append(f"${estimate['cost_usd']:.4f} > evaluate.max_usd={ev.max_usd}")
+    text = (f"estimate: at most {estimate['calls']} LLM calls, ~{estimate['tokens']} tokens, "
+            f"~${estimate['cost_usd']:.4f} (the SPRT may stop earlier; cached calls are free)")
+    print(text, file=sys.stderr)
+    if not over or yes:
+        return
+    question = f"{'; '.join(over)}. Spend up to the budget (evaluation stops when it is used up)?"
+    if confirm is None and sys.stdin.isatty() and sys.stderr.isatty():
+        import typer
+
+        confirm = lambda msg: typer.confirm(msg, default=False, err=True)  # noqa: E731
+    if confirm is not None and confirm(question):
+        return
+    raise UsageError(f"the estimate exceeds the budget: {'; '.join(over)}",
+                     hint="pass --yes to spend up to the budget, evaluate fewer samples with --n, or raise "
+                          "evaluate.max_calls / evaluate.max_usd")
+
+
+def _progress(total: int) -> Any:
+    """A per-batch progress line on stderr when it is a terminal (never on stdout)."""
+    import os
+
+    if not sys.stderr.isatty() or os.environ.get("SELFIMPROVE_NO_PROGRESS"):
+        return None
+
+    def show(done: int, _total: int, arms: list[Any]) -> None:
+        undecided = sum(1 for a in arms if a.active)
+        print(f"\r  {done}/{total} samples · {undecided} candidate(s) undecided", end="", file=sys.stderr,
+              flush=True)
+        if done >= total or not undecided:
+            print(file=sys.stderr)
+
+    return show

@@ -1,0 +1,124 @@
+"""The sequential evaluation loop: samples in a seeded-random order, in batches, an SPRT per candidate.
+
+Each batch scores the baseline (unless stored) and every still-undecided candidate on the next `batch_size`
+samples, all calls at once under the scorer's one concurrency limit. After the batch, each candidate's SPRT on
+the primary eval takes the batch's pairs in sample order; a candidate whose SPRT has decided gets no more samples,
+and the loop ends when no candidate is left undecided or the samples run out. A systemic failure (budget used up,
+endpoint down) ends the loop after cancelling the batch in flight: rows of finished batches are kept, and every
+finished call is in the cache, so a re-run resumes without paying twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from selfimprove.core.records import EvalSpec, Policy, Sample
+from selfimprove.stages.evaluate_report import BASELINE, normalized
+
+
+@dataclass
+class Arm:
+    """One candidate under test: its policy, its SPRT and the sample ids it was scored on (in order)."""
+
+    id: str
+    policy: Policy
+    sprt: Any
+    used: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.sprt.decision == "continue"
+
+
+@dataclass
+class LoopOutcome:
+    rows: list[dict[str, Any]]
+    baseline_ids: list[str]
+    stopped: str  # "decided" | "exhausted" | "budget" | "unavailable"
+    message: str | None = None
+
+
+def seeded_order(samples: Sequence[Sample], seed: int) -> list[Sample]:
+    """The samples in a random order fixed by `seed` (independent of their order on disk)."""
+    ordered = sorted(samples, key=lambda s: s.sample_id)
+    random.Random(seed).shuffle(ordered)
+    return ordered
+
+
+async def gather_or_cancel(coros: Sequence[Any]) -> list[Any]:
+    """Like asyncio.gather, but the first exception cancels the rest before it propagates."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def run_sequential(scorer: Any, *, baseline: Policy | None, stored: dict[str, list[dict[str, Any]]] | None,
+                         arms: list[Arm], order: Sequence[Sample], batch_size: int, primary: EvalSpec,
+                         on_batch: Callable[[int, int, list[Arm]], None] | None = None) -> LoopOutcome:
+    """Score `order` batch by batch until every arm's SPRT has decided. `baseline` None means `stored` holds the
+    baseline's rows per sample id (production outputs and scores)."""
+    from selfimprove.core.errors import SelfimproveError
+
+    rows: list[dict[str, Any]] = []
+    baseline_ids: list[str] = []
+    for start in range(0, len(order), batch_size):
+        active = [a for a in arms if a.active]
+        if not active:
+            return LoopOutcome(rows, baseline_ids, "decided")
+        batch = list(order[start:start + batch_size])
+        jobs = []
+        if baseline is not None:
+            jobs += [scorer.ascore_sample(baseline, s, label=BASELINE) for s in batch]
+        for arm in active:
+            jobs += [scorer.ascore_sample(arm.policy, s, label=arm.id) for s in batch]
+        try:
+            results = await gather_or_cancel(jobs)
+        except SelfimproveError as exc:
+            kind = "budget" if type(exc).__name__ == "BudgetExceeded" else "unavailable"
+            return LoopOutcome(rows, baseline_ids, kind, exc.message)
+        batch_rows = [r for rs in results for r in rs]
+        if baseline is None:
+            batch_rows += [r for s in batch for r in (stored or {}).get(s.sample_id, [])]
+        rows += batch_rows
+        baseline_ids += [s.sample_id for s in batch]
+        primary_score = {(r["policy"], r["sample_id"]): r["score"] for r in batch_rows if r["eval"] == primary.name}
+        for arm in active:
+            for s in batch:
+                arm.used.append(s.sample_id)
+                b = normalized(primary_score.get((BASELINE, s.sample_id)), primary)
+                c = normalized(primary_score.get((arm.id, s.sample_id)), primary)
+                if b is not None and c is not None:
+                    arm.sprt.update(b, c)  # ignored once decided: the batch's later pairs still count in the CI
+        if on_batch:
+            on_batch(min(start + batch_size, len(order)), len(order), arms)
+    return LoopOutcome(rows, baseline_ids, "decided" if not any(a.active for a in arms) else "exhausted")
+
+
+def stored_baseline_rows(samples: Sequence[Sample], evals: Sequence[EvalSpec], policy: Policy,
+                         prices: Any) -> dict[str, list[dict[str, Any]]]:
+    """The production outputs and verdicts of `samples` as baseline rows (the `stored` baseline)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        p, c = s.prompt_tokens or 0, s.completion_tokens or 0
+        text = s.output.text() if s.output else None
+        gen_error = None if s.output else "no stored output"
+        rows = []
+        for spec in evals:
+            r = s.evals.get(spec.name)
+            rows.append({"sample_id": s.sample_id, "policy": BASELINE, "policy_digest": s.policy_digest or policy.digest,
+                         "eval": spec.name, "label": r.label if r else None, "score": r.score if r else None,
+                         "explanation": r.explanation if r else None,
+                         "error": None if r and r.score is not None else "no stored verdict",
+                         "output": text, "gen_error": gen_error, "tokens": 0, "cost_usd": 0.0, "latency_ms": None,
+                         "cached": True, "gen_tokens": p + c, "gen_cost_usd": prices.cost(policy.model, p, c),
+                         "gen_latency_ms": s.latency_ms, "gen_cached": True})
+        out[s.sample_id] = rows
+    return out

@@ -1,0 +1,172 @@
+"""From scored rows to `report.json` and the terminal table: paired statistics per eval, cost, Pareto, best.
+
+Rows are the dicts of `results.parquet` (see selfimprove.stages.replay.RESULT_COLUMNS): one per sample × policy
+× eval, the policy named by `policy` ("baseline" or a candidate id). Comparisons are paired on sample id, in the
+order the samples were evaluated (the SPRT's order). Statistics come from selfimprove.core.stats; nothing here
+does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Iterable, Mapping, Sequence
+
+from selfimprove.core.records import EvalSpec
+
+BASELINE = "baseline"
+
+
+def normalized(score: float | None, spec: EvalSpec) -> float | None:
+    """A score mapped onto [0, 1] with 1 the best (through the spec's choices range; flipped for "minimize")."""
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return None
+    s = float(score)
+    if spec.choices:
+        lo, hi = min(spec.choices.values()), max(spec.choices.values())
+        s = (s - lo) / (hi - lo) if hi > lo else s
+    s = min(1.0, max(0.0, s))
+    return 1.0 - s if spec.direction == "minimize" else s
+
+
+def score_index(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], float | None]:
+    """(policy, eval, sample_id) -> score (None for a failed or missing verdict)."""
+    out: dict[tuple[str, str, str], float | None] = {}
+    for r in rows:
+        s = r.get("score")
+        out[(r["policy"], r["eval"], r["sample_id"])] = None if s is None or (isinstance(s, float) and math.isnan(s)) else float(s)
+    return out
+
+
+def eval_entry(spec: EvalSpec, base: Sequence[float | None], cand: Sequence[float | None], *, alpha: float,
+               beta: float, min_effect: float, n_resamples: int, seed: int) -> dict[str, Any]:
+    """One eval's paired comparison (report.json's `evals.<name>`); `sprt` runs on the normalized pairs in order."""
+    from selfimprove.core.stats import sprt_run, summarize_eval
+
+    cmp = summarize_eval(base, cand, n_resamples=n_resamples, seed=seed)
+    pairs = [(normalized(b, spec), normalized(c, spec)) for b, c in zip(base, cand)]
+    pairs = [(b, c) for b, c in pairs if b is not None and c is not None]
+    sprt = sprt_run(pairs, alpha=alpha, beta=beta, min_effect=min_effect)
+    return {
+        "direction": spec.direction, "baseline_mean": _r(cmp.baseline_mean), "candidate_mean": _r(cmp.candidate_mean),
+        "diff": _r(cmp.diff), "ci": None if cmp.ci_low is None else [_r(cmp.ci_low), _r(cmp.ci_high)],
+        "n": cmp.n, "n_dropped": cmp.n_dropped, "wins": cmp.wins, "ties": cmp.ties, "losses": cmp.losses,
+        "sign_p": _r(cmp.sign_p), "sprt": {"decision": sprt.decision, "n_used": sprt.n_used, "llr": _r(sprt.llr)},
+    }
+
+
+def _r(x: float | None, digits: int = 6) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def generation_rows(rows: Iterable[Mapping[str, Any]], policy: str, sample_ids: set[str]) -> list[Mapping[str, Any]]:
+    """One row per sample (the generation facts repeat across evals) for `policy`, limited to `sample_ids`."""
+    seen: dict[str, Mapping[str, Any]] = {}
+    for r in rows:
+        if r["policy"] == policy and r["sample_id"] in sample_ids and r["sample_id"] not in seen:
+            seen[r["sample_id"]] = r
+    return list(seen.values())
+
+
+def cost_summary(gen: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-call cost, tokens and median latency of a policy's task calls (successful ones only)."""
+    ok = [g for g in gen if not g.get("gen_error")]
+    if not ok:
+        return {"per_call_usd": None, "tokens_per_call": None, "latency_ms_p50": None}
+    lat = [float(g["gen_latency_ms"]) for g in ok if g.get("gen_latency_ms") is not None]
+    return {"per_call_usd": _r(statistics.fmean(float(g.get("gen_cost_usd") or 0.0) for g in ok), 9),
+            "tokens_per_call": _r(statistics.fmean(float(g.get("gen_tokens") or 0) for g in ok), 2),
+            "latency_ms_p50": _r(statistics.median(lat), 2) if lat else None}
+
+
+def error_counts(rows: Iterable[Mapping[str, Any]], policy: str, sample_ids: set[str]) -> dict[str, int]:
+    gen = sum(1 for g in generation_rows(rows, policy, sample_ids) if g.get("gen_error"))
+    judged = sum(1 for r in rows if r["policy"] == policy and r["sample_id"] in sample_ids
+                 and not r.get("gen_error") and r.get("error"))
+    return {"generation": gen, "judgement": judged}
+
+
+def pareto_flags(points: list[tuple[str, dict[str, float | None], float | None]],
+                 evals: Sequence[EvalSpec]) -> tuple[dict[str, bool], dict[str, list[str]]]:
+    """(on the joint front over every eval and cost, the evals on whose (eval, cost) front each point lies).
+
+    `points` are (id, {eval: mean}, cost per call); a point with a missing value is left off that front.
+    """
+    from selfimprove.core.stats import pareto_front
+
+    def front(names: list[str]) -> set[str]:
+        pts = []
+        for pid, means, cost in points:
+            if cost is None or any(means.get(n) is None for n in names):
+                continue
+            obj = {f"e:{n}": float(means[n]) for n in names}
+            obj["cost"] = float(cost)
+            dirs = {f"e:{n}": spec_dir[n] for n in names}
+            dirs["cost"] = "minimize"
+            pts.append((pid, obj, dirs))
+        return set(pareto_front(pts))
+
+    spec_dir = {s.name: s.direction for s in evals}
+    names = [s.name for s in evals]
+    joint = front(names)
+    per_eval = {pid: [n for n in names if pid in front([n])] for pid, _, _ in points}
+    return {pid: pid in joint for pid, _, _ in points}, per_eval
+
+
+def choose_best(entries: Sequence[Mapping[str, Any]], gate_settings: Any) -> str | None:
+    """The candidate with the largest primary gain among those that pass the gate (None if none does)."""
+    from selfimprove.core.gate import decide, directed
+
+    passing = []
+    for e in entries:
+        if decide(e, gate_settings).passed:
+            gain, ci = directed((e.get("evals") or {}).get(gate_settings.primary_eval) or {})
+            passing.append((gain or 0.0, ci[0] if ci else 0.0, e["id"]))
+    return max(passing)[2] if passing else None
+
+
+def verdicts(entry: Mapping[str, Any], gate_settings: Any) -> dict[str, str]:
+    """The gate's per-eval verdict ("improved", "not significant", "ok", "regressed", ...) for the table."""
+    from selfimprove.core.gate import decide
+
+    return {c.eval: c.verdict for c in decide(entry, gate_settings).checks}
+
+
+def render_report(console: Any, report: Mapping[str, Any], verdict_by_cand: Mapping[str, Mapping[str, str]],
+                  notes: Sequence[str] = ()) -> None:
+    """The terminal view: per candidate, eval | baseline | candidate | Δ | 95% CI | n | verdict; then cost."""
+    from rich.table import Table
+
+    def f(x: Any, fmt: str = "{:.3f}") -> str:
+        return "–" if x is None else fmt.format(x)
+
+    for note in notes:
+        console.print(f"[yellow]![/] {note}", markup=True, highlight=False)
+    for c in report.get("candidates", []):
+        title = f"{c['id']}" + ("" if c.get("passed_guards") else " (failed guards)") + \
+                (" ★ best" if report.get("best") == c["id"] else "") + (" · Pareto" if c.get("pareto") else "")
+        from rich import box
+
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+        for col in ("eval", "base", "cand", "Δ", "95% CI", "n", "SPRT", "verdict"):
+            table.add_column(col, justify="left" if col in ("eval", "verdict", "SPRT") else "right",
+                             no_wrap=col not in ("eval", "verdict"), overflow="fold")
+        short = {"accept_h1": "H1", "accept_h0": "H0", "continue": "…"}
+        for name, e in sorted(c["evals"].items(), key=lambda kv: (kv[0] != report.get("primary_eval"), kv[0])):
+            ci = e.get("ci") or [None, None]
+            sprt = e.get("sprt") or {}
+            label = name + ("*" if name == report.get("primary_eval") else "")
+            table.add_row(label, f(e.get("baseline_mean"), "{:.2f}"), f(e.get("candidate_mean"), "{:.2f}"),
+                          f(e.get("diff"), "{:+.3f}"),
+                          f"{f(ci[0], '{:+.2f}')}..{f(ci[1], '{:+.2f}')}", str(e.get("n")),
+                          f"{short.get(sprt.get('decision'), '–')}@{sprt.get('n_used', 0)}",
+                          verdict_by_cand.get(c["id"], {}).get(name, ""))
+        console.print(table)
+        cost, err = c.get("cost") or {}, c.get("errors") or {}
+        console.print(f"  tokens/call {f(cost.get('tokens_per_call'), '{:.0f}')} · cost/call "
+                      f"${f(cost.get('per_call_usd'), '{:.6f}')} (baseline ${f(cost.get('baseline_per_call_usd'), '{:.6f}')})"
+                      f" · latency p50 {f(cost.get('latency_ms_p50'), '{:.0f}')} ms · failed: "
+                      f"{err.get('generation', 0)} generation, {err.get('judgement', 0)} judgement", highlight=False)
+    console.print(f"* primary eval · SPRT: H1 = better by ≥ min effect, H0 = not better, … = undecided, @ pairs "
+                  f"used\nbest: {report.get('best') or 'none'} · {report.get('calls', 0)} LLM calls · "
+                  f"${report.get('cost_usd', 0.0):.4f} at list prices", highlight=False)

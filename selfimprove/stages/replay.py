@@ -1,0 +1,197 @@
+"""Replay a policy on samples and judge the outputs: the scoring that `evaluate` and `update` share.
+
+- `replay(policy, samples, llm, concurrency, on_progress)`: one task call per sample
+  (`policy.messages_for(sample.history)` with `policy.params()`), through the LLM layer (cache, ledger, retries);
+  a failed call is a `Generation` with `error`.
+- `PolicyScorer`: the task model, the judges and one concurrency limit for both, built once per run folder
+  (`PolicyScorer.from_config`) so repeated scoring shares the call cache and its HTTP pools.
+- `score_policy(policy, samples, evals, scorer=...)`: replay + every judge -> a DataFrame with one row per
+  sample × eval (columns `RESULT_COLUMNS`). Never raises for one failed call or judgement; raises only for a
+  systemic failure (BudgetExceeded, LLMUnavailable). Calling it again for the same policy and samples costs
+  nothing: every finished call is in the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from selfimprove.core.records import EvalSpec, Policy, Sample
+
+RESULT_COLUMNS = ["sample_id", "policy", "policy_digest", "eval", "label", "score", "explanation", "error",
+                  "output", "gen_error", "tokens", "cost_usd", "latency_ms", "cached", "gen_tokens",
+                  "gen_cost_usd", "gen_latency_ms", "gen_cached"]
+
+Progress = Callable[[int, int], None]  # (finished, total)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A policy's replayed output on one sample (`output` None and `error` set when the call failed)."""
+
+    sample_id: str
+    output: str | None
+    error: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float | None = None
+    cached: bool = False
+
+
+def output_text(message: dict[str, Any] | None, text: str) -> str:
+    """The text a judge reads: the content, or the tool calls as JSON when there is no content."""
+    if text or not message or not message.get("tool_calls"):
+        return text
+    return json.dumps(message["tool_calls"], ensure_ascii=False, sort_keys=True)
+
+
+async def agenerate(policy: Policy, sample: Sample, llm: Any, limit: asyncio.Semaphore | None = None) -> Generation:
+    async def call() -> Any:
+        return await llm.complete(policy.messages_for(sample.history), **policy.params())
+
+    if limit is None:
+        res = await call()
+    else:
+        async with limit:
+            res = await call()
+    if res.error:
+        return Generation(sample.sample_id, None, error=res.error, latency_ms=res.latency_ms)
+    return Generation(sample.sample_id, output_text(res.message, res.text), tokens=res.usage.total_tokens,
+                      cost_usd=res.cost, latency_ms=res.latency_ms, cached=res.cached)
+
+
+async def areplay(policy: Policy, samples: Sequence[Sample], llm: Any, concurrency: int = 32,
+                  on_progress: Progress | None = None) -> list[Generation]:
+    limit = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(s: Sample) -> Generation:
+        nonlocal done
+        g = await agenerate(policy, s, llm, limit)
+        done += 1
+        if on_progress:
+            on_progress(done, len(samples))
+        return g
+
+    return list(await asyncio.gather(*(one(s) for s in samples)))
+
+
+def replay(policy: Policy, samples: Sequence[Sample], llm: Any, concurrency: int = 32,
+           on_progress: Progress | None = None) -> list[Generation]:
+    """Replay `policy` on `samples` (results in sample order) through `llm` (a ChatModel, e.g. OpenAIChat)."""
+    return asyncio.run(areplay(policy, samples, llm, concurrency, on_progress))
+
+
+class PolicyScorer:
+    """Task model + judges + one concurrency limit (task and judge calls together) for repeated scoring."""
+
+    def __init__(self, llm: Any, judges: dict[str, Any], *, concurrency: int = 32, ledger: Any = None,
+                 skipped: dict[str, str] | None = None, judge_endpoint: Any = None):
+        self.llm, self.judges, self.concurrency, self.ledger = llm, judges, concurrency, ledger
+        self.skipped = dict(skipped or {})
+        self.judge_endpoint = judge_endpoint
+        self._limit: tuple[Any, asyncio.Semaphore] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, cache_dir: str | Path, evals: Sequence[EvalSpec], concurrency: int | None = None,
+                    budget: Any = None, ledger: Any = None) -> "PolicyScorer":
+        """Build from a TargetConfig: the task endpoint (`llm.task`), the judge endpoint (`llm.judge` if set, else
+        the task endpoint with each spec's judge model), prices (`llm.prices`) and the run's cache folder."""
+        from selfimprove.evals.judges import JudgeEndpoint, build_judges
+        from selfimprove.llm import CallCache, Ledger, OpenAIChat, resolve_api_key
+
+        conc = concurrency or cfg.evaluate.concurrency
+        prices = {m: {"input": p.input, "output": p.output} for m, p in cfg.llm.prices.items()}
+        ledger = ledger or Ledger(prices, budget)
+        cache = CallCache(cache_dir)
+        task = cfg.llm.task
+        llm = OpenAIChat.from_endpoint(task, model=task.model or "unset", concurrency=conc, cache=cache,
+                                       ledger=ledger)
+        judge_cfg = cfg.llm.judge or task
+        base = judge_cfg.base_url or "https://api.openai.com/v1"
+        endpoint = JudgeEndpoint(base_url=base, api_key=resolve_api_key(base, judge_cfg.api_key_env),
+                                 model=cfg.llm.judge.model if cfg.llm.judge else None,
+                                 max_retries=judge_cfg.max_retries, timeout_s=judge_cfg.timeout_s)
+        judges, skipped = build_judges(evals, endpoint, cache=cache, ledger=ledger, max_connections=conc)
+        return cls(llm, judges, concurrency=conc, ledger=ledger, skipped=skipped, judge_endpoint=endpoint)
+
+    def limit(self) -> asyncio.Semaphore:
+        """The shared limit of the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._limit is None or self._limit[0] is not loop:
+            self._limit = (loop, asyncio.Semaphore(self.concurrency))
+        return self._limit[1]
+
+    async def ascore_sample(self, policy: Policy, sample: Sample, *, label: str,
+                            evals: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Rows (one per eval) for one sample: generate, then judge with every eval concurrently."""
+        from selfimprove.evals.judges import JudgeItem, Judgement
+
+        limit = self.limit()
+        gen = await agenerate(policy, sample, self.llm, limit)
+        names = [n for n in (evals or list(self.judges)) if n in self.judges]
+        item = JudgeItem(sample.sample_id, sample.history, gen.output, sample)
+
+        async def one(name: str) -> Judgement:
+            if gen.output is None:
+                return Judgement(sample.sample_id, name, error="no output to judge (generation failed)")
+            async with limit:
+                return await self.judges[name].judge_one(item)
+
+        verdicts = await asyncio.gather(*(one(n) for n in names))
+        return [result_row(sample.sample_id, label, policy.digest, gen, j) for j in verdicts]
+
+    async def ascore(self, policy: Policy, samples: Sequence[Sample], *, label: str | None = None,
+                     evals: Sequence[str] | None = None, on_progress: Progress | None = None) -> list[dict[str, Any]]:
+        done = 0
+
+        async def one(s: Sample) -> list[dict[str, Any]]:
+            nonlocal done
+            rows = await self.ascore_sample(policy, s, label=label or policy.digest, evals=evals)
+            done += 1
+            if on_progress:
+                on_progress(done, len(samples))
+            return rows
+
+        per_sample = await asyncio.gather(*(one(s) for s in samples))
+        return [r for rows in per_sample for r in rows]
+
+
+def result_row(sample_id: str, label: str, policy_digest: str, gen: Generation, j: Any) -> dict[str, Any]:
+    return {"sample_id": sample_id, "policy": label, "policy_digest": policy_digest, "eval": j.eval,
+            "label": j.label, "score": j.score, "explanation": j.explanation,
+            "error": j.error if gen.error is None else f"generation failed: {gen.error}",
+            "output": gen.output, "gen_error": gen.error, "tokens": j.tokens, "cost_usd": j.cost_usd,
+            "latency_ms": j.latency_ms, "cached": j.cached, "gen_tokens": gen.tokens, "gen_cost_usd": gen.cost_usd,
+            "gen_latency_ms": gen.latency_ms, "gen_cached": gen.cached}
+
+
+def rows_to_frame(rows: Sequence[dict[str, Any]]) -> Any:
+    """Result rows as a DataFrame with `RESULT_COLUMNS`, sorted by (policy, sample_id, eval)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows), columns=RESULT_COLUMNS)
+    for col in ("score", "cost_usd", "latency_ms", "gen_cost_usd", "gen_latency_ms"):
+        frame[col] = frame[col].astype("float64")
+    for col in ("tokens", "gen_tokens"):
+        frame[col] = frame[col].fillna(0).astype("int64")
+    for col in ("cached", "gen_cached"):
+        frame[col] = frame[col].fillna(False).astype(bool)
+    return frame.sort_values(["policy", "sample_id", "eval"], kind="stable").reset_index(drop=True)
+
+
+def score_policy(policy: Policy, samples: Sequence[Sample], evals: Sequence[EvalSpec] | Sequence[str] | None = None,
+                 *, scorer: PolicyScorer, label: str | None = None, on_progress: Progress | None = None) -> Any:
+    """Replay `policy` on `samples` and judge each output with `evals` (default: every judge of `scorer`).
+
+    Returns a DataFrame (`RESULT_COLUMNS`, one row per sample × eval, `policy` = `label` or the policy digest).
+    A failed generation gives rows with `gen_error` and `error` set and no score; a failed judgement a row with
+    `error`. Build `scorer` once per run (`PolicyScorer.from_config(cfg, cache_dir=run.path / "cache/llm",
+    evals=checkpoint.evals)`): calls already made are answered from the cache for free.
+    """
+    names = None if evals is None else [e.name if isinstance(e, EvalSpec) else e for e in evals]
+    rows = asyncio.run(scorer.ascore(policy, samples, label=label, evals=names, on_progress=on_progress))
+    return rows_to_frame(rows)

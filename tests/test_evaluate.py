@@ -1,0 +1,176 @@
+"""`selfimprove evaluate` end to end against the simulator over HTTP, with real phoenix-evals judges.
+
+A small run (50 samples of the support world, judged by the simulated judge) is built once per module with the
+store API (no Phoenix needed) and copied for each test, so every test starts with an empty call cache.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fixtures.sim_checkpoint import BETTER_PROMPT, build_run, candidate, write_candidates
+from selfimprove.cli.app import app
+from selfimprove.core.records import Policy
+from selfimprove.sim import default_policy, start_server
+from selfimprove.store.runs import Workspace
+from selfimprove.store.verify import verify_run
+
+BASE = Policy(**default_policy("support"))
+BETTER = candidate(BASE.model_copy(update={"system_prompt": BETTER_PROMPT}), parent="seed")
+SAME = candidate(BASE.model_copy(update={"system_prompt": BASE.system_prompt + "\n"}), parent="seed")
+LONG = candidate(BASE.model_copy(update={"system_prompt": BASE.system_prompt + " Be nice."}), passed=False)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    server = start_server("support", seed=0, mode="subprocess")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def built(sim, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate-template")
+    build_run(root, sim.base_url, n=50, candidates=[BETTER, SAME, LONG], max_calls=5000)
+    shutil.rmtree(root / "production-cache")
+    return root
+
+
+@pytest.fixture
+def root(built, tmp_path, sim, monkeypatch):
+    monkeypatch.delenv("SIM_API_KEY", raising=False)
+    monkeypatch.setenv("SELFIMPROVE_NO_PROGRESS", "1")
+    dest = tmp_path / "ws"
+    shutil.copytree(built, dest)
+    sim.configure(error_rate=0.0, throttle_rate=0.0, latency_ms=0)
+    sim.reset_stats()
+    return dest
+
+
+def cli(*args):
+    return CliRunner().invoke(app, ["evaluate", *args], catch_exceptions=False)
+
+
+def chat_requests(sim) -> dict:
+    return sim.stats()["by_status"]
+
+
+def test_better_candidate_is_significantly_better_identical_is_not(root, sim):
+    res = cli("--root", str(root), "--json", "--concurrency", "16")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["schema"] == "selfimprove.evaluate/1"
+    report = out["report"]
+    assert report["schema"] == "selfimprove.report/1" and report["baseline"]["mode"] == "replay"
+    entries = {c["id"]: c for c in report["candidates"]}
+    assert set(entries) == {BETTER.id, SAME.id}  # the failed-guards candidate is skipped unless named
+    better = entries[BETTER.id]["evals"]["policy_compliance"]
+    assert better["ci"][0] > 0 and better["sprt"]["decision"] == "accept_h1" and better["diff"] > 0.2
+    same = entries[SAME.id]["evals"]["policy_compliance"]
+    assert same["ci"][0] <= 0 <= same["ci"][1] and same["sprt"]["decision"] != "accept_h1"
+    assert report["best"] == BETTER.id
+    # the SPRT stopped both early: fewer samples than the 50 held out, recorded per candidate
+    assert all(c["n_samples"] < 50 for c in report["candidates"])
+    assert better["sprt"]["n_used"] <= better["n"] == entries[BETTER.id]["n_samples"]
+    cost = entries[BETTER.id]["cost"]
+    assert cost["per_call_usd"] > cost["baseline_per_call_usd"] > 0  # the longer prompt costs more per call
+    run = Workspace(root).open_run("support")
+    frame = pd.read_parquet(run.path / "results.parquet")
+    assert list(frame[["policy", "sample_id", "eval"]].itertuples(index=False)) == sorted(
+        frame[["policy", "sample_id", "eval"]].itertuples(index=False))
+    assert set(frame["policy"]) == {"baseline", BETTER.id, SAME.id} and frame["error"].isna().all()
+    n_rows = sum(c["n_samples"] for c in report["candidates"]) * 3 + report["baseline"]["n_samples"] * 3
+    assert len(frame) == n_rows
+    html = (run.path / "report.html").read_text()
+    assert html.count("<svg") == 6 and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    verify_run(run)
+    # unchanged inputs: the stage is reused; forced: recomputed from the call cache, byte-identical, nothing paid
+    before = sim.stats()["requests"]
+    again = json.loads(cli("--root", str(root), "--json", "--concurrency", "16").stdout)
+    assert again["reused"] and again["report"] == report
+    report_bytes = (run.path / "report.json").read_bytes()
+    forced = json.loads(cli("--root", str(root), "--json", "--concurrency", "16", "--force").stdout)
+    assert forced["spent"]["calls"] == 0 and forced["spent"]["cache_hits"] > 0
+    assert sim.stats()["requests"] == before and (run.path / "report.json").read_bytes() == report_bytes
+
+
+def test_stored_baseline_named_candidate_and_discriminative_focus(root, sim):
+    res = cli("--root", str(root), "--json", "--baseline", "stored", "--candidates", LONG.id)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["report"]["baseline"]["mode"] == "stored" and any("stored" in w for w in out["warnings"])
+    (entry,) = out["report"]["candidates"]
+    assert entry["id"] == LONG.id and entry["passed_guards"] is False and out["report"]["best"] is None
+    assert "gpt" not in json.dumps(sim.stats()["by_model"]) and "sim-small" in sim.stats()["by_model"]
+    # a stored baseline replays only the candidate: one task call per sample, no baseline task calls
+    assert sim.stats()["by_model"]["sim-small"]["200"] == entry["n_samples"]
+    res = cli("--root", str(root), "--json", "--focus", "discriminative", "--candidates", BETTER.id)
+    out = json.loads(res.stdout)
+    note = next(w for w in out["warnings"] if w.startswith("focus:"))
+    assert "discriminative samples of 50" in note
+    assert out["report"]["tags"]["before"]["discriminative"] > 0
+
+
+def test_budget_estimate_refuses_without_yes_and_stops_with_it(root, sim):
+    res = cli("--root", str(root), "--json", "--set", "evaluate.max_calls=50")
+    assert res.exit_code == 2 and "exceeds the budget" in res.output and sim.stats()["requests"] == 0
+    res = cli("--root", str(root), "--json", "--set", "evaluate.max_calls=200", "--yes", "--concurrency", "8")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["report"]["stopped"] == "budget" and any("stopped early" in w for w in out["warnings"])
+    assert out["spent"]["calls"] <= 200 and sim.stats()["requests"] <= 200
+
+
+def test_faults_every_row_finishes_or_fails_and_totals_reconcile(root, sim):
+    sim.configure(error_rate=0.05, throttle_rate=0.05, retry_after_s=0.01, seed=7)
+    res = cli("--root", str(root), "--json", "--concurrency", "16", "--set", "llm.task.max_retries=2")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    stats = sim.stats()
+    assert out["spent"]["calls"] == stats["requests"]  # every attempt booked once, retries included
+    assert out["spent"]["calls"] - out["spent"]["failed"] == stats["by_status"]["200"]
+    assert stats["by_status"].get("500", 0) > 0 and stats["by_status"].get("429", 0) > 0
+    run = Workspace(root).open_run("support")
+    frame = pd.read_parquet(run.path / "results.parquet")
+    report = out["report"]
+    expected = (report["baseline"]["n_samples"] + sum(c["n_samples"] for c in report["candidates"])) * 3
+    assert len(frame) == expected  # every (sample, policy, eval) has a row: a verdict or an error
+    assert (frame["score"].notna() ^ frame["error"].notna()).all()
+    cands = frame[frame["policy"] != "baseline"]
+    gen_failed = cands[cands["gen_error"].notna()].drop_duplicates(["policy", "sample_id"])
+    judge_failed = cands[cands["error"].notna() & cands["gen_error"].isna()]
+    assert sum(c["errors"]["generation"] for c in report["candidates"]) == len(gen_failed)
+    assert sum(c["errors"]["judgement"] for c in report["candidates"]) == len(judge_failed)
+
+
+def test_killed_midway_rerun_finishes_without_paying_twice(root, sim):
+    sim.configure(latency_ms=40)
+    env = dict(os.environ, SELFIMPROVE_NO_PROGRESS="1")
+    cmd = [sys.executable, "-c", "from selfimprove.cli.app import main; main()", "evaluate", "--root", str(root), "--concurrency", "4",
+           "--set", "evaluate.min_effect=0.01", "--candidates", SAME.id]  # min_effect 0.01: no early stop
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while sim.stats()["requests"] < 60 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    paid_before = sim.stats()["by_status"]["200"]
+    res = cli("--root", str(root), "--json", "--concurrency", "4", "--set", "evaluate.min_effect=0.01",
+              "--candidates", SAME.id)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["report"]["candidates"][0]["n_samples"] == 50  # finished
+    assert out["spent"]["cache_hits"] >= paid_before - 4
+    run = Workspace(root).open_run("support")
+    cached = len(list((run.path / "cache" / "llm").glob("??/*.json")))
+    # every request paid for more than once was in flight at the kill (at most `concurrency` of them)
+    assert 0 <= sim.stats()["by_status"]["200"] - cached <= 4
