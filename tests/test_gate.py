@@ -10,9 +10,14 @@ from selfimprove.config.models import Gate
 from selfimprove.core.gate import GateSettings, decide, directed, primary_evidence, settings_from_config
 
 
-def ev(diff, ci, *, n=60, direction="maximize", sprt="continue", base=0.5):
+def ev(diff, ci, *, n=60, direction="maximize", sprt="continue", base=0.5, wins=None, losses=None):
+    """An eval entry; by default wins and losses (raw: candidate score above / below baseline, as evaluate
+    reports them whatever the direction) match the diff: 3 + |diff|·n on the side the diff points to."""
+    wins = 3 + max(0, round(diff * n)) if wins is None else wins
+    losses = 3 + max(0, round(-diff * n)) if losses is None else losses
     return {"direction": direction, "baseline_mean": base, "candidate_mean": base + diff, "diff": diff,
-            "ci": list(ci) if ci is not None else None, "n": n, "wins": 10, "ties": 40, "losses": 10,
+            "ci": list(ci) if ci is not None else None, "n": n, "wins": wins, "ties": n - wins - losses,
+            "losses": losses,
             "sign_p": 0.5, "sprt": {"decision": sprt, "n_used": n}}
 
 
@@ -52,8 +57,34 @@ def test_not_significant_refuses():
     assert not d.passed and "not significant" in d.reasons[0]
 
 
+def test_best_of_many_needs_the_bonferroni_sign_test():
+    # 9 wins, 1 loss: p = 11/1024 = 0.0107 — significant alone, not as the best of 5 candidates (α/K = 0.01)
+    e = entry(policy=ev(0.13, (0.03, 0.23), wins=9, losses=1))
+    assert decide(e, S).passed
+    d = decide(e, S.model_copy(update={"comparisons": 5}))
+    assert not d.passed and d.checks[0].verdict == "not significant"
+    assert d.reasons == ("primary eval 'policy': one-sided sign test p=0.0107 (9 wins, 1 losses) is above "
+                         "α/K = 0.05/5 = 0.0100 (5 candidate(s) compared on the same held-out samples)",)
+    assert decide(entry(policy=ev(0.13, (0.03, 0.23), wins=10, losses=0)),
+                  S.model_copy(update={"comparisons": 5})).passed
+
+
+def test_missing_wins_and_losses_refuse():
+    e = entry()
+    del e["evals"]["policy"]["wins"]
+    d = decide(e, S)
+    assert not d.passed and "no wins/losses" in d.reasons[0]
+
+
+def test_sign_test_p_is_exact():
+    from selfimprove.core.gate import sign_test_p
+
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(3, 0) == 0.125 and sign_test_p(0, 5) == 1.0
+    assert sign_test_p(9, 1) == pytest.approx(11 / 1024)
+
+
 def test_sprt_acceptance_counts_as_significance():
-    d = decide(entry(policy=ev(0.10, (-0.02, 0.22), sprt="accept_h1")), S)
+    d = decide(entry(policy=ev(0.10, (-0.02, 0.22), sprt="accept_h1", wins=12, losses=2)), S)
     assert d.passed, d.reasons
 
 
@@ -116,15 +147,16 @@ def test_cost_ceiling():
 
 
 def test_every_reason_is_returned_not_just_the_first():
-    e = entry(policy=ev(0.01, (-0.05, 0.07)), tone=ev(-0.2, (-0.3, -0.1)), format=ev(-0.3, (-0.4, -0.2)))
+    e = entry(policy=ev(0.01, (-0.05, 0.07), wins=5, losses=5), tone=ev(-0.2, (-0.3, -0.1)),
+              format=ev(-0.3, (-0.4, -0.2)))
     e["passed_guards"] = False
     d = decide(e, S.model_copy(update={"max_cost_per_call_usd": 0.0001}))
     assert not d.passed
     text = "\n".join(d.reasons)
-    for part in ("guard checks", "less than the required", "not significant", "'format' regressed",
-                 "'tone' regressed", "above the ceiling"):
+    for part in ("guard checks", "less than the required", "not significant", "one-sided sign test p=0.6230",
+                 "'format' regressed", "'tone' regressed", "above the ceiling"):
         assert part in text
-    assert len(d.reasons) == 6
+    assert len(d.reasons) == 7
 
 
 def test_failed_calls_are_warned():
@@ -160,7 +192,10 @@ def test_property_pass_implies_every_rule(diff, half, tol, minimum):
     e = entry(policy=ev(diff, ci), tone=ev(-diff, (-diff - half, -diff + half)))
     s = GateSettings(primary_eval="policy", min_improvement=minimum, default_max_regression=tol)
     d = decide(e, s)
-    gain_ok = diff >= minimum and ci[0] > 0
+    from selfimprove.core.gate import sign_test_p
+
+    p = e["evals"]["policy"]
+    gain_ok = diff >= minimum and ci[0] > 0 and sign_test_p(p["wins"], p["losses"]) <= s.alpha
     tone_regressed = -diff < -tol and (-diff + half) < 0
     assert d.passed == (gain_ok and not tone_regressed)
     assert d.passed == (len(d.reasons) == 0)

@@ -28,8 +28,10 @@ min_improvement = 0.05
 
 
 def ev(diff, ci, n=60, sprt="continue"):
+    """An eval entry whose wins and losses match the diff (1 + |diff|·n on the side the diff points to)."""
+    wins, losses = 1 + max(0, round(diff * n)), 1 + max(0, round(-diff * n))
     return {"direction": "maximize", "baseline_mean": 0.5, "candidate_mean": 0.5 + diff, "diff": diff,
-            "ci": list(ci), "n": n, "wins": 20, "ties": 30, "losses": 10, "sign_p": 0.01,
+            "ci": list(ci), "n": n, "wins": wins, "ties": n - wins - losses, "losses": losses, "sign_p": 0.01,
             "sprt": {"decision": sprt, "n_used": n}}
 
 
@@ -124,7 +126,7 @@ def test_refusal_raises_with_every_reason_and_moves_nothing(tmp_path):
     before = snapshot_tree(tmp_path)
     with pytest.raises(GateFailed) as err:
         promote(root=tmp_path, run=run.run_id)
-    assert len(err.value.reasons) == 3  # too small, not significant, tone regressed
+    assert len(err.value.reasons) == 4  # too small, CI includes 0, sign test, tone regressed
     assert err.value.result.action == "refused"
     assert snapshot_tree(tmp_path) == before
     assert production(Workspace(tmp_path).prompts_dir, "support") is None
@@ -219,7 +221,7 @@ def test_cli_exit_codes_and_json(tmp_path):
     assert res.exit_code == 3, res.output
     doc = json.loads(res.stdout)
     assert doc["schema"] == "selfimprove.promote/1" and doc["action"] == "refused"
-    assert doc["decision"]["passed"] is False and len(doc["decision"]["reasons"]) == 2
+    assert doc["decision"]["passed"] is False and len(doc["decision"]["reasons"]) == 3
     assert "not significant" in res.stderr
     run2, _ = make_run(tmp_path)
     res = runner.invoke(app, ["promote", "--root", str(tmp_path), "--run", run2.run_id, "--dry-run"])

@@ -8,7 +8,12 @@ The rules, all of which must hold:
 1. **Guards.** The candidate passed its guard checks (`passed_guards`).
 2. **Primary improvement, significant.** On the primary eval the candidate's gain over the baseline is at least
    `min_improvement` (point estimate), *and* it is significant: the 95% CI's lower bound is above 0, or the
-   SPRT accepted H1 (the candidate is better by the minimum effect).
+   SPRT accepted H1 (the candidate is better by the minimum effect); *and* the exact one-sided sign test on the
+   paired wins and losses has p ≤ α / K, where K is the number of candidates the report compared on the same
+   held-out samples (Bonferroni). Why the last part: evaluate picks the best of K candidates on the very data
+   that tests it, and a percentile bootstrap CI undercovers on small samples; in a simulated world where no
+   candidate is better (tests/test_loop_e2e.py) the CI rule alone promoted about one run in three. With it, the
+   chance of promoting a candidate that is not better is at most α, as DESIGN.md promises.
 3. **No regression beyond tolerance.** For every other eval, with tolerance `max_regression[eval]` (or
    `default_max_regression`): the eval *regresses* when its point estimate drops by more than the tolerance
    **and** the CI excludes 0 (the drop is distinguishable from noise). A drop beyond tolerance whose CI still
@@ -35,6 +40,8 @@ class GateSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     primary_eval: str
     min_improvement: float = 0.02
+    alpha: float = Field(0.05, gt=0, lt=1)
+    comparisons: int = Field(1, ge=1, description="candidates compared on the same held-out samples (K)")
     max_regression: dict[str, float] = Field(default_factory=dict)
     default_max_regression: float = 0.02
     max_cost_per_call_usd: float | None = None
@@ -91,6 +98,14 @@ def directed(entry: Mapping[str, Any]) -> tuple[float | None, tuple[float, float
     return gain, ci
 
 
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact one-sided sign test: P(X >= wins) for X ~ Binomial(wins + losses, 1/2); 1.0 with no untied pair."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
+
+
 def _fmt_ci(ci: tuple[float, float] | None) -> str:
     return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "no CI"
 
@@ -116,6 +131,18 @@ def _check_primary(name: str, ev: Mapping[str, Any] | None, s: GateSettings, rea
     if not significant:
         reasons.append(f"primary eval '{name}' gain {gain:+.3f} is not significant: 95% CI {_fmt_ci(ci)} "
                        f"includes 0 and SPRT says {sprt or 'nothing'} (n={n})")
+        verdict = "not significant" if verdict == "improved" else verdict
+    level = s.alpha / s.comparisons
+    wins, losses = ev.get("wins"), ev.get("losses")
+    if ev.get("direction") == "minimize":
+        wins, losses = losses, wins
+    if not isinstance(wins, int) or not isinstance(losses, int):
+        reasons.append(f"primary eval '{name}' has no wins/losses, so significance cannot be checked")
+        verdict = "not significant" if verdict == "improved" else verdict
+    elif (p := sign_test_p(wins, losses)) > level:
+        reasons.append(f"primary eval '{name}': one-sided sign test p={p:.4f} ({wins} wins, {losses} losses) is "
+                       f"above α/K = {s.alpha:g}/{s.comparisons} = {level:.4f} ({s.comparisons} candidate(s) "
+                       "compared on the same held-out samples)")
         verdict = "not significant" if verdict == "improved" else verdict
     return EvalCheck(eval=name, role="primary", gain=gain, ci=ci, n=n, threshold=s.min_improvement, verdict=verdict)
 
@@ -169,10 +196,12 @@ def decide(candidate: Mapping[str, Any], settings: GateSettings) -> GateDecision
                         checks=tuple(checks), settings=settings)
 
 
-def settings_from_config(gate: Any, primary_eval: str, *, min_improvement: float | None = None) -> GateSettings:
-    """GateSettings from the config's `[gate]` section (selfimprove.config.models.Gate), with a flag override."""
+def settings_from_config(gate: Any, primary_eval: str, *, min_improvement: float | None = None,
+                         alpha: float = 0.05, comparisons: int = 1) -> GateSettings:
+    """GateSettings from the config's `[gate]` section (selfimprove.config.models.Gate), with a flag override;
+    `alpha` is the config's `evaluate.alpha`, `comparisons` the number of candidates in the report."""
     return GateSettings(
-        primary_eval=primary_eval,
+        primary_eval=primary_eval, alpha=alpha, comparisons=max(1, comparisons),
         min_improvement=gate.min_improvement if min_improvement is None else min_improvement,
         max_regression=dict(gate.max_regression), default_max_regression=gate.default_max_regression,
         max_cost_per_call_usd=gate.max_cost_per_call_usd)

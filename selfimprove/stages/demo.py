@@ -53,18 +53,19 @@ class DemoResult(BaseModel):
         render_demo(console, self)
 
 
-def demo_config(*, phoenix_url: str, project: str, sim_base_url: str, primary: str) -> str:
+def demo_config(*, phoenix_url: str, project: str, sim_base_url: str, primary: str, target: str = TARGET,
+                min_new_samples: int = 20) -> str:
     """The demo target's TOML: the local Phoenix, the simulator for task/optimizer/judge, its prices."""
     from selfimprove.sim import PRICES
 
     prices = "".join(f'[llm.prices.{m}]\ninput = {p["input"]}\noutput = {p["output"]}\n\n' for m, p in PRICES.items())
     endpoint = f'base_url = "{sim_base_url}"\napi_key_env = "{KEY_ENV}"\n'
     return (f'# The selfimprove demo target. Every model here is the built-in SIMULATOR at {sim_base_url}.\n'
-            f'target = "{TARGET}"\n\n[telemetry.phoenix]\nendpoint = "{phoenix_url}"\nproject = "{project}"\n\n'
+            f'target = "{target}"\n\n[telemetry.phoenix]\nendpoint = "{phoenix_url}"\nproject = "{project}"\n\n'
             f'[evals]\nprimary = "{primary}"\n\n[llm.task]\n{endpoint}\n[llm.optimizer]\nmodel = "sim-optimizer"\n'
             f'{endpoint}\n[llm.judge]\n{endpoint}\n{prices}'
             '[update]\ntrials = 3\nmax_calls = 300\n\n[evaluate]\nconcurrency = 16\n\n'
-            '[trigger]\nmin_new_samples = 20\n')
+            f'[trigger]\nmin_new_samples = {min_new_samples}\n')
 
 
 def run_demo(*, workdir: str | Path = "selfimprove-demo", world: str = "support", traffic: int = 160, seed: int = 0,
@@ -90,6 +91,7 @@ def run_demo(*, workdir: str | Path = "selfimprove-demo", world: str = "support"
         say(f"Starting the simulator (world '{world}') …")
         sim = start_server(world, seed=seed)
         stack.callback(sim.stop)
+        say(f"Simulator (OpenAI-compatible, simulated models) at {sim.base_url}")
         say(f"Starting a local Phoenix (sqlite in {root / 'phoenix'}; ~15 s) …")
         px = start_phoenix(workdir=root / "phoenix", timeout=120)
         stack.callback(px.stop)

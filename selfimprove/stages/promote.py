@@ -116,7 +116,8 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
     primary = report.get("primary_eval") or cfg.evals.primary or checkpoint.get("primary_eval")
     if not primary:
         raise UsageError("the report names no primary eval", hint="set evals.primary in the config")
-    settings = settings_from_config(cfg.gate, primary, min_improvement=min_improvement)
+    settings = settings_from_config(cfg.gate, primary, min_improvement=min_improvement, alpha=cfg.evaluate.alpha,
+                                    comparisons=len(report.get("candidates") or []))
     entry = _pick_candidate(report, candidate, settings)
     cand_rel = f"candidates/{entry['id']}.json"
     cand = _load_json(run, cand_rel, "the report names a candidate that update did not write")
