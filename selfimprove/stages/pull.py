@@ -175,14 +175,11 @@ class Puller:
         if limit is not None and len(fetched) >= limit:
             notes.append(f"--limit {limit} reached: only the newest {limit} spans of the window were fetched")
 
-        annotations = self.source.fetch_annotations(spans["span_id"].tolist(), on_progress=self.on_progress)
-        notes += [n for n in getattr(self.source, "notes", []) if n not in notes]
-        annotations = annotations.sort_values(["span_id", "name", "identifier", "updated_at"], kind="stable",
-                                              na_position="first").reset_index(drop=True)
         spans = spans.sort_values(["start_time", "span_id"], kind="stable",
                                   na_position="first").reset_index(drop=True)
-        run = self._write_run(desc, since_at, until_at, limit, cursor if since_from == "cursor" else None,
-                              spans, annotations)
+        run, annotations = self._write_run(desc, since_at, until_at, limit,
+                                           cursor if since_from == "cursor" else None, spans)
+        notes += [n for n in getattr(self.source, "notes", []) if n not in notes]
         advance_cursor(tdir, key, cursor, fetched["start_time"], fetched["span_id"], run.run_id, desc)
         times = spans["start_time"].dropna()
         prod = run.manifest().get("parent_build") or {}
@@ -196,7 +193,12 @@ class Puller:
             seconds=round(time.monotonic() - started, 3))
 
     def _write_run(self, desc: dict[str, Any], since_at: datetime | None, until_at: datetime, limit: int | None,
-                   cursor: Any, spans: Any, annotations: Any) -> Any:
+                   cursor: Any, spans: Any) -> tuple[Any, Any]:
+        """Open the run and write both tables. The annotations are fetched in a worker thread while the spans
+        table is written and hashed, so the client's work overlaps the server's. A failure removes the run."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from selfimprove.store.artifacts import file_digest
         from selfimprove.store.builds import production
 
         prod = production(self.workspace.prompts_dir, self.cfg.target)
@@ -205,13 +207,19 @@ class Puller:
         params = {"source": desc, "since": iso(since_at), "until": iso(until_at), "limit": limit,
                   "after_run": cursor.run if cursor else None}
         try:
-            with run.stage("pull", params=params, force=True) as st:
-                st.write_table("raw/spans.parquet", spans)
-                st.write_table("raw/annotations.parquet", annotations)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-annotations") as pool:
+                pending = pool.submit(self.source.fetch_annotations, spans["span_id"].tolist(),
+                                      on_progress=self.on_progress)
+                with run.stage("pull", params=params, force=True) as st:
+                    file_digest(st.write_table("raw/spans.parquet", spans))  # hashed now, reused at commit
+                    annotations = pending.result().sort_values(
+                        ["span_id", "name", "identifier", "updated_at"], kind="stable",
+                        na_position="first").reset_index(drop=True)
+                    st.write_table("raw/annotations.parquet", annotations)
         except BaseException:
             shutil.rmtree(run.path, ignore_errors=True)  # no half-written runs
             raise
-        return run
+        return run, annotations
 
     def _nothing_to_pull(self, desc: dict[str, Any], since_at: datetime | None, since_from: str, cursor: Any,
                          notes: list[str]) -> UsageError:
