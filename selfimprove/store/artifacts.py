@@ -14,6 +14,17 @@ from selfimprove.core.canonical import digest
 from selfimprove.core.errors import IntegrityError
 
 
+# Table digests are costly (every row as canonical JSON): one process reading back a table it just wrote (a stage
+# output becoming the next stage's input) reuses the digest while the file's identity is unchanged. The key holds
+# the inode and ctime, which every write (and every mtime reset) changes, so a modified file is always re-hashed.
+_TABLE_MEMO: dict[tuple, tuple[str, int]] = {}
+
+
+def _stat_key(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 def file_digest(path: str | Path) -> tuple[str, int | None]:
     """(digest, rows) of one artifact; rows is None for anything that is not a table."""
     path = Path(path)
@@ -21,7 +32,12 @@ def file_digest(path: str | Path) -> tuple[str, int | None]:
         from selfimprove.store.tables import table_digest
 
         try:
-            return table_digest(path)
+            key = _stat_key(path)
+            if key not in _TABLE_MEMO:
+                if len(_TABLE_MEMO) > 256:
+                    _TABLE_MEMO.clear()
+                _TABLE_MEMO[key] = table_digest(path)
+            return _TABLE_MEMO[key]
         except Exception as exc:  # a truncated or corrupted parquet file is an integrity failure
             raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path)) from exc
     data = path.read_bytes()

@@ -17,7 +17,12 @@ from selfimprove.core.canonical import PREFIX, canonical_json
 from selfimprove.store.atomic import write_atomic
 
 
+_AS_IS = (str, int, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
+    if type(value) in _AS_IS:  # the common case, first (digests are computed row by row)
+        return value
     if isinstance(value, float) and not math.isfinite(value):
         return {"$float": repr(value)}
     if isinstance(value, dt.datetime):
