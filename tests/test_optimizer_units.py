@@ -128,3 +128,15 @@ def test_merge_prompt_shows_every_trial_with_its_feedback():
     user = merge_messages(P, EVALS, trials, magnitude="moderate", max_chars=900)[1]["content"]
     for i in range(3):
         assert f"Rule {i}." in user and f"problem {i}" in user
+
+
+def test_incumbent_changes_only_beyond_the_noise_of_the_slice():
+    ids = [f"s{i}" for i in range(16)]
+    pop = Population(ids)
+    base = Member("base", P, {i: 0.5 for i in ids})
+    lucky = Member("lucky", P, {i: (1.0 if k == 0 else 0.5) for k, i in enumerate(ids)})  # one sample better
+    real = Member("real", P, {i: (1.0 if k % 2 else 0.5) for k, i in enumerate(ids)})  # half the samples better
+    noisy = Member("noisy", P, {i: (1.0 if k % 2 else 0.0) for k, i in enumerate(ids)})  # as many up as down
+    assert pop.improves(real, base) and not pop.improves(lucky, base) and not pop.improves(noisy, base)
+    assert not pop.improves(base, base) and pop.not_worse(base, base) and pop.not_worse(noisy, base)
+    assert not pop.not_worse(base, real)

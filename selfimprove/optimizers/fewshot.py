@@ -65,35 +65,35 @@ def demonstration_messages(demos: Sequence[Sample]) -> tuple[Message, ...]:
     return tuple(out)
 
 
-def try_fewshot(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop: Population, val: Sequence[Sample],
-                rows_of: dict, k: int, log) -> str | None:
-    """Add k demonstrations to the best member; returns the candidate id when it wins on validation."""
-    best = pop.best()
+def try_fewshot(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop: Population, best: Member,
+                val: Sequence[Sample], rows_of: dict, k: int, log) -> Member:
+    """Add k demonstrations to the incumbent; returns the new incumbent (the demonstrations' candidate when it
+    beats the incumbent on validation by more than the noise, else the incumbent)."""
     val_ids = {s.sample_id for s in val}
     pool = [s for s in ctx.train if s.sample_id not in val_ids]
     demos = choose_demonstrations(stored_rows(pool, ctx.evals), {s.sample_id: s for s in pool}, ctx.evals, k, gctx)
     if not demos:
         log("few-shot: no clean high-scoring demonstration in the feedback pool")
-        return None
+        return best
     policy = best.policy.model_copy(update={"few_shot": best.policy.few_shot + demonstration_messages(demos)})
     cand = ledger.propose(policy, best.policy, best.id, None, (), gctx, Spend(), role="fewshot",
                           rationale=f"{len(demos)} demonstration(s) from high-scoring, varied train samples",
                           demos=[s.sample_id for s in demos])
     if not cand.passed_guards:
-        return None
+        return best
     spend = Spend()
     try:
         rows = score(ctx.scorer, ctx.budget, policy, val, spend).rows
     except BudgetExhausted:
         log("few-shot: no budget left to validate demonstrations")
-        return None
+        return best
     ledger.charge(cand.id, spend)
     member = Member(cand.id, policy, {r.sample_id: r.value(ctx.evals) for r in rows}, parent=best.id)
-    won = member.mean > best.mean
+    won = pop.improves(member, best)
     ledger.info[cand.id].update(val_mean=round(member.mean, 6), won=won)
     log(f"few-shot: {cand.id} validation mean {member.mean:.3f} vs {best.mean:.3f}: {'kept' if won else 'dropped'}")
     if won:
         pop.add(member)
         rows_of[cand.id] = rows
-        return cand.id
-    return None
+        return member
+    return best

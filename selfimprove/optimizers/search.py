@@ -1,6 +1,9 @@
 """The candidate population and per-sample Pareto parent selection (GEPA's idea) on a validation slice of train.
 
-Every member is scored on the same validation samples. A member is on the front when it is among the best on at
+Every member is scored on the same validation samples. The *incumbent* (the result) changes only when a member
+beats it by more than the noise of a validation slice: the mean paired difference must exceed its standard error
+(`improves`, z = 1.645: one-sided 5%). Without that, a long search on a small slice ends on whichever variant was luckiest, and the extra
+lines it carries cost on held-out data. A member is on the front when it is among the best on at
 least one sample and no other member dominates it (at least as good everywhere, better somewhere). Parents are
 drawn from the front with probability proportional to the number of samples they are best on, so a candidate that
 alone fixes a hard case keeps a chance to be refined even when its mean is not the highest.
@@ -8,11 +11,14 @@ alone fixes a hard case keeps a chance to be refined even when its mean is not t
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from selfimprove.core.records import Policy
+
+ACCEPT_Z = 1.645
 
 
 @dataclass
@@ -52,6 +58,25 @@ class Population:
             on_front = {m.id for m in self.front()}
             # drop off-front members first (they are best nowhere, or dominated), the lowest mean first
             self.members.remove(min(self.members[1:], key=lambda m: (m.id in on_front, m.mean, -m.round)))
+
+    def paired(self, a: Member, b: Member) -> tuple[float, float]:
+        """(mean, standard error) of the per-sample differences a - b on the validation samples."""
+        d = [a.scores.get(i, 0.0) - b.scores.get(i, 0.0) for i in self.sample_ids]
+        if not d:
+            return 0.0, 0.0
+        mean = sum(d) / len(d)
+        var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
+        return mean, math.sqrt(var / len(d))
+
+    def improves(self, a: Member, b: Member, z: float = ACCEPT_Z) -> bool:
+        """Whether `a` beats `b` by more than `z` standard errors of the paired difference (one-sided 5% at the
+        default z): one lucky sample is never enough."""
+        mean, se = self.paired(a, b)
+        return mean > 0 and mean > z * se
+
+    def not_worse(self, a: Member, b: Member, z: float = ACCEPT_Z) -> bool:
+        mean, se = self.paired(a, b)
+        return mean >= -z * se
 
     def best(self) -> Member:
         """Highest mean; ties go to the shorter prompt, then the earlier member."""

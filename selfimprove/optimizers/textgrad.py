@@ -6,11 +6,12 @@ One round:
    focused on the i-th largest failure cluster), ask the optimizer model for an update (reasoning, edits naming
    the feedback, new prompt) at the current step size;
 3. *merge* the trials' edits into one candidate with an LLM call of the same structure (trial candidates are kept);
-4. guard every candidate; score the merged one (or the best-guarded trial) on the validation slice and add it to
-   the population. When a round brings no gain, the step size grows ("magnitude words") and so does the
-   optimizer's temperature.
-Then, budget permitting, few-shot demonstrations and (when allowed) model/temperature variants of the best
-candidate, each kept only when it wins on validation.
+4. guard every candidate; score the merged one (or the first guarded trial) on the validation slice and add it
+   to the population. The incumbent (the result) changes only when a candidate beats it by more than the noise
+   of the slice (paired difference above its standard error); when a round brings no such gain, the step size
+   grows ("magnitude words") and so does the optimizer's temperature.
+Then, budget permitting, few-shot demonstrations and (when allowed) model/temperature variants of the incumbent,
+each kept only when it wins on validation in the same sense.
 
 Feedback is free where it can be: the current policy's production verdicts on train are used as they are; a child's
 feedback is its validation replay. The test split is never seen. Every call is reserved on the shared budget.
@@ -96,6 +97,7 @@ class TextGradOptimizer:
                              hint=f"raise --max-calls (at least {2 * need + self.s.trials + 1} for one step)") from None
         pop = Population([x.sample_id for x in val], capacity=s.population)
         pop.add(Member(seed_id, ctx.policy, self._values(seed_rows, ctx), round=0))
+        incumbent = pop.members[0]
         rows_of: dict[str, list[ScoredSample]] = {seed_id: stored_rows(pool, ctx.evals) + seed_rows}
         log(f"seed {seed_id}: validation mean {pop.members[0].mean:.3f} on {len(val)} samples")
         stall, taxonomy, focus = 0, [], None
@@ -107,7 +109,6 @@ class TextGradOptimizer:
                 log(f"round {rnd}: budget left ({ctx.budget.remaining} calls) cannot pay for a step; stopping")
                 break
             parent = pop.select_parent(rng) if rnd > 1 else pop.members[0]
-            best_before = pop.best().mean
             clusters = failure_taxonomy(rows_of[parent.id], ctx.evals)
             if rnd == 1:
                 taxonomy = [c.to_dict() for c in clusters]
@@ -132,24 +133,26 @@ class TextGradOptimizer:
                 rows_of[cand_id] = rows
                 scored = member
                 break
-            gain = pop.best().mean - best_before
-            stall = 0 if gain > 1e-9 else stall + 1
+            if scored is not None and pop.improves(scored, incumbent):
+                incumbent, stall = scored, 0
+            else:
+                stall += 1
             history.append({"round": rnd, "parent": parent.id, "magnitude": magnitude, "temperature": temperature,
                             "trials": trials, "candidates": made, "scored": scored.id if scored else None,
                             "val_mean": round(scored.mean, 6) if scored else None,
-                            "best": pop.best().id, "best_mean": round(pop.best().mean, 6),
+                            "best": incumbent.id, "best_mean": round(incumbent.mean, 6),
                             "calls_used": ctx.budget.used})
-            log(f"round {rnd}: parent {parent.id}, {len(made)} candidate(s), best {pop.best().id} "
-                f"({pop.best().mean:.3f}), {ctx.budget.used}/{ctx.budget.max_calls} calls")
+            log(f"round {rnd}: parent {parent.id}, {len(made)} candidate(s), best {incumbent.id} "
+                f"({incumbent.mean:.3f}), {ctx.budget.used}/{ctx.budget.max_calls} calls")
         from selfimprove.optimizers.fewshot import try_fewshot
         from selfimprove.optimizers.tuning import try_parameters
 
         if s.fewshot > 0:
-            try_fewshot(ctx, ledger, gctx, pop, val, rows_of, s.fewshot, log)
+            incumbent = try_fewshot(ctx, ledger, gctx, pop, incumbent, val, rows_of, s.fewshot, log)
         if s.allowed_models or s.tune_temperature:
-            try_parameters(ctx, ledger, gctx, pop, val, s, log)
+            incumbent = try_parameters(ctx, ledger, gctx, pop, incumbent, val, s, log)
         seed_info = {"role": "seed", "round": 0, "val_mean": round(pop.members[0].mean, 6)}
-        best = pop.best()
+        best = incumbent
         return OptimizeResult(candidates=list(ledger.candidates.values()), best=best.id if best.id != seed_id else None,
                               val_scores={m.id: round(m.mean, 6) for m in pop.members} | {
                                   k: v["val_mean"] for k, v in ledger.info.items() if "val_mean" in v},

@@ -1,8 +1,8 @@
 """Cost-aware tuning of the call's parameters: the model (from the config's allowed list) and the temperature.
 
-Each variant of the best candidate is scored on the validation slice, cheapest model first. A variant replaces
-the best when it scores higher by more than one validation sample's worth, or scores at least as well and is
-cheaper (by the configured prices). Rejected variants are kept as candidates, with their validation mean.
+Each variant of the incumbent is scored on the validation slice, cheapest model first. A variant replaces the
+incumbent when it beats it by more than the noise (`Population.improves`), or is cheaper (by the configured
+prices) and not worse beyond the noise. Rejected variants are kept as candidates, with their validation mean.
 """
 
 from __future__ import annotations
@@ -45,10 +45,9 @@ def variants(policy: Policy, allowed_models: Sequence[str], tune_temperature: bo
     return out
 
 
-def try_parameters(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop: Population,
-                   val: Sequence[Sample], settings: Any, log) -> str | None:
-    best = pop.best()
-    margin = 1.0 / max(len(val), 1)
+def try_parameters(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop: Population, best: Member,
+                   val: Sequence[Sample], settings: Any, log) -> Member:
+    """Variants of the incumbent; returns the new incumbent (the incumbent itself when no variant wins)."""
     winner: Member | None = None
     for policy, edit in variants(best.policy, settings.allowed_models, settings.tune_temperature, ctx.prices):
         cand = ledger.propose(policy, best.policy, best.id, None, (edit,), gctx, Spend(), role="params",
@@ -66,11 +65,11 @@ def try_parameters(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop
         ledger.info[cand.id]["val_mean"] = round(member.mean, 6)
         ref = winner or best
         cheaper = (unit_price(ctx.prices, policy.model) or 0.0) < (unit_price(ctx.prices, ref.policy.model) or 0.0)
-        if member.mean > ref.mean + margin or (cheaper and member.mean >= ref.mean):
+        if pop.improves(member, ref) or (cheaper and pop.not_worse(member, ref)):
             winner = member
         log(f"tuning: {edit.instruction}: validation mean {member.mean:.3f}")
     if winner is not None:
         pop.add(winner)
         ledger.info[winner.id]["won"] = True
-        return winner.id
-    return None
+        return winner
+    return best
