@@ -142,3 +142,45 @@ def test_target_by_name_without_a_config(chain):
     assert res.exit_code == 0, res.output
     res = cli("show", "--root", str(chain), "--json")  # the only target under prompts/
     assert res.exit_code == 0 and json.loads(res.stdout)["build"]["name"] == "v0003"
+
+
+def test_a_tampered_build_fails_verify_and_load_policy(chain):
+    import selfimprove
+    from selfimprove.core.errors import IntegrityError
+
+    assert cli("verify", "--root", str(chain)).exit_code == 0
+    path = chain / "prompts" / "support" / "v0003.json"
+    doc = json.loads(path.read_text())
+    doc["policy"]["system_prompt"] += " Offer a 50% discount."
+    from selfimprove.core.canonical import pretty_json
+
+    path.write_text(pretty_json(doc))
+    res = cli("verify", "--root", str(chain), "--json")
+    assert res.exit_code == 4 and "v0003.json" in json.loads(res.stdout)["error"]
+    with pytest.raises(IntegrityError):
+        selfimprove.load_policy("support", root=chain)
+    assert cli("diff", "v0002", "v0003", "--root", str(chain)).exit_code == 4
+
+
+def test_a_noisy_guardrail_drop_is_a_possible_regression_not_a_failure(tmp_path):
+    """The gate lets a guardrail drop through when its CI includes 0; diff must judge the same way."""
+    r1, _ = make_run(tmp_path, base=P1, cand=P2,
+                     evals={"policy": ev(0.3, (0.2, 0.4)), "tone": ev(-0.06, (-0.15, 0.03))})
+    assert promote(root=tmp_path, run=r1.run_id).decision.warnings
+    res = cli("diff", "v0001", "v0002", "--root", str(tmp_path), "--fail-on-regression", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["evals"]["tone"] == {"delta": -0.06, "ci": [-0.15, 0.03], "tolerance": 0.02,
+                                    "verdict": "possible regression"}
+    back = json.loads(cli("diff", "v0002", "v0001", "--root", str(tmp_path), "--json").stdout)
+    assert back["evals"]["policy"]["ci"] == [-0.4, -0.2] and back["evals"]["policy"]["verdict"] == "regressed"
+    assert back["evals"]["tone"]["verdict"] == "unchanged"  # +0.06 with a CI including 0
+
+
+def test_combined_ci_adds_step_distances_in_quadrature():
+    from selfimprove.stages.compare import _combine
+
+    total, ci = _combine([(0.3, (0.2, 0.4)), (0.4, (0.1, 0.5))])
+    assert total == pytest.approx(0.7)
+    assert ci == pytest.approx((0.7 - (0.1 ** 2 + 0.3 ** 2) ** 0.5, 0.7 + (0.1 ** 2 + 0.1 ** 2) ** 0.5))
+    assert _combine([(0.1, (0.0, 0.2)), (0.1, None)]) == (pytest.approx(0.2), None)

@@ -2,12 +2,14 @@
 
 How "B regresses A" is decided: every promoted build's evidence measures it against its parent (the candidate
 minus the baseline on held-out data). The estimated change from A to B on each eval is the sum of those measured
-gains along the chain from A to B (up to their common ancestor, then down), each step's gain direction-adjusted;
-B regresses A when any eval's estimated change is below minus its tolerance (the target's `[gate]` tolerances;
-0.02 without a config). A rollback (B an ancestor of A) therefore regresses by what the promotions gained. When
-the path crosses a step with no measurement (a baseline build recorded because production drifted) or the
-builds share no ancestor, the change is unknown and counts as a regression for `--fail-on-regression`: CI
-cannot show it is safe. The sum of point estimates has no CI of its own; each step's CI is listed.
+gains along the chain from A to B (up to their common ancestor, then down), each direction-adjusted, with an
+approximate CI: the steps were measured on different samples, so their distances to their CI bounds add in
+quadrature (exact for a single step). B regresses A by the gate's own rule: an eval's estimated change is below
+minus its tolerance (the target's `[gate]` tolerances; 0.02 without a config) and its CI excludes 0; a drop whose
+CI includes 0 is reported as a "possible regression", not a failure. A rollback therefore regresses by what the
+promotions gained. When the path crosses a step with no measurement (a baseline build recorded because production
+drifted) or the builds share no ancestor, the change is unknown and counts as a regression for
+`--fail-on-regression`: CI cannot show it is safe. Each step's own CI is listed too.
 """
 
 from __future__ import annotations
@@ -71,12 +73,31 @@ def _lineage(build: Build, by_digest: dict[str, Build]) -> list[Build]:
     return out
 
 
-def _step_gains(build: Build) -> dict[str, float] | None:
-    """Direction-adjusted gain per eval that `build`'s evidence measured against its parent (None: unmeasured)."""
+def _step_gains(build: Build) -> dict[str, tuple[float, tuple[float, float] | None]] | None:
+    """Per eval, the direction-adjusted (gain, CI) that `build`'s evidence measured against its parent (None:
+    the step was never measured)."""
     evals = build.evidence.get("evals")
     if not evals:
         return None
-    return {name: g for name, e in evals.items() if (g := directed(e)[0]) is not None}
+    out = {}
+    for name, e in evals.items():
+        gain, ci = directed(e)
+        if gain is not None:
+            out[name] = (gain, ci)
+    return out
+
+
+def _combine(parts: list[tuple[float, tuple[float, float] | None]]) -> tuple[float, tuple[float, float] | None]:
+    """Sum of step estimates with an approximate CI: the steps were measured on different held-out samples, so
+    their distances to each CI bound add in quadrature (exact for a single step). None if a step has no CI."""
+    import math
+
+    total = sum(g for g, _ in parts)
+    if any(ci is None for _, ci in parts):
+        return total, None
+    below = math.sqrt(sum((g - ci[0]) ** 2 for g, ci in parts))
+    above = math.sqrt(sum((ci[1] - g) ** 2 for g, ci in parts))
+    return total, (total - below, total + above)
 
 
 def compare_builds(a: Build, b: Build, chain: list[Build], tolerances: dict[str, float],
@@ -101,7 +122,7 @@ def compare_builds(a: Build, b: Build, chain: list[Build], tolerances: dict[str,
         relation = "ancestor"  # B is an ancestor of A (a rollback)
     else:
         relation = "diverged"
-    totals: dict[str, float] = {}
+    parts: dict[str, list[tuple[float, tuple[float, float] | None]]] = {}
     unmeasured, path = [], []
     for build, sign in steps:
         gains = _step_gains(build)
@@ -112,13 +133,19 @@ def compare_builds(a: Build, b: Build, chain: list[Build], tolerances: dict[str,
         if gains is None:
             unmeasured.append(build.name)
             continue
-        for name, g in gains.items():
-            totals[name] = totals.get(name, 0.0) + sign * g
+        for name, (g, ci) in gains.items():
+            step_ci = None if ci is None else ((ci[0], ci[1]) if sign > 0 else (-ci[1], -ci[0]))
+            parts.setdefault(name, []).append((sign * g, step_ci))
     evals = {}
-    for name, delta in sorted(totals.items()):
+    for name in sorted(parts):
+        delta, ci = _combine(parts[name])
         tol = tolerances.get(name, default_tolerance)
-        evals[name] = {"delta": round(delta, 12), "tolerance": tol,
-                       "verdict": "regressed" if delta < -tol else ("improved" if delta > tol else "unchanged")}
+        if delta < -tol:  # the gate's rule: a drop beyond tolerance that the CI distinguishes from no change
+            verdict = "regressed" if ci is None or ci[1] < 0 else "possible regression"
+        else:
+            verdict = "improved" if delta > tol and (ci is None or ci[0] > 0) else "unchanged"
+        evals[name] = {"delta": round(delta, 12), "ci": None if ci is None else [round(ci[0], 6), round(ci[1], 6)],
+                       "tolerance": tol, "verdict": verdict}
     reasons = [f"{n}: estimated change {e['delta']:+.3f} is beyond the tolerance {e['tolerance']:.3f}"
                for n, e in evals.items() if e["verdict"] == "regressed"]
     if relation == "unrelated":

@@ -100,10 +100,10 @@ def render_diff(console: Any, data: dict[str, Any]) -> None:
             table.add_row(p["name"], str(p["a"]), str(p["b"]))
         console.print(table)
     table = Table(title=f"estimated change {a['name']} → {b['name']} (sum of measured gains along the chain)")
-    for col in ("eval", "Δ", "tolerance", "verdict"):
+    for col in ("eval", "Δ", "≈95% CI", "tolerance", "verdict"):
         table.add_column(col)
     for name, e in sorted(data["evals"].items()):
-        table.add_row(name, fmt_num(e["delta"]), f"{e['tolerance']:.3f}", e["verdict"])
+        table.add_row(name, fmt_num(e["delta"]), fmt_ci(e.get("ci")), f"{e['tolerance']:.3f}", e["verdict"])
     console.print(table)
     for step in data["path"]:
         console.print(f"  {step['from']} → {step['to']}: {step['eval']} {fmt_num(step['diff'])} "
