@@ -147,3 +147,10 @@ def test_target_lock_between_two_processes(tmp_path):
         holder.wait(timeout=20)
     with ws.lock("support", wait=True):  # free again once the holder is gone
         pass
+
+
+def test_run_ids_sort_in_creation_order_within_one_second(tmp_path):
+    ws = Workspace(tmp_path)
+    runs = [ws.new_run("support") for _ in range(20)]
+    assert [r.run_id for r in ws.runs("support")] == [r.run_id for r in runs]
+    assert ws.open_run("support").run_id == runs[-1].run_id

@@ -19,7 +19,7 @@ class PhoenixSource(Section):
     project: str = "default"
     span_filter: str = "span_kind == 'LLM'"
     api_key_env: str | None = None
-    page_size: int = Field(5000, gt=0)
+    page_size: int = Field(20000, gt=0, description="spans per request; pages are time windows")
     timeout_s: float = Field(300.0, gt=0)
 
 

@@ -35,12 +35,14 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not canonically serialisable")
 
 
+# One encoder, built once: json.dumps with non-default options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                            default=_default)
+
+
 def canonical_json(obj: Any) -> bytes:
     """Serialise `obj` to canonical JSON bytes (sorted keys, compact, UTF-8, finite floats only)."""
-    text = json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
-    )
-    return text.encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def digest(obj: Any) -> str:

@@ -63,7 +63,7 @@ class Workspace:
         return [Run(self, target, p.name) for p in sorted(tdir.iterdir()) if (p / "manifest.json").is_file()]
 
     def new_run(self, target: str, *, parent_build: dict[str, Any] | None = None) -> "Run":
-        run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+        run_id = self._next_run_id(target)
         run = Run(self, target, run_id)
         run.path.mkdir(parents=True, exist_ok=False)
         manifest = {"schema": MANIFEST_SCHEMA, "target": target, "run": run_id,
@@ -73,6 +73,18 @@ class Workspace:
         atomic.write_json(run.path / "meta.json", {"run": run_id, "created_at": _utcnow(),
                                                    "host": platform.node(), "stages": {}})
         return run
+
+    def _next_run_id(self, target: str) -> str:
+        """`<UTC time to the microsecond>Z-<4 hex>`, strictly after every existing run id, so that sorting run ids
+        sorts runs by creation even within one second or after a clock step back."""
+        now = dt.datetime.now(dt.timezone.utc)
+        tdir = self.target_dir(target)
+        existing = sorted(p.name for p in tdir.iterdir() if p.is_dir()) if tdir.is_dir() else []
+        stamp = f"{now:%Y%m%dT%H%M%S.%f}"
+        if existing and existing[-1][: len(stamp)] >= stamp:
+            last = dt.datetime.strptime(existing[-1][: len(stamp)], "%Y%m%dT%H%M%S.%f")
+            stamp = f"{last + dt.timedelta(microseconds=1):%Y%m%dT%H%M%S.%f}"
+        return f"{stamp}Z-{secrets.token_hex(2)}"
 
     def open_run(self, target: str, run: str | None = None) -> "Run":
         """A run by id (or path), or the latest run of the target when `run` is None."""
