@@ -17,7 +17,8 @@ EvalResult. An exception is one failed judgement (a row with an error), never a 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from selfimprove.core.records import EvalResult, EvalSpec
 

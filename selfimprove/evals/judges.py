@@ -19,8 +19,9 @@ import asyncio
 import contextvars
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from selfimprove.core.records import EvalResult, EvalSpec, Message
 
@@ -236,7 +237,7 @@ class LLMJudge:
             s = scores[0]
             out = Judgement(item.sample_id, self.spec.name, label=s.label,
                             score=None if s.score is None else float(s.score), explanation=s.explanation)
-        except Exception as exc:  # noqa: BLE001 - one failed judgement is data; systemic ones re-raised below
+        except Exception as exc:
             if _systemic(exc):
                 raise
             out = Judgement(item.sample_id, self.spec.name, error=f"{type(exc).__name__}: {exc}"[:500])

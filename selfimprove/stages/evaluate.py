@@ -182,7 +182,7 @@ def _check_budget(estimate: dict[str, Any], ev: Any, yes: bool, confirm: Any) ->
     if confirm is None and sys.stdin.isatty() and sys.stderr.isatty():
         import typer
 
-        confirm = lambda msg: typer.confirm(msg, default=False, err=True)  # noqa: E731
+        confirm = lambda msg: typer.confirm(msg, default=False, err=True)
     if confirm is not None and confirm(question):
         return
     raise UsageError(f"the estimate exceeds the budget: {'; '.join(over)}",

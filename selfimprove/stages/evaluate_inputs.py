@@ -4,7 +4,8 @@ order and focus, the spend estimate, and the report.json document."""
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Candidate, Checkpoint, EvalSpec, Policy, Sample

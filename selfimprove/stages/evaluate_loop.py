@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from selfimprove.core.records import EvalSpec, Policy, Sample
 from selfimprove.stages.evaluate_report import BASELINE, normalized
@@ -48,58 +49,127 @@ def seeded_order(samples: Sequence[Sample], seed: int) -> list[Sample]:
     return ordered
 
 
-async def gather_or_cancel(coros: Sequence[Any]) -> list[Any]:
-    """Like asyncio.gather, but the first exception cancels the rest before it propagates."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+class PriorityLimit:
+    """A semaphore whose waiters are served lowest priority first (FIFO within a priority): the next batch only
+    gets the slots the current batch leaves idle. `at(priority)` is the async context manager for one call."""
+
+    def __init__(self, slots: int):
+        self._free = slots
+        self._waiters: list[tuple[int, int, asyncio.Future]] = []
+        self._seq = 0
+
+    def at(self, priority: int) -> _Slot:
+        return _Slot(self, priority)
+
+    async def acquire(self, priority: int) -> None:
+        import heapq
+
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._waiters, (priority, self._seq, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted and cancelled at once: pass the slot on
+            raise
+
+    def release(self) -> None:
+        import heapq
+
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
+
+
+class _Slot:
+    def __init__(self, limit: PriorityLimit, priority: int):
+        self.limit, self.priority = limit, priority
+
+    async def __aenter__(self) -> None:
+        await self.limit.acquire(self.priority)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.limit.release()
+
+
+async def _cancel(tasks: Sequence[asyncio.Task]) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_sequential(scorer: Any, *, baseline: Policy | None, stored: dict[str, list[dict[str, Any]]] | None,
                          arms: list[Arm], order: Sequence[Sample], batch_size: int, primary: EvalSpec,
                          on_batch: Callable[[int, int, list[Arm]], None] | None = None) -> LoopOutcome:
     """Score `order` batch by batch until every arm's SPRT has decided. `baseline` None means `stored` holds the
-    baseline's rows per sample id (production outputs and scores)."""
+    baseline's rows per sample id (production outputs and scores).
+
+    The next batch is started at once at a lower priority, so it fills the slots the current batch leaves idle
+    (its calls never delay the current batch's); an arm that decides drops its calls of the next batch (those
+    already finished are cached but not used: the report only counts the batches up to each arm's decision).
+    """
     from selfimprove.core.errors import SelfimproveError
+
+    batches = [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+    limit = PriorityLimit(scorer.concurrency)
+    started: dict[int, dict[str, list[asyncio.Task]]] = {}
+
+    def start(k: int) -> None:
+        if k >= len(batches) or k in started:
+            return
+        labels = [(a.id, a.policy) for a in arms if a.active]
+        if labels and baseline is not None:
+            labels.insert(0, (BASELINE, baseline))
+        started[k] = {label: [asyncio.ensure_future(scorer.ascore_sample(pol, s, label=label, limit=limit.at(k)))
+                              for s in batches[k]] for label, pol in labels}
 
     rows: list[dict[str, Any]] = []
     baseline_ids: list[str] = []
-    for start in range(0, len(order), batch_size):
-        active = [a for a in arms if a.active]
-        if not active:
-            return LoopOutcome(rows, baseline_ids, "decided")
-        batch = list(order[start:start + batch_size])
-        jobs = []
-        if baseline is not None:
-            jobs += [scorer.ascore_sample(baseline, s, label=BASELINE) for s in batch]
-        for arm in active:
-            jobs += [scorer.ascore_sample(arm.policy, s, label=arm.id) for s in batch]
-        try:
-            results = await gather_or_cancel(jobs)
-        except SelfimproveError as exc:
-            kind = "budget" if type(exc).__name__ == "BudgetExceeded" else "unavailable"
-            return LoopOutcome(rows, baseline_ids, kind, exc.message)
-        batch_rows = [r for rs in results for r in rs]
-        if baseline is None:
-            batch_rows += [r for s in batch for r in (stored or {}).get(s.sample_id, [])]
-        rows += batch_rows
-        baseline_ids += [s.sample_id for s in batch]
-        primary_score = {(r["policy"], r["sample_id"]): r["score"] for r in batch_rows if r["eval"] == primary.name}
-        for arm in active:
-            for s in batch:
-                arm.used.append(s.sample_id)
-                b = normalized(primary_score.get((BASELINE, s.sample_id)), primary)
-                c = normalized(primary_score.get((arm.id, s.sample_id)), primary)
-                if b is not None and c is not None:
-                    arm.sprt.update(b, c)  # ignored once decided: the batch's later pairs still count in the CI
-        if on_batch:
-            on_batch(min(start + batch_size, len(order)), len(order), arms)
-    return LoopOutcome(rows, baseline_ids, "decided" if not any(a.active for a in arms) else "exhausted")
+    try:
+        for k, batch in enumerate(batches):
+            active = [a for a in arms if a.active]
+            if not active:
+                return LoopOutcome(rows, baseline_ids, "decided")
+            start(k)
+            start(k + 1)
+            wanted = ([BASELINE] if baseline is not None else []) + [a.id for a in active]
+            try:
+                results = [await asyncio.gather(*started[k][label]) for label in wanted]
+            except SelfimproveError as exc:
+                kind = "budget" if type(exc).__name__ == "BudgetExceeded" else "unavailable"
+                return LoopOutcome(rows, baseline_ids, kind, exc.message)
+            batch_rows = [r for per_label in results for rs in per_label for r in rs]
+            if baseline is None:
+                batch_rows += [r for s in batch for r in (stored or {}).get(s.sample_id, [])]
+            rows += batch_rows
+            baseline_ids += [s.sample_id for s in batch]
+            primary_score = {(r["policy"], r["sample_id"]): r["score"] for r in batch_rows
+                             if r["eval"] == primary.name}
+            for arm in active:
+                for s in batch:
+                    arm.used.append(s.sample_id)
+                    b = normalized(primary_score.get((BASELINE, s.sample_id)), primary)
+                    c = normalized(primary_score.get((arm.id, s.sample_id)), primary)
+                    if b is not None and c is not None:
+                        arm.sprt.update(b, c)  # ignored once decided: the batch's later pairs still count in the CI
+            nxt = started.get(k + 1, {})
+            for arm in active:
+                if not arm.active and arm.id in nxt:
+                    await _cancel(nxt.pop(arm.id))
+            if not any(a.active for a in arms) and BASELINE in nxt:
+                await _cancel(nxt.pop(BASELINE))
+            if on_batch:
+                on_batch(sum(len(b) for b in batches[:k + 1]), len(order), arms)
+        return LoopOutcome(rows, baseline_ids, "decided" if not any(a.active for a in arms) else "exhausted")
+    finally:
+        await _cancel([t for per in started.values() for ts in per.values() for t in ts if not t.done()])
 
 
 def stored_baseline_rows(samples: Sequence[Sample], evals: Sequence[EvalSpec], policy: Policy,

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from selfimprove.core.records import EvalSpec, Policy, Sample
 
@@ -97,7 +98,7 @@ class PolicyScorer:
 
     @classmethod
     def from_config(cls, cfg: Any, *, cache_dir: str | Path, evals: Sequence[EvalSpec], concurrency: int | None = None,
-                    budget: Any = None, ledger: Any = None) -> "PolicyScorer":
+                    budget: Any = None, ledger: Any = None) -> PolicyScorer:
         """Build from a TargetConfig: the task endpoint (`llm.task`), the judge endpoint (`llm.judge` if set, else
         the task endpoint with each spec's judge model), prices (`llm.prices`) and the run's cache folder."""
         from selfimprove.evals.judges import JudgeEndpoint, build_judges
@@ -125,12 +126,13 @@ class PolicyScorer:
             self._limit = (loop, asyncio.Semaphore(self.concurrency))
         return self._limit[1]
 
-    async def ascore_sample(self, policy: Policy, sample: Sample, *, label: str,
-                            evals: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Rows (one per eval) for one sample: generate, then judge with every eval concurrently."""
+    async def ascore_sample(self, policy: Policy, sample: Sample, *, label: str, evals: Sequence[str] | None = None,
+                            limit: Any = None) -> list[dict[str, Any]]:
+        """Rows (one per eval) for one sample: generate, then judge with every eval concurrently. `limit` (an
+        async context manager, default the scorer's shared semaphore) bounds each call."""
         from selfimprove.evals.judges import JudgeItem, Judgement
 
-        limit = self.limit()
+        limit = limit if limit is not None else self.limit()
         gen = await agenerate(policy, sample, self.llm, limit)
         names = [n for n in (evals or list(self.judges)) if n in self.judges]
         item = JudgeItem(sample.sample_id, sample.history, gen.output, sample)

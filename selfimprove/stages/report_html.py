@@ -36,8 +36,8 @@ def ci_plot(eval_name: str, rows: list[dict[str, Any]], baseline_mean: float | N
     lo, hi = max(lo - margin, min(0.0, lo)), hi + margin
     height = PAD_T + H * len(pts) + 30
     x = _scale(lo, hi, PAD_L, W - PAD_R)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" role="img" '
-           f'aria-label="{escape(eval_name)}: score with 95% CI">',
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" role="img" '
+           f'aria-label="{escape(eval_name)}: score with 95% CI">'),
            f'<text x="{PAD_L}" y="18" class="t">{escape(eval_name)}: candidate mean, 95% CI of Δ vs baseline</text>']
     for tick in _ticks(lo, hi):
         tx = x(tick)
@@ -73,8 +73,8 @@ def pareto_plot(eval_name: str, points: list[dict[str, Any]]) -> str:
     xm, ym = max((xhi - xlo) * 0.1, xhi * 0.05, 1e-9), max((yhi - ylo) * 0.1, 0.02)
     x = _scale(xlo - xm, xhi + xm, pl, width - PAD_R)
     y = _scale(ylo - ym, yhi + ym, height - pb, pt)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-           f'aria-label="{escape(eval_name)}: score against cost">',
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+           f'aria-label="{escape(eval_name)}: score against cost">'),
            f'<text x="{pl}" y="18" class="t">{escape(eval_name)}: mean score vs cost per call (USD)</text>',
            f'<line x1="{pl}" y1="{height - pb}" x2="{width - PAD_R}" y2="{height - pb}" class="axis"/>',
            f'<line x1="{pl}" y1="{pt}" x2="{pl}" y2="{height - pb}" class="axis"/>']
@@ -120,13 +120,13 @@ def render_html(report: dict[str, Any]) -> str:
     cands = report.get("candidates", [])
     evals = sorted({e for c in cands for e in c.get("evals", {})},
                    key=lambda e: (e != report.get("primary_eval"), e))
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>selfimprove evaluate: "
-             f"{escape(str(report.get('target')))}</title><style>{CSS}</style></head><body>",
+    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>selfimprove evaluate: "
+             f"{escape(str(report.get('target')))}</title><style>{CSS}</style></head><body>"),
              f"<h1>Evaluation of {escape(str(report.get('target')))}</h1>",
-             f"<p class='muted'>run {escape(str(report.get('run')))} · split {escape(str(report.get('split')))} · "
+             (f"<p class='muted'>run {escape(str(report.get('run')))} · split {escape(str(report.get('split')))} · "
              f"baseline {escape(str((report.get('baseline') or {}).get('mode')))} · primary eval "
              f"{escape(str(report.get('primary_eval')))} · best {escape(str(report.get('best')))} · "
-             f"{report.get('calls', 0)} calls · ${report.get('cost_usd', 0.0):.4f}</p>"]
+             f"{report.get('calls', 0)} calls · ${report.get('cost_usd', 0.0):.4f}</p>")]
     if report.get("judge_override"):
         parts.append(f"<p>Judge override: <code>{escape(str(report['judge_override']))}</code></p>")
     parts.append("<table><tr><th>candidate</th><th>eval</th><th>baseline</th><th>candidate</th><th>Δ</th>"
