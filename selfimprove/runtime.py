@@ -23,7 +23,7 @@ def fill_variables(text: str, variables: dict[str, str] | None) -> str:
     """Replace `{{ name }}` and `{name}` for the given names only; other braces are left alone."""
     for name, value in (variables or {}).items():
         pattern = r"\{\{\s*" + re.escape(name) + r"\s*\}\}|\{" + re.escape(name) + r"\}"
-        text = re.sub(pattern, lambda _m: str(value), text)
+        text = re.sub(pattern, lambda _m, v=value: str(v), text)
     return text
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from test_promote import ev, make_run
 from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
@@ -12,7 +13,6 @@ from selfimprove.stages.compare import compare_builds, resolve_build
 from selfimprove.stages.promote import promote
 from selfimprove.store.builds import list_builds, write_build
 from selfimprove.store.runs import Workspace
-from test_promote import ev, make_run
 
 runner = CliRunner()
 P1 = "You are a support agent."

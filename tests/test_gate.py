@@ -63,8 +63,8 @@ def test_best_of_many_needs_the_bonferroni_sign_test():
     assert decide(e, S).passed
     d = decide(e, S.model_copy(update={"comparisons": 5}))
     assert not d.passed and d.checks[0].verdict == "not significant"
-    assert d.reasons == ("primary eval 'policy': one-sided sign test p=0.0107 (9 wins, 1 losses) is above "
-                         "α/K = 0.05/5 = 0.0100 (5 candidate(s) compared on the same held-out samples)",)
+    assert d.reasons == (("primary eval 'policy': one-sided sign test p=0.0107 (9 wins, 1 losses) is above "
+                          "α/K = 0.05/5 = 0.0100 (5 candidate(s) compared on the same held-out samples)"),)
     assert decide(entry(policy=ev(0.13, (0.03, 0.23), wins=10, losses=0)),
                   S.model_copy(update={"comparisons": 5})).passed
 

@@ -74,5 +74,7 @@ def test_trigger_config_section_validates():
 
     cfg = TargetConfig.model_validate({"target": "t", "trigger": {"min_new_samples": 5, "skip_above_score": 0.8}})
     assert cfg.trigger.min_new_samples == 5
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
         TargetConfig.model_validate({"target": "t", "trigger": {"min_new_samples": -1}})

@@ -112,7 +112,7 @@ def test_a_world_with_no_better_candidate_is_not_promoted(tmp_path, phoenix, pro
     assert res.exit_code == 3, res.output
     doc = json.loads(res.stdout)
     assert doc["outcome"] == "refused" and doc["steps"][-1]["status"] == "refused"
-    assert doc["production"] is None
+    assert doc["production"] is None and doc["refusal"]["reasons"]
     assert list_builds(Workspace(tmp_path).prompts_dir, "noise") == []
     stderr = " ".join(res.stderr.split())  # Rich wraps long lines
     assert "did not pass the gate" in stderr or "no best candidate" in stderr

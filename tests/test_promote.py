@@ -13,10 +13,10 @@ from selfimprove.cli.app import app
 from selfimprove.core.canonical import short
 from selfimprove.core.errors import GateFailed, IntegrityError, UsageError
 from selfimprove.core.records import Candidate, Checkpoint, EvalSpec, Policy
+from selfimprove.stages.promote import build_name, promote
 from selfimprove.store.builds import list_builds, production, verify_builds
 from selfimprove.store.runs import Workspace
 from selfimprove.store.verify import verify_run
-from selfimprove.stages.promote import build_name, promote
 
 runner = CliRunner()
 CONFIG = """target = "support"
@@ -216,7 +216,7 @@ def test_build_name_parsing():
 
 
 def test_cli_exit_codes_and_json(tmp_path):
-    run, _ = make_run(tmp_path, evals={"policy": ev(0.01, (-0.1, 0.12))})
+    make_run(tmp_path, evals={"policy": ev(0.01, (-0.1, 0.12))})
     res = runner.invoke(app, ["promote", "--root", str(tmp_path), "--json"])
     assert res.exit_code == 3, res.output
     doc = json.loads(res.stdout)

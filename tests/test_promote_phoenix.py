@@ -1,11 +1,11 @@
 """`promote --push-phoenix` and `load_policy(source=...)` against the real Phoenix server (session fixture)."""
 
 import pytest
+from test_promote import make_run
 
 import selfimprove
 from selfimprove.core.errors import UsageError
 from selfimprove.stages.promote import promote
-from test_promote import make_run
 
 pytestmark = pytest.mark.phoenix
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,15 +13,15 @@ from selfimprove.cli.output import handle_errors
 
 @handle_errors
 def run(
-    since: Annotated[Optional[str], typer.Option(help="Start of the pull window (default: the target's cursor, "
+    since: Annotated[str | None, typer.Option(help="Start of the pull window (default: the target's cursor, "
                                                       "where the last pull ended).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="End of the pull window, exclusive (default: now).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Pull at most this many spans.", min=1)] = None,
-    trials: Annotated[Optional[int], typer.Option(help="Update trials (default: config update.trials).",
+    until: Annotated[str | None, typer.Option(help="End of the pull window, exclusive (default: now).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Pull at most this many spans.", min=1)] = None,
+    trials: Annotated[int | None, typer.Option(help="Update trials (default: config update.trials).",
                                                   min=1)] = None,
-    max_calls: Annotated[Optional[int], typer.Option(help="LLM-call budget of the update (default: config "
+    max_calls: Annotated[int | None, typer.Option(help="LLM-call budget of the update (default: config "
                                                           "update.max_calls).", min=1)] = None,
-    min_improvement: Annotated[Optional[float], typer.Option(help="Required gain on the primary eval (default: "
+    min_improvement: Annotated[float | None, typer.Option(help="Required gain on the primary eval (default: "
                                                                   "config gate.min_improvement).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the update's minibatches and search.")] = 0,
     force_update: Annotated[bool, typer.Option("--force-update", help="Update even when the [trigger] says skip "
@@ -51,7 +51,7 @@ def run(
                       dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update, wait=wait)
     render_result("selfimprove.run/1", result, json_output)
     if result.outcome == "refused":
-        refusal = result.trigger.get("refusal") or {}
+        refusal = result.refusal or {}
         raise GateFailed(refusal.get("message", "the gate refused the candidate"), reasons=refusal.get("reasons"))
 
 
@@ -59,7 +59,7 @@ def run(
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo workspace; each demo writes a fresh "
                                               "sub-folder (configs/, runs/, prompts/, phoenix/).")] = Path(
-        "selfimprove-demo"),
+        ".selfimprove-demo"),
     world: Annotated[str, typer.Option(help="Simulator world: support or routing.")] = "support",
     traffic: Annotated[int, typer.Option(help="Production calls to simulate.", min=20)] = 160,
     seed: Annotated[int, typer.Option(help="Seed of the simulator and the loop.")] = 0,

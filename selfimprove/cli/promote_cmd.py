@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,13 +13,13 @@ from selfimprove.cli.output import handle_errors
 
 @handle_errors
 def promote(
-    candidate: Annotated[Optional[str], typer.Option(help="Candidate id (default: the report's best).")] = None,
-    min_improvement: Annotated[Optional[float], typer.Option(help="Required gain on the primary eval "
+    candidate: Annotated[str | None, typer.Option(help="Candidate id (default: the report's best).")] = None,
+    min_improvement: Annotated[float | None, typer.Option(help="Required gain on the primary eval "
                                                                   "(default: config gate.min_improvement).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the gate; write and move nothing.")] = False,
     push_phoenix: Annotated[bool, typer.Option("--push-phoenix", help="Also create a Phoenix prompt version "
                                                                       "and move its production tag.")] = False,
-    to: Annotated[Optional[str], typer.Option("--to", help="Roll the production ref back (or forward) to this "
+    to: Annotated[str | None, typer.Option("--to", help="Roll the production ref back (or forward) to this "
                                                            "build, e.g. v0002.")] = None,
     run: RunOpt = None,
     target: TargetOpt = None,

@@ -29,7 +29,8 @@ direction is "minimize" the gain is `-diff` and the CI is mirrored; every thresh
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 

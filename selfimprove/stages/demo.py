@@ -19,8 +19,9 @@ import contextlib
 import datetime as dt
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -68,7 +69,8 @@ def demo_config(*, phoenix_url: str, project: str, sim_base_url: str, primary: s
             f'[trigger]\nmin_new_samples = {min_new_samples}\n')
 
 
-def run_demo(*, workdir: str | Path = "selfimprove-demo", world: str = "support", traffic: int = 160, seed: int = 0,
+def run_demo(*, workdir: str | Path = ".selfimprove-demo", world: str = "support", traffic: int = 160,
+             seed: int = 0,
              keep_running: bool = False, say: Callable[[str], None] | None = None,
              on_result: Callable[[DemoResult], None] | None = None) -> DemoResult:
     """Run the demo; see the module docstring. `say` receives progress lines; `on_result` sees the result before
@@ -80,8 +82,7 @@ def run_demo(*, workdir: str | Path = "selfimprove-demo", world: str = "support"
 
     say = say or (lambda _text: None)
     started = time.monotonic()
-    root = Path(workdir) / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    root.mkdir(parents=True, exist_ok=False)
+    root = _fresh_folder(Path(workdir).resolve(), dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"))
     project = f"selfimprove-demo-{world}"
     primary = next((e["name"] for e in world_evals(world) if e.get("primary")), world_evals(world)[0]["name"])
     result = DemoResult(world=world, workspace=str(root), phoenix_project=project)
@@ -134,6 +135,18 @@ def _fill(result: DemoResult, root: Path, loop: Any) -> None:
     if loop.outcome == "promoted" and loop.build:
         first = history["builds"][0]["name"]
         result.prompt_diff = diff(root, TARGET, first, loop.build)["prompt_diff"]
+
+
+def _fresh_folder(parent: Path, stem: str) -> Path:
+    """`parent/stem`, or `parent/stem-2`, … : a folder no earlier demo used."""
+    for i in range(1, 1000):
+        path = parent / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no fresh folder under {parent}")
 
 
 @contextlib.contextmanager

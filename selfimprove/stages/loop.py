@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -41,6 +42,7 @@ class LoopResult(BaseModel):
     steps: list[Step] = []
     trigger: dict[str, Any] = {}
     decision: dict[str, Any] | None = None
+    refusal: dict[str, Any] | None = None  # {"message", "reasons"} when the gate refused
     primary: dict[str, Any] | None = None
     build: str | None = None
     previous: str | None = None
@@ -164,7 +166,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
             if refused is not None:
                 result.decision = refused.decision.model_dump(mode="json")
                 result.primary = refused.primary
-            result.trigger["refusal"] = {"message": exc.message, "reasons": exc.reasons}
+            result.refusal = {"message": exc.message, "reasons": list(exc.reasons)}
             step("promote", "refused", exc.message + ": " + "; ".join(exc.reasons), t0)
             result.production = _production(ws, cfg.target)
             return finish("refused")

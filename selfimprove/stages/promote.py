@@ -179,8 +179,8 @@ def _pick_candidate(report: dict[str, Any], candidate: str | None, settings) -> 
     if report.get("best") in entries:
         return entries[report["best"]]
     if not entries:
-        raise GateFailed("the report holds no evaluated candidate", reasons=["update produced no candidate that "
-                         "passed its guards, or evaluate was run on none"])
+        raise GateFailed("the report holds no evaluated candidate", reasons=[("update produced no candidate that "
+                         "passed its guards, or evaluate was run on none")])
     # No best: say why each candidate would fail, and promote nothing (choosing among losers after the fact
     # would be a multiple comparison the report's statistics do not cover).
     reasons = [f"{cid}: {r}" for cid, e in entries.items() for r in decide(e, settings).reasons]

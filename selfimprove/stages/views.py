@@ -163,7 +163,7 @@ def render_demo(console: Any, result: Any) -> None:
     outcome = {"promoted": f"PROMOTED {result.production}", "refused": "REFUSED by the gate (production unchanged)",
                "skipped": "SKIPPED by the trigger"}.get(result.outcome, result.outcome.upper())
     console.print(f"Outcome: {outcome}", markup=False)
-    for reason in ((result.loop.get("trigger") or {}).get("refusal") or {}).get("reasons", []):
+    for reason in (result.loop.get("refusal") or {}).get("reasons", []):
         console.print(f"  - {reason}", markup=False)
     if result.prompt_diff:
         console.print(Panel(Syntax(result.prompt_diff, "diff", theme="ansi_dark", word_wrap=True),
