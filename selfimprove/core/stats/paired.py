@@ -99,7 +99,8 @@ def paired_bootstrap(
 
     Deterministic for a given seed. With fewer than two pairs, or when every difference is equal (no
     sampling variation to measure), the interval collapses to the mean. Falls back to the percentile method
-    when BCa is undefined (e.g. two distinct values with extreme skew). Raises ValueError on an empty input.
+    when BCa is undefined (e.g. two distinct values with extreme skew), and uses it outright above 200 pairs,
+    where BCa's jackknife gets slow and buys nothing. Raises ValueError on an empty input.
     """
     import warnings
 
@@ -112,7 +113,10 @@ def paired_bootstrap(
     mean = float(d.mean())
     if d.size < 2 or float(d.max() - d.min()) == 0.0:
         return Interval(mean_diff=mean, low=mean, high=mean, confidence=confidence)
-    for method in ("BCa", "percentile"):
+    # BCa's jackknife is quadratic in n; past a few hundred pairs the mean's sampling distribution is close to
+    # symmetric and the percentile interval agrees with BCa to the third decimal, at a fraction of the cost.
+    methods = ("BCa", "percentile") if d.size <= 200 else ("percentile",)
+    for method in methods:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = stats.bootstrap(
