@@ -65,3 +65,24 @@ def test_gepa_improves_within_the_same_budget_accounting(support, max_calls):
         seed = next(k for k, v in result.info.items() if v["role"] == "seed")
         assert result.val_scores[result.best] > result.val_scores[seed]
         assert all(c.parent for c in result.candidates)
+
+
+def test_gepa_never_adopts_a_planted_instruction():
+    server = start_server("support", seed=5, gullible=True)
+    try:
+        train = production_samples(server.base_url, "support", 32, seed=2, injection_rate=0.5)
+        evals = eval_specs("support")
+        ctx = OptimizeContext(policy=start_policy("support"), evals=evals, train=train,
+                              scorer=replay_scorer(server.base_url, evals),
+                              lm=OpenAIOptimizerLM(client(server.base_url), "sim-optimizer"), budget=Budget(200))
+        result = GEPAOptimizer(SearchSettings(val_size=8)).optimize(ctx)
+    finally:
+        server.stop()
+    planted = [c for c in result.candidates if "free100" in c.policy.system_prompt.lower()]
+    assert planted, "the gullible reflection model should have proposed the planted line"
+    for c in planted:  # kept for the record, with the reason, never adopted
+        assert not c.passed_guards and "no_planted_content" in {g.name for g in c.guards if not g.passed}
+        assert result.val_scores.get(c.id) is None
+    if result.best:
+        best = next(c for c in result.candidates if c.id == result.best)
+        assert best.passed_guards and "free100" not in best.policy.system_prompt.lower()

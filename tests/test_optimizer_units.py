@@ -130,13 +130,14 @@ def test_merge_prompt_shows_every_trial_with_its_feedback():
         assert f"Rule {i}." in user and f"problem {i}" in user
 
 
-def test_incumbent_changes_only_beyond_the_noise_of_the_slice():
+def test_incumbent_changes_only_beyond_z_standard_errors():
     ids = [f"s{i}" for i in range(16)]
     pop = Population(ids)
     base = Member("base", P, {i: 0.5 for i in ids})
     lucky = Member("lucky", P, {i: (1.0 if k == 0 else 0.5) for k, i in enumerate(ids)})  # one sample better
     real = Member("real", P, {i: (1.0 if k % 2 else 0.5) for k, i in enumerate(ids)})  # half the samples better
     noisy = Member("noisy", P, {i: (1.0 if k % 2 else 0.0) for k, i in enumerate(ids)})  # as many up as down
-    assert pop.improves(real, base) and not pop.improves(lucky, base) and not pop.improves(noisy, base)
-    assert not pop.improves(base, base) and pop.not_worse(base, base) and pop.not_worse(noisy, base)
-    assert not pop.not_worse(base, real)
+    assert pop.improves(real, base, 1) and not pop.improves(lucky, base, 1) and not pop.improves(noisy, base, 1)
+    assert pop.improves(lucky, base, 0) and not pop.improves(noisy, base, 0)  # z = 0: any gain counts
+    assert not pop.improves(base, base, 0) and pop.not_worse(base, base, 1) and pop.not_worse(noisy, base, 1)
+    assert not pop.not_worse(base, real, 1)

@@ -66,9 +66,9 @@ def demonstration_messages(demos: Sequence[Sample]) -> tuple[Message, ...]:
 
 
 def try_fewshot(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop: Population, best: Member,
-                val: Sequence[Sample], rows_of: dict, k: int, log) -> Member:
+                val: Sequence[Sample], rows_of: dict, k: int, log, z: float = 0.0) -> Member:
     """Add k demonstrations to the incumbent; returns the new incumbent (the demonstrations' candidate when it
-    beats the incumbent on validation by more than the noise, else the incumbent)."""
+    beats the incumbent on validation (by more than z standard errors), else the incumbent)."""
     val_ids = {s.sample_id for s in val}
     pool = [s for s in ctx.train if s.sample_id not in val_ids]
     demos = choose_demonstrations(stored_rows(pool, ctx.evals), {s.sample_id: s for s in pool}, ctx.evals, k, gctx)
@@ -89,7 +89,7 @@ def try_fewshot(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop: P
         return best
     ledger.charge(cand.id, spend)
     member = Member(cand.id, policy, {r.sample_id: r.value(ctx.evals) for r in rows}, parent=best.id)
-    won = pop.improves(member, best)
+    won = pop.improves(member, best, z)
     ledger.info[cand.id].update(val_mean=round(member.mean, 6), won=won)
     log(f"few-shot: {cand.id} validation mean {member.mean:.3f} vs {best.mean:.3f}: {'kept' if won else 'dropped'}")
     if won:

@@ -8,7 +8,8 @@
 - the reflection LM is our optimizer model, as a plain callable.
 Same budget accounting as the built-in optimizer: every replay, judge and reflection call is reserved on the
 shared Budget, and a stopper ends the run when the next step could not be paid for. Guards run *before* a
-candidate is evaluated: a candidate that fails them scores 0 without spending a call, so GEPA never adopts it.
+candidate is evaluated (against the seed policy, so the length cap does not compound): a candidate that fails them
+scores 0 without spending a call, so GEPA never adopts it; it is still reported, with the reason.
 The same validation slice of train is GEPA's valset; the feedback pool is its trainset; test is never seen.
 """
 
@@ -37,6 +38,7 @@ class SelfimproveGEPAAdapter:
                  guard_ctx: GuardContext):
         self.policy, self.evals, self.scorer, self.budget, self.guard_ctx = policy, tuple(evals), scorer, budget, guard_ctx
         self.spend: dict[str, Spend] = {}  # candidate id -> what evaluating it cost
+        self.rejected: dict[str, Policy] = {}  # guard-rejected proposals, kept for the record
 
     def policy_for(self, candidate: dict[str, str]) -> Policy:
         return self.policy.model_copy(update={"system_prompt": candidate[COMPONENT]})
@@ -48,6 +50,7 @@ class SelfimproveGEPAAdapter:
         zero = [{spec.name: 0.0 for spec in self.evals} for _ in batch]
         if policy.system_prompt != self.policy.system_prompt and not all(
                 g.passed for g in run_guards(policy, self.policy, self.guard_ctx)):
+            self.rejected.setdefault(candidate_id(policy), policy)
             traj = [{"input": input_text(s.history), "output": "", "feedback": "rejected by the guards"}
                     for s in batch] if capture_traces else None
             return EvaluationBatch(outputs=[""] * len(batch), scores=[0.0] * len(batch), trajectories=traj,
@@ -170,6 +173,12 @@ class GEPAOptimizer:
                 tokens=spend.tokens, cost_usd=round(spend.cost_usd, 6)))
             info[cid] = {"role": "gepa", "round": i, "val_mean": val_scores[cid], "passed_guards":
                          candidates[-1].passed_guards, "parents": [ids[p] for p in parents]}
+        for cid, policy in adapter.rejected.items():  # proposals GEPA never adopted because the guards refused them
+            if cid not in info:
+                candidates.append(Candidate(id=cid, policy=policy, parent=seed_id, edits=(),
+                                            rationale="GEPA reflective mutation, refused by the guards before "
+                                                      "evaluation", guards=run_guards(policy, ctx.policy, gctx)))
+                info[cid] = {"role": "gepa", "round": 0, "passed_guards": False, "parents": []}
         ok = [cid for cid in ids if cid == seed_id or info.get(cid, {}).get("passed_guards")]
         best = max(ok, key=lambda c: (val_scores[c], c == seed_id)) if ok else seed_id
         return OptimizeResult(candidates=candidates, best=None if best == seed_id else best, val_scores=val_scores,

@@ -7,9 +7,9 @@ One round:
    the feedback, new prompt) at the current step size;
 3. *merge* the trials' edits into one candidate with an LLM call of the same structure (trial candidates are kept);
 4. guard every candidate; score the merged one (or the first guarded trial) on the validation slice and add it
-   to the population. The incumbent (the result) changes only when a candidate beats it by more than the noise
-   of the slice (paired difference above its standard error); when a round brings no such gain, the step size
-   grows ("magnitude words") and so does the optimizer's temperature.
+   to the population. The incumbent (the result) changes only when a candidate beats it on the slice (paired
+   difference above `accept_z` standard errors, see search.py); when a round brings no gain, the step size grows
+   ("magnitude words") and so does the optimizer's temperature.
 Then, budget permitting, few-shot demonstrations and (when allowed) model/temperature variants of the incumbent,
 each kept only when it wins on validation in the same sense.
 
@@ -49,6 +49,7 @@ class SearchSettings:
     allow_output_contract_change: bool = False
     val_size: int = 0  # 0: automatic (40% of train, between 8 and 32)
     fewshot: int = 0
+    accept_z: float = 0.0  # the incumbent changes when a candidate beats it by > accept_z standard errors
 
     @classmethod
     def from_config(cls, update: Any, **overrides: Any) -> SearchSettings:
@@ -133,7 +134,7 @@ class TextGradOptimizer:
                 rows_of[cand_id] = rows
                 scored = member
                 break
-            if scored is not None and pop.improves(scored, incumbent):
+            if scored is not None and pop.improves(scored, incumbent, s.accept_z):
                 incumbent, stall = scored, 0
             else:
                 stall += 1
@@ -148,7 +149,7 @@ class TextGradOptimizer:
         from selfimprove.optimizers.tuning import try_parameters
 
         if s.fewshot > 0:
-            incumbent = try_fewshot(ctx, ledger, gctx, pop, incumbent, val, rows_of, s.fewshot, log)
+            incumbent = try_fewshot(ctx, ledger, gctx, pop, incumbent, val, rows_of, s.fewshot, log, s.accept_z)
         if s.allowed_models or s.tune_temperature:
             incumbent = try_parameters(ctx, ledger, gctx, pop, incumbent, val, s, log)
         seed_info = {"role": "seed", "round": 0, "val_mean": round(pop.members[0].mean, 6)}

@@ -1,8 +1,8 @@
 """Cost-aware tuning of the call's parameters: the model (from the config's allowed list) and the temperature.
 
 Each variant of the incumbent is scored on the validation slice, cheapest model first. A variant replaces the
-incumbent when it beats it by more than the noise (`Population.improves`), or is cheaper (by the configured
-prices) and not worse beyond the noise. Rejected variants are kept as candidates, with their validation mean.
+incumbent when it beats it (`Population.improves`), or is cheaper (by the configured prices) and not worse by more
+than one standard error of the paired difference. Rejected variants are kept as candidates, with their validation mean.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def try_parameters(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop
         ledger.info[cand.id]["val_mean"] = round(member.mean, 6)
         ref = winner or best
         cheaper = (unit_price(ctx.prices, policy.model) or 0.0) < (unit_price(ctx.prices, ref.policy.model) or 0.0)
-        if pop.improves(member, ref) or (cheaper and pop.not_worse(member, ref)):
+        z = getattr(settings, "accept_z", 0.0)
+        if pop.improves(member, ref, z) or (cheaper and pop.not_worse(member, ref, max(z, 1.0))):
             winner = member
         log(f"tuning: {edit.instruction}: validation mean {member.mean:.3f}")
     if winner is not None:

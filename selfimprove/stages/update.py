@@ -167,6 +167,14 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
         from selfimprove.optimizers.replay_scorer import ReplayScorer
 
         scorer = ReplayScorer.from_config(cfg, evals, cache=cache, ledger=ledger)
+    skipped = getattr(scorer, "skipped", {}) or {}
+    if skipped:  # an eval that cannot be replayed offline (human, unknown code eval) cannot score a candidate
+        evals = tuple(e for e in evals if e.name not in skipped)
+        if log:
+            log("not learning from " + "; ".join(f"{k} ({v})" for k, v in sorted(skipped.items())))
+    if not evals:
+        raise UsageError("none of the checkpoint's evals can be replayed offline",
+                         hint="update needs at least one LLM or registered code eval")
     ctx = OptimizeContext(policy=checkpoint.policy, evals=evals, train=train, scorer=scorer,
                           lm=_optimizer_lm(cfg, cache, ledger), budget=Budget(limit),
                           primary_eval=checkpoint.primary_eval, settings=settings, seed=seed, focus=focus,
