@@ -125,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "throttle":
             stats.record(endpoint, model, 429)
             headers = {"Retry-After": str(max(1, math.ceil(fault.retry_after_s))),
-                       "retry-after-ms": str(round(fault.retry_after_s * 1000))}
+                       "retry-after-ms": str(max(1, math.ceil(fault.retry_after_s * 1000)))}
             return self._send(429, {"error": {"message": "simulated rate limit", "type": "rate_limit_error"}}, headers)
         try:
             payload = models.complete(body, self.server.world, self.server.config.as_dict())
