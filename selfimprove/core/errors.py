@@ -27,6 +27,10 @@ class ConfigError(UsageError):
     """A config file that does not validate: names the file, the key, the expectation and what was found."""
 
 
+class NothingNew(UsageError):
+    """An incremental pull found no spans after the cursor: for cron, "nothing to do", not a failure."""
+
+
 class GateFailed(SelfimproveError):
     """A candidate did not earn promotion, or a diff shows a regression."""
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from selfimprove.core.errors import GateFailed, SelfimproveError, UsageError
+from selfimprove.core.errors import GateFailed, NothingNew, SelfimproveError
 
 
 class Step(BaseModel):
@@ -107,9 +107,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
 
         try:
             pulled = pull(**common, since=since, until=until, limit=limit)
-        except UsageError as exc:
-            if not exc.message.startswith("no new spans"):
-                raise
+        except NothingNew as exc:
             step("pull", "skipped", exc.message, t0)
             return finish("nothing new")
         run = ws.open_run(cfg.target, pulled.run)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from selfimprove.core.errors import UsageError
+from selfimprove.core.errors import NothingNew, UsageError
 from selfimprove.core.when import iso, parse_when
 from selfimprove.stages.cursor import advance_cursor, read_cursor, source_key
 from selfimprove.telemetry.base import Progress
@@ -228,7 +228,7 @@ class Puller:
         when = f" since {iso(since_at)}" if since_at else ""
         detail = "; ".join(n for n in notes if not n.startswith("resuming")) or None
         if since_from == "cursor":
-            return UsageError(f"no new spans for {where}{when} (the last pull, run {cursor.run}, has the rest)",
+            return NothingNew(f"no new spans for {where}{when} (the last pull, run {cursor.run}, has the rest)",
                               hint="wait for new traffic, or pass --since to pull an earlier window again")
         hint = "check telemetry.phoenix.project and span_filter (--set telemetry.phoenix.project=NAME) or widen " \
                "--since" if desc["name"] == "phoenix" else "check the source settings or widen --since"
