@@ -31,6 +31,10 @@ def test_traffic_traces_calls_and_logs_judged_annotations(phoenix, project_name,
 
     # the instrumentor is gone: openai.OpenAI.request is the original function again
     assert "Wrapper" not in type(openai.OpenAI.__dict__["request"]).__name__
+    # so is the eval instrumentor the judges ran under (the process did not have it on before)
+    from selfimprove.evals.instrument import EvalInstrumentor
+
+    assert not EvalInstrumentor().is_instrumented
 
     px = Client(base_url=phoenix.url)
     spans = px.spans.get_spans_dataframe(project_identifier=project_name, timeout=30)
@@ -46,3 +50,57 @@ def test_traffic_traces_calls_and_logs_judged_annotations(phoenix, project_name,
     assert abs(acc["result.score"].mean() - summary["scores"]["routing_accuracy"]) < 1e-9
     wrong = acc[acc["result.label"] == "incorrect"]
     assert all(isinstance(e, str) and "label" in e for e in wrong["result.explanation"])
+
+
+def test_the_instrumentation_block_restores_even_on_error_and_respects_an_existing_one(tmp_path):
+    from selfimprove.evals.instrument import EvalInstrumentor, instrument, uninstrument
+    from selfimprove.sim.traffic import _eval_instrumentation
+
+    uninstrument()
+    with pytest.raises(RuntimeError), _eval_instrumentation():
+        assert EvalInstrumentor().is_instrumented
+        raise RuntimeError("a judge blew up")
+    assert not EvalInstrumentor().is_instrumented
+
+    owner = instrument(registry_dir=tmp_path)
+    try:
+        with _eval_instrumentation():
+            pass
+        assert EvalInstrumentor().is_instrumented  # the process had it on: left on, same owner and registry
+        assert instrument() is owner and owner.registry_dir == tmp_path
+    finally:
+        uninstrument()
+
+
+@pytest.mark.phoenix
+def test_traffic_specs_come_from_the_instrumentor_and_an_existing_instrumentation_is_kept(phoenix, project_name,
+                                                                                        tmp_path):
+    from phoenix.client import Client
+
+    from selfimprove.core.records import EvalSpec
+    from selfimprove.evals.instrument import EvalInstrumentor, instrument, uninstrument
+    from selfimprove.sim import start_server
+    from selfimprove.sim.traffic import SPEC_KEY, eval_specs, make_traffic
+
+    sim = start_server("support", seed=5)
+    owner = instrument(registry_dir=tmp_path / "registry")  # the user's own process already records specs
+    try:
+        made = make_traffic("support", 8, phoenix_url=phoenix.url, project=project_name, sim_base_url=sim.base_url,
+                            seed=5)
+        assert EvalInstrumentor().is_instrumented and instrument() is owner
+    finally:
+        uninstrument()
+        sim.stop()
+    expected = {s["name"]: EvalSpec.model_validate(s) for s in eval_specs("support")}
+    # the instrumentor recorded them (its local registry, under the user's folder) ...
+    saved = {p.stem: EvalSpec.model_validate({k: v for k, v in json.loads(p.read_text()).items() if k != "schema"})
+             for p in (tmp_path / "registry").glob("*.json")}
+    assert saved == expected
+    # ... and they travelled into Phoenix in each annotation's metadata, with phoenix-evals' own keys kept
+    px = Client(base_url=phoenix.url)
+    spans = px.spans.get_spans_dataframe(project_identifier=project_name, timeout=30)
+    ann = px.spans.get_span_annotations_dataframe(spans_dataframe=spans, project_identifier=project_name, timeout=30)
+    assert len(ann) == made["annotations"] == 8 * len(expected)
+    for name, meta in zip(ann["annotation_name"], ann["metadata"]):
+        assert EvalSpec.model_validate(meta[SPEC_KEY]) == expected[name]
+        assert meta["model"] == "sim-judge" and meta["direction"] == "maximize"

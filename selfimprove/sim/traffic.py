@@ -1,13 +1,16 @@
 """Production traffic for a world: N calls through the real openai SDK, traced to Phoenix with OpenInference, then
 judged with real phoenix-evals evaluators and logged back as span annotations carrying each eval's spec.
 
-This is how the demo and the tests make "production". Each annotation's metadata holds the eval's EvalSpec under
-`selfimprove.eval_spec` (what the EvalInstrumentor records for a team's own evals), so the rest of selfimprove can
-replay the judges offline.
+This is how the demo and the tests make "production", the way a team would: the evals run with the
+EvalInstrumentor on (`evaluate_dataframe` → `to_annotation_dataframe` → `log_span_annotations_dataframe`), so each
+annotation's metadata holds its eval's EvalSpec under `selfimprove.eval_spec` and the rest of selfimprove can replay
+the judges offline. The instrumentation is switched off afterwards unless the process had it on already.
+`eval_specs(world)` builds the same specs independently of the instrumentor (tests compare the two).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,34 +98,55 @@ def _wait_for_spans(client, project: str, span_ids: set[str], since: datetime, t
                            hint="check that the Phoenix URL is right and the server is ingesting traces")
 
 
-def _judge_and_log(world: str, rows: list[dict[str, str]], *, client, sim_base_url: str) -> dict[str, float]:
-    import pandas as pd
-    from phoenix.evals import LLM, ClassificationEvaluator, evaluate_dataframe
+def world_evaluators(world: str, sim_base_url: str) -> list[Any]:
+    """The world's evals as real phoenix-evals ClassificationEvaluators judged by `sim-judge` at `sim_base_url`."""
+    from phoenix.evals import LLM, ClassificationEvaluator
 
     llm = LLM(provider="openai", model=JUDGE_MODEL, base_url=sim_base_url, api_key="sim",
               initial_per_second_request_rate=1000)
-    specs = {s["name"]: s for s in eval_specs(world)}
-    evaluators = [ClassificationEvaluator(name=s["name"], llm=llm, prompt_template=s["template"],
-                                          choices=s["choices"], direction=s["direction"], **JUDGE_PARAMS)
-                  for s in specs.values()]
+    return [ClassificationEvaluator(name=e["name"], llm=llm, prompt_template=e["template"], choices=e["choices"],
+                                    direction=e.get("direction", "maximize"), **JUDGE_PARAMS)
+            for e in world_evals(world)]
+
+
+@contextlib.contextmanager
+def _eval_instrumentation():
+    """The EvalInstrumentor on for the block; left on afterwards only if the process had it on before."""
+    from selfimprove.evals.instrument import EvalInstrumentor, instrument
+
+    already = EvalInstrumentor().is_instrumented
+    instrument()
+    try:
+        yield
+    finally:
+        if not already:
+            EvalInstrumentor().uninstrument()
+
+
+def _judge_and_log(world: str, rows: list[dict[str, str]], *, client,
+                   sim_base_url: str) -> tuple[dict[str, float], int]:
+    """Judge `rows` as a team would: evaluate_dataframe → to_annotation_dataframe → log_span_annotations_dataframe,
+    with the EvalInstrumentor on, so each annotation's metadata carries its eval's spec (SPEC_KEY).
+    Returns ({eval: mean score}, annotations logged)."""
+    import pandas as pd
+    import phoenix.evals as px_evals
+    from phoenix.evals.utils import to_annotation_dataframe
+
+    evaluators = world_evaluators(world, sim_base_url)
     df = pd.DataFrame(rows).set_index("span_id")
     df.index.name = "context.span_id"
-    res = evaluate_dataframe(dataframe=df, evaluators=evaluators, hide_tqdm_bar=True)
-    records, scores = [], {}
-    for name, spec in specs.items():
-        vals = []
-        for span_id, cell in res[f"{name}_score"].items():
-            if not isinstance(cell, dict):  # a judge call that failed: no annotation, as in production
-                continue
-            meta = dict(cell.get("metadata") or {}, direction=spec["direction"], **{SPEC_KEY: spec})
-            records.append({"span_id": span_id, "annotation_name": name, "annotator_kind": "LLM",
-                            "label": cell.get("label"), "score": cell.get("score"),
-                            "explanation": cell.get("explanation"), "metadata": meta})
-            vals.append(float(cell.get("score") or 0.0))
-        scores[name] = sum(vals) / len(vals) if vals else float("nan")
-    if records:
-        client.spans.log_span_annotations_dataframe(dataframe=pd.DataFrame(records), sync=True)
-    return scores
+    with _eval_instrumentation():
+        # looked up on the module inside the block: the instrumented function, as a team's code would call it
+        res = px_evals.evaluate_dataframe(dataframe=df, evaluators=evaluators, hide_tqdm_bar=True)
+    ann = to_annotation_dataframe(dataframe=res, score_names=[e.name for e in evaluators])
+    ann = ann[ann["metadata"].notna()]  # a judge call that failed: no annotation, as in production
+    ann = ann.rename(columns={"context.span_id": "span_id"})[
+        ["span_id", "annotation_name", "annotator_kind", "label", "score", "explanation", "metadata"]]
+    means = pd.to_numeric(ann["score"], errors="coerce").groupby(ann["annotation_name"]).mean()
+    scores = {e.name: float(means.get(e.name, float("nan"))) for e in evaluators}
+    if len(ann):
+        client.spans.log_span_annotations_dataframe(dataframe=ann.reset_index(drop=True), sync=True)
+    return scores, len(ann)
 
 
 def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: str,
@@ -143,6 +167,8 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
     span_ids = [r["span_id"] for r in rows]
     if rows:
         _wait_for_spans(client, project, set(span_ids), since, timeout)
-    scores = _judge_and_log(world, rows, client=client, sim_base_url=sim_base_url) if evals and rows else {}
+    scores, annotations = {}, 0
+    if evals and rows:
+        scores, annotations = _judge_and_log(world, rows, client=client, sim_base_url=sim_base_url)
     return {"world": world, "project": project, "calls": n, "errors": errors, "spans": len(rows),
-            "annotations": len(rows) * len(scores), "scores": scores, "span_ids": span_ids, "policy": pol}
+            "annotations": annotations, "scores": scores, "span_ids": span_ids, "policy": pol}

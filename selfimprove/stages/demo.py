@@ -3,7 +3,8 @@
 1. A fresh workspace `<workdir>/<UTC stamp>/` (configs/, runs/, prompts/, phoenix/ with its sqlite DB).
 2. The simulator (a thread on a free loopback port) and a local Phoenix (a subprocess, `phoenix/` as its DB dir).
 3. "Production": N calls with the world's deliberately weak default prompt, traced to Phoenix, judged by the
-   world's evals with real phoenix-evals evaluators, logged back as span annotations with their specs.
+   world's evals with real phoenix-evals evaluators run through the EvalInstrumentor, logged back as span
+   annotations whose metadata carries each eval's spec (selfimprove.sim.traffic.make_traffic).
 4. A config for the demo target (the local Phoenix, the simulator's base_url; `api_key_env` names a variable the
    demo sets to a dummy value: no key is written anywhere), then `run_loop` with `--push-phoenix`.
 5. The result: baseline vs promoted on held-out data with the CI, the prompt diff, the build chain, the Phoenix UI
