@@ -13,7 +13,7 @@ from selfimprove.cli.output import emit, handle_errors
 
 def _target(root: Path, target: str | None, overrides: list[str] | None):
     """(target name, its gate settings or None): from the config when there is one, else the name itself."""
-    from selfimprove.cli.common import config_path, load_target
+    from selfimprove.config.load import config_path, load_target
     from selfimprove.core.errors import ConfigError, UsageError
 
     try:

@@ -22,30 +22,14 @@ WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for another run of t
 
 
 def config_path(root: Path, target: str | None) -> Path:
-    """Resolve --target: a file path, a name under configs/, or the only config there."""
-    from selfimprove.core.errors import UsageError
+    """Resolve --target (see selfimprove.config.load.config_path); imported lazily to keep start-up light."""
+    from selfimprove.config.load import config_path as resolve
 
-    if target:
-        direct = Path(target)
-        if direct.suffix in (".toml", ".json") or direct.exists():
-            return direct
-        for ext in (".toml", ".json"):
-            named = root / "configs" / f"{target}{ext}"
-            if named.is_file():
-                return named
-        raise UsageError(f"no config for target '{target}' (looked for configs/{target}.toml and .json)",
-                         hint=f"create one with `selfimprove init {target}`")
-    found = sorted((root / "configs").glob("*.toml")) + sorted((root / "configs").glob("*.json"))
-    found = [p for p in found if not p.stem.startswith("base")]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise UsageError("no target config found in configs/", hint="create one with `selfimprove init NAME`")
-    names = ", ".join(p.stem for p in found)
-    raise UsageError(f"several targets in configs/ ({names}); choose one with --target")
+    return resolve(root, target)
 
 
 def load_target(root: Path, target: str | None, overrides: list[str] | None):
-    from selfimprove.config.load import load_config
+    """The target's config with overrides (see selfimprove.config.load.load_target); imported lazily."""
+    from selfimprove.config.load import load_target as load
 
-    return load_config(config_path(root, target), overrides or [])
+    return load(root, target, overrides)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from selfimprove.config.models import TargetConfig
-from selfimprove.core.errors import ConfigError
+from selfimprove.core.errors import ConfigError, UsageError
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -107,3 +107,30 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TargetC
     data = apply_overrides(resolve_extends(path), list(overrides or []))
     data.setdefault("target", path.stem)
     return validate_config(data, str(path))
+
+
+def config_path(root: Path, target: str | None) -> Path:
+    """Resolve --target: a file path, a name under configs/, or the only config there."""
+    if target:
+        direct = Path(target)
+        if direct.suffix in (".toml", ".json") or direct.exists():
+            return direct
+        for ext in (".toml", ".json"):
+            named = root / "configs" / f"{target}{ext}"
+            if named.is_file():
+                return named
+        raise UsageError(f"no config for target '{target}' (looked for configs/{target}.toml and .json)",
+                         hint=f"create one with `selfimprove init {target}`")
+    found = sorted((root / "configs").glob("*.toml")) + sorted((root / "configs").glob("*.json"))
+    found = [p for p in found if not p.stem.startswith("base")]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UsageError("no target config found in configs/", hint="create one with `selfimprove init NAME`")
+    names = ", ".join(p.stem for p in found)
+    raise UsageError(f"several targets in configs/ ({names}); choose one with --target")
+
+
+def load_target(root: str | Path, target: str | None, overrides: list[str] | None) -> TargetConfig:
+    """The config of `target` (a path or a name under <root>/configs/) with `--set` overrides applied."""
+    return load_config(config_path(Path(root), target), overrides or [])
