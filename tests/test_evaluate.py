@@ -64,7 +64,7 @@ def chat_requests(sim) -> dict:
 
 
 def test_better_candidate_is_significantly_better_identical_is_not(root, sim):
-    res = cli("--root", str(root), "--json", "--concurrency", "16")
+    res = cli("--root", str(root), "--json", "--concurrency", "16", "--candidates", "all")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["schema"] == "selfimprove.evaluate/1"
@@ -95,13 +95,52 @@ def test_better_candidate_is_significantly_better_identical_is_not(root, sim):
     # unchanged inputs: the stage is reused; forced: recomputed from the call cache and byte-identical; the only
     # calls paid again are speculative ones of the batch after the early stop (at most that batch's calls)
     before = sim.stats()["requests"]
-    again = json.loads(cli("--root", str(root), "--json", "--concurrency", "16").stdout)
+    again = json.loads(cli("--root", str(root), "--json", "--concurrency", "16", "--candidates", "all").stdout)
     assert again["reused"] and again["report"] == report
     report_bytes = (run.path / "report.json").read_bytes()
-    forced = json.loads(cli("--root", str(root), "--json", "--concurrency", "16", "--force").stdout)
+    forced = json.loads(cli("--root", str(root), "--json", "--concurrency", "16", "--force", "--candidates",
+                            "all").stdout)
     assert forced["spent"]["calls"] <= 16 * 3 * 4 and forced["spent"]["cache_hits"] > 300
     assert sim.stats()["requests"] - before <= forced["spent"]["calls"]  # a call cancelled unsent is booked too
     assert (run.path / "report.json").read_bytes() == report_bytes
+
+
+def write_update(root, best):
+    """What `update` leaves for evaluate: the candidate files and update.json naming its pick (or null)."""
+    run = Workspace(root).open_run("support")
+    with run.stage("update", params={"ids": [c.id for c in (BETTER, SAME, LONG)], "best": best},
+                   inputs=["checkpoint.json", "dataset.parquet"], force=True) as st:
+        for c in (BETTER, SAME, LONG):
+            st.write_json(f"candidates/{c.id}.json", {"schema": "selfimprove.candidate/1", **c.model_dump(mode="json")})
+        st.write_json("update.json", {"schema": "selfimprove.update/1", "best": best})
+    return run
+
+
+def test_default_evaluates_only_the_updates_best_so_the_gate_compares_one(root, sim):
+    from selfimprove.stages.evaluate import evaluate
+    from selfimprove.stages.promote import promote
+
+    run = write_update(root, SAME.id)  # update's pick on validation, even if another candidate would do better
+    res = cli("--root", str(root), "--json", "--concurrency", "16")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)["report"]
+    assert [c["id"] for c in report["candidates"]] == [SAME.id]  # BETTER is not replayed at all
+    assert set(pd.read_parquet(run.path / "results.parquet")["policy"]) == {"baseline", SAME.id}
+    # the library twin has the same default
+    assert evaluate(root=root, yes=True).report["candidates"] == report["candidates"]
+    write_update(root, BETTER.id)
+    report = json.loads(cli("--root", str(root), "--json", "--concurrency", "16").stdout)["report"]
+    assert [c["id"] for c in report["candidates"]] == [BETTER.id] and report["best"] == BETTER.id
+    # the gate's K is the number of candidates evaluated: one, so the sign test runs at the full alpha
+    dry = promote(root=root, dry_run=True)
+    assert dry.candidate == BETTER.id and dry.decision.passed and dry.decision.settings.comparisons == 1
+
+
+def test_update_without_a_best_candidate_is_a_clear_usage_error(root, sim):
+    write_update(root, None)
+    res = cli("--root", str(root), "--json")
+    assert res.exit_code == 2 and "none beat the current policy" in " ".join(res.output.split())
+    assert "--candidates all" in " ".join(res.output.split()) and sim.stats()["requests"] == 0
 
 
 def test_stored_baseline_named_candidate_and_discriminative_focus(root, sim):
@@ -122,9 +161,10 @@ def test_stored_baseline_named_candidate_and_discriminative_focus(root, sim):
 
 
 def test_budget_estimate_refuses_without_yes_and_stops_with_it(root, sim):
-    res = cli("--root", str(root), "--json", "--set", "evaluate.max_calls=50")
+    res = cli("--root", str(root), "--json", "--set", "evaluate.max_calls=50", "--candidates", "all")
     assert res.exit_code == 2 and "exceeds the budget" in res.output and sim.stats()["requests"] == 0
-    res = cli("--root", str(root), "--json", "--set", "evaluate.max_calls=200", "--yes", "--concurrency", "8")
+    res = cli("--root", str(root), "--json", "--set", "evaluate.max_calls=200", "--yes", "--concurrency", "8",
+              "--candidates", "all")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["report"]["stopped"] == "budget" and any("stopped early" in w for w in out["warnings"])
@@ -134,7 +174,8 @@ def test_budget_estimate_refuses_without_yes_and_stops_with_it(root, sim):
 def test_faults_every_row_finishes_or_fails_and_totals_reconcile(root, sim):
     sim.configure(error_rate=0.05, throttle_rate=0.05, retry_after_s=0.01, seed=7)
     # one batch of all 50 samples: no speculative next batch to cancel, so the books must match exactly
-    res = cli("--root", str(root), "--json", "--concurrency", "50", "--set", "llm.task.max_retries=2")
+    res = cli("--root", str(root), "--json", "--concurrency", "50", "--set", "llm.task.max_retries=2",
+              "--candidates", "all")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     stats = sim.stats()

@@ -5,6 +5,7 @@ Small on purpose (60 production calls): the point is that every stage meets its 
 """
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -56,6 +57,12 @@ def test_the_whole_loop(tmp_path, phoenix, sim, project_name, monkeypatch):
     assert doc["build"] == "v0002" and doc["production"] == "v0002" and doc["previous"] is None
     assert doc["primary"]["eval"] == PRIMARY and doc["primary"]["ci"][0] > 0
     assert doc["report_html"].endswith("report.html")
+    # evaluate tested only update's pick (chosen on its validation slice), so the gate compared one candidate
+    run_path = Path(doc["run_path"])
+    update_best = json.loads((run_path / "update.json").read_text())["best"]
+    report = json.loads((run_path / "report.json").read_text())
+    assert doc["evaluated"] == 1 and [c["id"] for c in report["candidates"]] == [update_best]
+    assert doc["candidates"] >= 1 and report["best"] == update_best
     ws = Workspace(tmp_path)
     v1, v2 = list_builds(ws.prompts_dir, "support")
     assert v1.policy.system_prompt == made["policy"]["system_prompt"]  # the weak production prompt, recorded
@@ -116,3 +123,8 @@ def test_a_world_with_no_better_candidate_is_not_promoted(tmp_path, phoenix, pro
     assert list_builds(Workspace(tmp_path).prompts_dir, "noise") == []
     stderr = " ".join(res.stderr.split())  # Rich wraps long lines
     assert "did not pass the gate" in stderr or "no best candidate" in stderr
+    steps = {s["stage"]: s for s in doc["steps"]}
+    if steps["evaluate"]["status"] == "skipped":  # update found nothing better on validation: nothing spent on test
+        assert "no best candidate" in steps["evaluate"]["detail"] and doc["evaluated"] == 0
+    else:
+        assert doc["evaluated"] == 1

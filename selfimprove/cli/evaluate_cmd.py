@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,12 +13,15 @@ from selfimprove.cli.output import handle_errors
 
 @handle_errors
 def evaluate(
-    candidates: Annotated[str, typer.Option(help="all, best, or a candidate id.")] = "all",
+    candidates: Annotated[str, typer.Option(
+        help="best: the candidate update chose on its validation slice of train (default; the gate then compares "
+             "one candidate); all: every candidate that passed its guards (the gate divides alpha by their "
+             "number); or a candidate id.")] = "best",
     split: Annotated[str, typer.Option(help="Which samples to replay: test (held out) or train.")] = "test",
-    n: Annotated[Optional[int], typer.Option(help="At most this many samples.", min=1)] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Parallel LLM calls (default: config, 32).",
+    n: Annotated[int | None, typer.Option(help="At most this many samples.", min=1)] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Parallel LLM calls (default: config, 32).",
                                                        min=1)] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="replay: re-run the current policy now (default); "
+    baseline: Annotated[str | None, typer.Option(help="replay: re-run the current policy now (default); "
                                                          "stored: reuse production scores (cheaper, drifts).")] = None,
     focus: Annotated[str, typer.Option(help="all, or discriminative: spend the budget where policies differ.")] = "all",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending (for cron).")] = False,

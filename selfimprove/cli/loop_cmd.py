@@ -24,6 +24,9 @@ def run(
     min_improvement: Annotated[float | None, typer.Option(help="Required gain on the primary eval (default: "
                                                                   "config gate.min_improvement).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the update's minibatches and search.")] = 0,
+    candidates: Annotated[str, typer.Option(
+        help="What evaluate tests on held-out data: best (default: update's pick on its validation slice), all "
+             "(every candidate that passed its guards; the gate divides alpha by their number), or an id.")] = "best",
     force_update: Annotated[bool, typer.Option("--force-update", help="Update even when the [trigger] says skip "
                                                                       "(few new samples, or a high score).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Run everything but write no build and move no "
@@ -48,7 +51,7 @@ def run(
 
     result = run_loop(root=root, target=target, overrides=set_, since=since, until=until, limit=limit,
                       trials=trials, max_calls=max_calls, min_improvement=min_improvement, seed=seed,
-                      dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update, wait=wait)
+                      candidates=candidates, dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update, wait=wait)
     render_result("selfimprove.run/1", result, json_output)
     if result.outcome == "refused":
         refusal = result.refusal or {}

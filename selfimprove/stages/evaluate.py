@@ -53,7 +53,7 @@ class EvalReport(BaseModel):
 
 
 def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
-             run: str | None = None, candidates: str = "all", split: str = "test", n: int | None = None,
+             run: str | None = None, candidates: str = "best", split: str = "test", n: int | None = None,
              concurrency: int | None = None, baseline: str | None = None, focus: str = "all", yes: bool = False,
              force: bool = False, wait: bool = False, config: Any = None,
              confirm: Any = None) -> EvalReport:

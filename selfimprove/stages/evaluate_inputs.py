@@ -49,7 +49,10 @@ def select_candidates(run: Any, which: str) -> tuple[list[Candidate], list[str]]
         upd = run.path / "update.json"
         best = json.loads(upd.read_text()).get("best") if upd.is_file() else None
         if best not in found:
-            raise UsageError("update named no best candidate", hint="use --candidates all or an id")
+            why = ("update named no best candidate: none beat the current policy on its validation slice"
+                   if upd.is_file() and best is None else
+                   f"update named no best candidate ({'its best ' + repr(best) + ' has no file' if best else 'no update.json'})")
+            raise UsageError(why, hint="evaluate them anyway with --candidates all or an id")
         ids = [best]
     else:
         ids = [cid for cid in found if cid == which] or [cid for cid in found if cid.startswith(which)]

@@ -10,6 +10,10 @@ Contract:
 - Update and evaluate run with `yes=True` within their configured budgets (`update.max_calls`,
   `evaluate.max_calls`/`max_usd`). Promote applies the gate; a refusal is the outcome "refused" (the CLI exits 3)
   and moves nothing.
+- Evaluate tests `candidates` (default `best`: the one update chose on its validation slice of train), so the
+  held-out test compares one candidate and the gate's Bonferroni divisor K stays 1; `all` compares every candidate
+  that passed its guards (K = their number). When update found no candidate better than the current policy
+  (`best` null), nothing is evaluated and the outcome is "refused" (no candidate earned promotion).
 - Every step's status, detail and duration are in the result, read from the run's artifacts (the contracts
   between stages), so the summary does not depend on each stage's result type.
 """
@@ -48,6 +52,7 @@ class LoopResult(BaseModel):
     previous: str | None = None
     production: str | None = None
     candidates: int = 0
+    evaluated: int = 0  # candidates compared on the held-out samples (the gate's K)
     calls: int | None = None
     cost_usd: float | None = None
     report_html: str | None = None
@@ -78,9 +83,10 @@ def trigger_decision(n_new: int, score: float | None, trigger: Any) -> dict[str,
 def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
              since: str | None = None, until: str | None = None, limit: int | None = None,
              trials: int | None = None, max_calls: int | None = None, min_improvement: float | None = None,
-             seed: int = 0, dry_run: bool = False, push_phoenix: bool = False, force_update: bool = False,
+             seed: int = 0, candidates: str = "best", dry_run: bool = False, push_phoenix: bool = False, force_update: bool = False,
              wait: bool = False, on_step: Callable[[Step], None] | None = None) -> LoopResult:
-    """Run the loop once for one target; see the module docstring. `force_update` ignores the trigger."""
+    """Run the loop once for one target; see the module docstring. `force_update` ignores the trigger;
+    `candidates` is what evaluate tests: best (default), all, or a candidate id."""
     from selfimprove.cli.common import load_target
     from selfimprove.store.runs import Workspace
 
@@ -140,13 +146,24 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
         passed = sum(1 for c in cands if all(g.get("passed") for g in c.get("guards", [])))
         step("update", "done", f"{len(cands)} candidate(s), {passed} passed the guards" + _spend(updated), t0)
 
+        if candidates == "best" and _update_best(run.path) is None:
+            reason = (f"update found no best candidate: none of its {len(cands)} candidate(s) beat the current "
+                      "policy on the validation slice of train")
+            step("evaluate", "skipped", reason, time.monotonic())
+            result.refusal = {"message": "no candidate to evaluate", "reasons": [reason]}
+            step("promote", "refused", "no candidate to evaluate: " + reason, time.monotonic())
+            result.calls, result.cost_usd = _sum_attr("calls", updated), _sum_attr("cost_usd", updated)
+            result.production = _production(ws, cfg.target)
+            return finish("refused")
+
         t0 = time.monotonic()
         from selfimprove.stages.evaluate import evaluate
 
-        evaluated = _stage("evaluate", lambda: evaluate(**common, run=run.run_id, candidates="all", split="test",
-                                                        n=None, concurrency=None, baseline=None, focus="all",
-                                                        yes=True, force=False, wait=False))
+        evaluated = _stage("evaluate", lambda: evaluate(**common, run=run.run_id, candidates=candidates,
+                                                        split="test", n=None, concurrency=None, baseline=None,
+                                                        focus="all", yes=True, force=False, wait=False))
         report = json.loads((run.path / "report.json").read_text())
+        result.evaluated = len(report.get("candidates") or [])
         result.calls = _sum_attr("calls", updated, evaluated)
         result.cost_usd = _sum_attr("cost_usd", updated, evaluated)
         html = run.path / "report.html"
@@ -215,22 +232,37 @@ def _new_samples(run_path: Path, checkpoint: dict[str, Any], primary: str | None
     return len(samples), (sum(scores) / len(scores) if scores else None), split
 
 
+def _update_best(run_path: Path) -> str | None:
+    """The candidate update chose on its validation slice (`update.json` "best"), or None."""
+    path = run_path / "update.json"
+    return json.loads(path.read_text()).get("best") if path.is_file() else None
+
+
 def _candidates(run_path: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((run_path / "candidates").glob("*.json"))]
 
 
 def _evaluate_detail(report: dict[str, Any], primary: str | None) -> str:
     best = report.get("best")
-    entry = next((c for c in report.get("candidates", []) if c["id"] == best), None)
+    entries = report.get("candidates", [])
+    entry = next((c for c in entries if c["id"] == best), entries[0] if len(entries) == 1 else None)
     if entry is None:
-        return f"{len(report.get('candidates', []))} candidate(s) evaluated; no best candidate"
+        return f"{len(entries)} candidate(s) evaluated; none passes the gate"
+    which = f"best {best}" if best else f"{entry['id']} (does not pass the gate)"
+    if len(entries) > 1:
+        which = f"{len(entries)} candidates compared; {which}"
     e = (entry.get("evals") or {}).get(primary) or {}
     ci = e.get("ci") or [None, None]
     ci_text = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if None not in ci else "-"
     diff = e.get("diff")
-    return (f"best {best}: {primary} {e.get('baseline_mean', float('nan')):.3f} → "
-            f"{e.get('candidate_mean', float('nan')):.3f} (Δ {diff:+.3f}, 95% CI {ci_text}, n={e.get('n')})"
-            if diff is not None else f"best {best}: no estimate for {primary}")
+    if diff is None:
+        return f"{which}: no estimate for {primary}"
+
+    def num(x: Any) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    return (f"{which}: {primary} {num(e.get('baseline_mean'))} → {num(e.get('candidate_mean'))} "
+            f"(Δ {diff:+.3f}, 95% CI {ci_text}, n={e.get('n')})")
 
 
 def _spend(result: Any) -> str:
