@@ -158,6 +158,23 @@ def test_annotations_in_chunks_with_unknown_ids(phoenix, seeded):
     assert [e.total for e in events] == [len(ids), len(ids)] and events[-1].done == len(ids)
 
 
+def test_annotations_prefetched_while_fetching_spans_equal_a_plain_fetch(phoenix, seeded):
+    import pandas as pd
+
+    src = PhoenixSource(phoenix.url, seeded["project"], page_size=20)
+    spans = src.fetch_spans(None, None)
+    for future in set(src._prefetch._by_id.values()):  # let the background requests finish
+        future.result()
+    requests = src.requests
+    subset = seeded["ids"][2:9] + seeded["ids"][30:33]  # annotated and plain spans, over two pages
+    got = src.fetch_annotations(subset)
+    assert src.requests == requests  # everything came from the prefetch
+    plain = PhoenixSource(phoenix.url, seeded["project"]).fetch_annotations(subset)
+    pd.testing.assert_frame_equal(got, plain)
+    assert len(got) > 0 and set(got["span_id"]) <= set(subset)  # prefetched spans not asked for are dropped
+    assert len(spans) == TOTAL
+
+
 def test_annotations_for_only_unknown_ids_are_empty(phoenix, seeded):
     src = PhoenixSource(phoenix.url, seeded["project"])
     df = src.fetch_annotations([uuid.uuid4().hex[:16] for _ in range(3)])
