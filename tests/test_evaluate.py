@@ -143,6 +143,40 @@ def test_update_without_a_best_candidate_is_a_clear_usage_error(root, sim):
     assert "--candidates all" in " ".join(res.output.split()) and sim.stats()["requests"] == 0
 
 
+def test_a_label_only_eval_is_replayed_and_reported_by_label_agreement_only(root, sim):
+    run = Workspace(root).open_run("support")
+    ckpt = json.loads((run.path / "checkpoint.json").read_text())
+    tone = next(e for e in ckpt["evals"] if e["name"] == "tone")
+    ckpt["evals"].append({**tone, "name": "tone_labels", "choices": None, "labels": list(tone["choices"])})
+    dataset = pd.read_parquet(run.path / "dataset.parquet")
+    with run.stage("snapshot", params={"label_only": True}, force=True) as st:
+        st.write_table("dataset.parquet", dataset)
+        st.write_json("checkpoint.json", ckpt)
+    res = cli("--root", str(root), "--json", "--candidates", BETTER.id, "--concurrency", "16")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    report = out["report"]
+    assert any("'tone_labels' has labels but no scores" in w for w in out["warnings"])
+    assert report["label_only_evals"] == ["tone_labels"] and "tone_labels" not in report["evals"]
+    (entry,) = report["candidates"]
+    assert set(entry["evals"]) == {"policy_compliance", "tone", "style"}  # no statistics, no gate for it
+    agreement = entry["label_agreement"]["tone_labels"]
+    frame = pd.read_parquet(run.path / "results.parquet")
+    labels = frame[frame["eval"] == "tone_labels"]
+    assert labels["score"].isna().all() and labels["error"].isna().all() and labels["label"].notna().all()
+    # the same judge request as the scored tone eval: the same labels, so agreement can be checked against tone
+    tone_rows = frame[frame["eval"] == "tone"].set_index(["policy", "sample_id"])["label"]
+    assert (labels.set_index(["policy", "sample_id"])["label"] == tone_rows).all()
+    by_sample = labels.pivot(index="sample_id", columns="policy", values="label").dropna()
+    assert agreement["n"] == len(by_sample) == entry["n_samples"]
+    assert agreement["agree"] == int((by_sample["baseline"] == by_sample[BETTER.id]).sum())
+    assert agreement["baseline"] == by_sample["baseline"].value_counts().reindex(
+        list(agreement["baseline"]), fill_value=0).to_dict()
+    # a label-only eval cannot be the primary: no gain to measure
+    res = cli("--root", str(root), "--json", "--candidates", BETTER.id, "--set", "evals.primary=tone_labels")
+    assert res.exit_code == 2 and "labels but no scores" in " ".join(res.output.split())
+
+
 def test_stored_baseline_named_candidate_and_discriminative_focus(root, sim):
     res = cli("--root", str(root), "--json", "--baseline", "stored", "--candidates", LONG.id)
     assert res.exit_code == 0, res.output

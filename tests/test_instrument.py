@@ -160,3 +160,69 @@ def test_tag_policy_marks_traced_calls(sim):
     assert tagged_span["llm.prompt_template.template"] == policy.system_prompt
     assert json.loads(tagged_span["llm.prompt_template.variables"]) == {"product": "widgets"}
     assert "metadata" not in plain_span
+
+
+def test_spec_keeps_label_only_choices_descriptions_and_input_mappings(sim):
+    from phoenix.evals import LLM, ClassificationEvaluator, bind_evaluator
+
+    llm = LLM(provider="openai", model="sim-judge", base_url=sim.base_url, api_key="sim",
+              initial_per_second_request_rate=1000)
+    template = "Customer: {customer}\nReply: {reply}\nIs the reply on topic?"
+    plain = ClassificationEvaluator(name="on_topic", llm=llm, prompt_template=template,
+                                    choices=["on_topic", "off_topic"])
+    spec = spec_of(plain)
+    assert spec.labels == ("on_topic", "off_topic") and spec.choices is None and spec.label_only
+    assert spec.rails == ("on_topic", "off_topic") and spec.input_mapping is None
+    described = ClassificationEvaluator(name="on_topic", llm=llm, prompt_template=template,
+                                        choices={"on_topic": (1.0, "answers what was asked"),
+                                                 "off_topic": (0.0, "talks about something else")})
+    spec = spec_of(described)
+    assert spec.choices == {"on_topic": 1.0, "off_topic": 0.0} and spec.labels is None and not spec.label_only
+    assert spec.label_descriptions == {"on_topic": "answers what was asked", "off_topic": "talks about something else"}
+    bound = bind_evaluator(evaluator=plain, input_mapping={"customer": "attributes.input.value",
+                                                           "reply": lambda row: row["out"]})
+    assert spec_of(bound).input_mapping == {"customer": "attributes.input.value", "reply": None}
+    # what the instrumentor stamps on real results: the bound mapping, or the one passed to one call
+    instrument()
+    scores = bound.evaluate({"attributes.input.value": "Where is my parcel?", "out": "It ships today."})
+    stamped = EvalSpec.model_validate(scores[0].metadata[SPEC_KEY])
+    assert stamped.labels == ("on_topic", "off_topic") and scores[0].score is None and scores[0].label
+    assert stamped.input_mapping == {"customer": "attributes.input.value", "reply": None}
+    scores = plain.evaluate({"q": "Where is my parcel?", "a": "It ships today."},
+                            input_mapping={"customer": "q", "reply": "a"})
+    assert EvalSpec.model_validate(scores[0].metadata[SPEC_KEY]).input_mapping == {"customer": "q", "reply": "a"}
+
+
+def test_new_spec_fields_are_left_out_while_unset_so_existing_digests_hold():
+    spec = EvalSpec(name="correctness", template="Q: {input}\nA: {output}\nCorrect?",
+                    choices={"correct": 1.0, "incorrect": 0.0}, judge_model="gpt-4o-mini", provider="openai",
+                    invocation_params={"temperature": 0.0})
+    # pinned before labels / label_descriptions / input_mapping existed
+    assert spec.digest == "sha256:3bf0500d5d6fdf03a2a8b205763c277a863a3f99c98d5147ef069cba01443bb3"
+    assert set(spec.model_dump(mode="json")) == {"name", "kind", "template", "choices", "judge_model", "provider",
+                                                 "invocation_params", "direction", "include_explanation"}
+    full = spec.model_copy(update={"choices": None, "labels": ("correct", "incorrect"),
+                                   "input_mapping": {"input": "question", "output": None}})
+    assert EvalSpec.model_validate(full.model_dump(mode="json")) == full and full.digest != spec.digest
+    with pytest.raises(ValueError, match="not both"):
+        EvalSpec(name="x", choices={"a": 1.0}, labels=("a",))
+
+
+def test_recover_keeps_the_new_spec_fields_and_infers_labels_without_scores():
+    from selfimprove.evals.recover import recover
+
+    carried = EvalSpec(name="on_topic", template="{customer} / {reply}", labels=("on_topic", "off_topic"),
+                       judge_model="sim-judge", input_mapping={"customer": "attributes.input.value", "reply": None})
+    rows = [{"span_id": f"s{i}", "name": name, "annotator_kind": "LLM", "label": label, "score": score,
+             "metadata": meta, "created_at": f"2024-05-01T00:00:0{i}Z"}
+            for i, (name, label, score, meta) in enumerate([
+                ("on_topic", "on_topic", None, {SPEC_KEY: carried.model_dump(mode="json")}),
+                ("on_topic", "off_topic", None, {SPEC_KEY: carried.model_dump(mode="json")}),
+                ("vibe", "good", None, {"model": "gpt-x"}), ("vibe", "bad", None, {}),
+                ("scored", "yes", 1.0, {}), ("scored", "no", 0.0, {})])]
+    got = recover(rows)
+    assert got.specs["on_topic"] == carried and got.spec_sources["on_topic"] == "annotation"
+    assert got.specs["vibe"].labels == ("bad", "good") and got.specs["vibe"].choices is None
+    assert got.specs["vibe"].label_only and got.specs["vibe"].judge_model == "gpt-x"
+    assert got.specs["scored"].choices == {"no": 0.0, "yes": 1.0} and got.specs["scored"].labels is None
+    assert got.results["s0"]["on_topic"].label == "on_topic" and got.results["s0"]["on_topic"].score is None

@@ -111,3 +111,62 @@ def test_input_text_for_multi_turn_history():
             Message(role="assistant", content="b"), Message(role="user", content="c"))
     assert input_text(hist) == "user: a\nassistant: b\nuser: c"
     assert input_text(hist[:2]) == "a"
+
+
+def test_a_label_only_spec_is_replayed_with_labels_and_no_scores(sim, tmp_path):
+    ledger, cache = Ledger(PRICES), CallCache(tmp_path)
+    scored = _spec()
+    label_only = scored.model_copy(update={"choices": None, "labels": tuple(scored.choices)})
+    judges, skipped = build_judges([label_only], JudgeEndpoint(sim.base_url, "k"), cache=cache, ledger=ledger)
+    assert not skipped
+    items = _items(8, "I promise you will get a full refund tomorrow.")
+    out = asyncio.run(judges[label_only.name].judge(items))
+    assert all(j.error is None and j.score is None and j.label in scored.choices for j in out)
+    # the rails as a list make the very request the scored eval makes: the same verdicts, straight from the cache
+    again = asyncio.run(LLMJudge(scored, JudgeEndpoint(sim.base_url, "k"), cache=cache, ledger=ledger).judge(items))
+    assert [j.label for j in again] == [j.label for j in out] and all(j.cached for j in again)
+    assert all(j.score == scored.choices[j.label] for j in again)
+
+
+def test_label_descriptions_are_replayed(sim, tmp_path):
+    spec = _spec(label_descriptions={"compliant": "follows every policy rule",
+                                     "non_compliant": "breaks at least one rule"})
+    out = asyncio.run(LLMJudge(spec, JudgeEndpoint(sim.base_url, "k"), cache=CallCache(tmp_path),
+                               ledger=Ledger(PRICES)).judge(_items(2, "Sorry, your order is on its way.")))
+    assert all(j.error is None and j.score in (0.0, 1.0) for j in out)
+    entry = next(iter(tmp_path.glob("??/*.json"))).read_text()
+    assert "breaks at least one rule" in entry  # phoenix-evals sends the descriptions (as a tool call)
+
+
+def test_an_input_mapping_fills_variables_outside_the_known_aliases(sim, tmp_path):
+    base = _spec()
+    renamed = base.template.replace("{input}", "{customer_message}").replace("{output}", "{agent_reply}")
+    assert renamed != base.template and "{customer_message}" in renamed
+    mapped = base.model_copy(update={"template": renamed, "input_mapping": {
+        "customer_message": "attributes.input.value", "agent_reply": "attributes.output.value"}})
+    unmapped = mapped.model_copy(update={"name": "unmapped", "input_mapping": None})
+    by_function = mapped.model_copy(update={"name": "by_function",
+                                            "input_mapping": {"customer_message": "input", "agent_reply": None}})
+    elsewhere = mapped.model_copy(update={"name": "elsewhere", "input_mapping": {
+        "customer_message": "attributes.input.value", "agent_reply": "retrieval.documents"}})
+    cache, ledger = CallCache(tmp_path), Ledger(PRICES)
+    judges, skipped = build_judges([mapped, unmapped, by_function, elsewhere], JudgeEndpoint(sim.base_url, "k"),
+                                   cache=cache, ledger=ledger)
+    assert set(judges) == {mapped.name}
+    assert "agent_reply (not a variable replay can fill)" in skipped["unmapped"]
+    assert "computed by a function" in skipped["by_function"]
+    assert "'retrieval.documents', which replay cannot fill" in skipped["elsewhere"]
+    items = _items(6, "I promise you will get a full refund tomorrow.")
+    out = asyncio.run(judges[mapped.name].judge(items))
+    want = asyncio.run(LLMJudge(base, JudgeEndpoint(sim.base_url, "k"), cache=cache, ledger=ledger).judge(items))
+    assert [(j.label, j.score) for j in out] == [(j.label, j.score) for j in want]
+    assert all(j.error is None for j in out)
+
+
+def test_resolve_variables():
+    from selfimprove.evals.judges import resolve_variables
+
+    fill, unknown = resolve_variables(["question", "ctx", "reply", "input"],
+                                      {"reply": "$.llm.output_messages", "input": "my_column", "ctx": None})
+    assert fill == {"question": "input", "reply": "output", "input": "input"}  # an unknown field falls back on
+    assert list(unknown) == ["ctx"] and "function" in unknown["ctx"]        # the variable's own alias

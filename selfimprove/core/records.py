@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from selfimprove.core.canonical import digest
 
@@ -123,18 +123,57 @@ class Sample(Record):
     split: Literal["train", "test", "unsplit"] = "unsplit"
 
 
+# EvalSpec fields added after its first form: left out of the JSON (and so of the digest) while unset, so every
+# spec written before them keeps its bytes and its digest.
+_EVALSPEC_OPTIONAL = ("labels", "label_descriptions", "input_mapping")
+
+
 class EvalSpec(Record):
-    """Everything needed to replay a judge offline."""
+    """Everything needed to replay a judge offline.
+
+    Rails: `choices` maps each label to its score; a classifier given its choices as a plain list has `labels`
+    instead (label-only: it has no score, so it is replayed and compared by label, never averaged). When the
+    choices carried descriptions (`{label: (score, description)}`), `label_descriptions` keeps them (they change
+    the judge's request). `input_mapping` is the evaluator's bound input mapping (phoenix-evals
+    `bind_evaluator`): template variable -> the field it was read from, None where a function computed it.
+    """
 
     name: str
     kind: Literal["llm", "code", "human"] = "llm"
     template: str | list[dict[str, Any]] | None = None
     choices: dict[str, float] | None = None
+    labels: tuple[str, ...] | None = None
+    label_descriptions: dict[str, str] | None = None
     judge_model: str | None = None
     provider: str | None = None
     invocation_params: dict[str, Any] = Field(default_factory=dict)
     direction: Literal["maximize", "minimize"] = "maximize"
     include_explanation: bool = True
+    input_mapping: dict[str, str | None] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_rails(self) -> EvalSpec:
+        if self.choices and self.labels:
+            raise ValueError("give either choices (label -> score) or labels (label-only), not both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_optional(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for key in _EVALSPEC_OPTIONAL:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+    @property
+    def rails(self) -> tuple[str, ...]:
+        """The labels a judge may answer, in order."""
+        return tuple(self.choices) if self.choices else tuple(self.labels or ())
+
+    @property
+    def label_only(self) -> bool:
+        """An LLM classifier without scores: replayed and compared by label, left out of score statistics."""
+        return self.kind == "llm" and not self.choices and bool(self.labels)
 
     @property
     def digest(self) -> str:

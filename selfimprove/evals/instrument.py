@@ -9,8 +9,9 @@
 - `llm_classify`, where an older phoenix-evals still has it (its frame has no metadata: the spec goes to the
   local registry only, named `llm_classify-<digest>`).
 Each Score's metadata gains one key, `selfimprove.eval_spec` (the EvalSpec as JSON: name, kind, template, choices
-with scores, judge model and provider, invocation parameters, direction, include_explanation); nothing else in the
-results changes. `to_annotation_dataframe` carries the metadata into the span annotation logged to Phoenix.
+with scores — or the labels of a label-only classifier — and their descriptions, judge model and provider,
+invocation parameters, direction, include_explanation, and the input mapping bound with `bind_evaluator` or passed
+to `evaluate`, a function recorded as null); nothing else in the results changes. `to_annotation_dataframe` carries the metadata into the span annotation logged to Phoenix.
 A local registry (`registry_dir`, default `$SELFIMPROVE_EVAL_REGISTRY`, off when unset) also keeps each spec as
 `<name>.json`; `snapshot` reads `<workspace>/evals/` as its fallback. Instrumenting twice is a no-op;
 `uninstrument()` restores the originals.
@@ -28,7 +29,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,20 +51,34 @@ def _json_safe(value: Any) -> Any:
         return json.loads(json.dumps(value, default=str))
 
 
-def spec_of(evaluator: Any) -> EvalSpec:
-    """The EvalSpec of a phoenix-evals evaluator (LLM, classification or code)."""
+def _mapping_of(mapping: Any) -> dict[str, str | None] | None:
+    """An input mapping as JSON: a field path stays a string; a function (not recordable) becomes None."""
+    if not isinstance(mapping, Mapping) or not mapping:
+        return None
+    return {str(k): v if isinstance(v, str) else None for k, v in mapping.items()}
+
+
+def spec_of(evaluator: Any, input_mapping: Any = None) -> EvalSpec:
+    """The EvalSpec of a phoenix-evals evaluator (LLM, classification or code). `input_mapping` is a per-call
+    mapping (it wins over the one bound with `bind_evaluator`)."""
     kind = str(getattr(evaluator, "kind", None) or "llm").lower()
     template = getattr(getattr(evaluator, "prompt_template", None), "template", None)
     scores = getattr(evaluator, "label_score_map", None)
+    rails = getattr(evaluator, "labels", None)  # a list, or {label: description} when choices had descriptions
     llm = getattr(evaluator, "llm", None)
     params = getattr(evaluator, "invocation_parameters", None) or {}
     return EvalSpec(
         name=str(evaluator.name), kind=kind if kind in ("llm", "code", "human") else "llm",
         template=_json_safe(template) if isinstance(template, (str, list)) else None,
         choices={str(k): float(v) for k, v in scores.items()} if scores else None,
+        labels=tuple(str(r) for r in rails) if rails and not scores and isinstance(rails, (list, tuple, dict))
+        else None,
+        label_descriptions={str(k): str(v) for k, v in rails.items()} if isinstance(rails, dict) and rails
+        else None,
         judge_model=getattr(llm, "model", None), provider=getattr(llm, "provider", None),
         invocation_params=_json_safe(dict(params)), direction=getattr(evaluator, "direction", "maximize"),
-        include_explanation=bool(getattr(evaluator, "include_explanation", kind == "llm")))
+        include_explanation=bool(getattr(evaluator, "include_explanation", kind == "llm")),
+        input_mapping=_mapping_of(input_mapping or getattr(evaluator, "_input_mapping", None)))
 
 
 def _with_spec(scores: Any, spec: dict[str, Any]) -> Any:
@@ -148,9 +163,9 @@ class EvalInstrumentor:
                                                       **spec.model_dump(mode="json")})
         return spec.model_dump(mode="json")
 
-    def _spec_json(self, evaluator: Any) -> dict[str, Any] | None:
+    def _spec_json(self, evaluator: Any, input_mapping: Any = None) -> dict[str, Any] | None:
         try:
-            return self.record(spec_of(evaluator))
+            return self.record(spec_of(evaluator, input_mapping))
         except Exception:  # noqa: BLE001 - never break the user's eval run over a spec we cannot read
             return None
 
@@ -163,7 +178,7 @@ class EvalInstrumentor:
             scores = wrapped(*args, **kwargs)
         finally:
             _INSIDE.reset(token)
-        spec = self._spec_json(instance)
+        spec = self._spec_json(instance, _call_mapping(args, kwargs))
         return scores if spec is None else _with_spec(scores, spec)
 
     async def _async_evaluate(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -174,7 +189,7 @@ class EvalInstrumentor:
             scores = await wrapped(*args, **kwargs)
         finally:
             _INSIDE.reset(token)
-        spec = self._spec_json(instance)
+        spec = self._spec_json(instance, _call_mapping(args, kwargs))
         return scores if spec is None else _with_spec(scores, spec)
 
     def _evaluators(self, args: tuple, kwargs: dict) -> list[Any]:
@@ -226,6 +241,11 @@ class EvalInstrumentor:
         except Exception:
             logging.getLogger(__name__).debug("could not record the llm_classify spec", exc_info=True)
         return result
+
+
+def _call_mapping(args: tuple, kwargs: dict) -> Any:
+    """The `input_mapping` passed to one `evaluate(eval_input, input_mapping=None)` call, if any."""
+    return kwargs.get("input_mapping", args[1] if len(args) > 1 else None)
 
 
 def _registry_file(folder: str | os.PathLike, spec: EvalSpec) -> Path:

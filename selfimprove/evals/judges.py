@@ -1,13 +1,15 @@
 """Judges: each captured EvalSpec replayed offline, on (input, candidate output), through our cache and ledger.
 
 An LLM eval becomes the phoenix-evals evaluator the team ran — `ClassificationEvaluator(name, llm=LLM(provider=
-"openai", model=<judge model>, base_url, api_key), prompt_template=<template>, choices=<rails>,
-include_explanation, **invocation_params)` — so the request sent is exactly the one phoenix-evals sends. Its
-OpenAI clients get our http client (selfimprove.llm.httpx_cache): every judge call shares the run's call cache
-and ledger with the task calls, so a re-run pays nothing. phoenix-evals builds its clients with
-`max_retries=0` and reacts to a 429 with a 5-second global cooldown, so retries (429, 5xx, connection errors,
-honouring Retry-After) happen in a transport *above* the cache: each attempt is booked, phoenix only sees the
-final answer. A code eval (`kind="code"`) calls the function registered under its name (code_evals.register).
+"openai", model=<judge model>, base_url, api_key), prompt_template=<template>, choices=<rails: scores, with
+descriptions when recorded, or the plain labels of a label-only eval>, include_explanation, **invocation_params)`
+— so the request sent is exactly the one phoenix-evals sends. Template variables are filled from the sample
+(`{input}` and its aliases) and the replayed output (`{output}` and its aliases), or through the input mapping the
+spec recorded (`bind_evaluator`): see `resolve_variables`. A label-only eval's verdicts carry a label and no
+score. Its OpenAI clients get our http client (selfimprove.llm.httpx_cache): every judge call shares the run's
+call cache and ledger with the task calls, so a re-run pays nothing; retries happen in a transport above the
+cache (selfimprove.evals.retry), so each attempt is booked and phoenix only sees the final answer. A code eval
+(`kind="code"`) calls the function registered under its name (code_evals.register).
 
 The contract (`Judge`): `judge(items)` returns one `Judgement` per item, in order; one failed judgement is a
 Judgement with `error` set, never an exception. Only a systemic failure raises (BudgetExceeded, LLMUnavailable).
@@ -16,17 +18,23 @@ Judgement with `error` set, never an exception. Only a systemic failure raises (
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import json
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from selfimprove.core.records import EvalResult, EvalSpec, Message
+from selfimprove.evals.retry import CURRENT_CALL, CallRecord, retrying_transport
 
-# Template variables a judge may use, filled from the sample and the replayed output.
-KNOWN_VARIABLES = ("input", "output", "query", "question", "response", "answer", "conversation")
+# Template variables a judge may use, filled from the sample ("input" side) or the replayed output ("output" side).
+VARIABLE_SIDES = {"input": "input", "query": "input", "question": "input", "conversation": "input",
+                  "output": "output", "response": "output", "answer": "output"}
+KNOWN_VARIABLES = tuple(VARIABLE_SIDES)
+# Fields an input mapping (phoenix-evals `bind_evaluator`) may read a variable from, by side: the aliases above,
+# common column names, and OpenInference span fields (with or without `attributes.`). A span field is filled with
+# the replay's text (the user turn or transcript; the output), not the raw JSON the span held.
+MAPPED_FIELD_SIDES = {**VARIABLE_SIDES, "user_input": "input", "user_query": "input", "input.value": "input",
+                      "llm.input_messages": "input", "messages": "input", "completion": "output",
+                      "output.value": "output", "llm.output_messages": "output", "reply": "output"}
 
 
 @dataclass(frozen=True)
@@ -74,86 +82,36 @@ def input_text(history: Sequence[Message]) -> str:
 
 def judge_variables(item: JudgeItem) -> dict[str, str]:
     text_in, text_out = input_text(item.history), item.output or ""
-    return {"input": text_in, "output": text_out, "query": text_in, "question": text_in, "response": text_out,
-            "answer": text_out, "conversation": text_in}
+    return {name: text_in if side == "input" else text_out for name, side in VARIABLE_SIDES.items()}
 
 
-# ---- per-call accounting: the retrying transport writes into the record of the task that made the call ----
-@dataclass
-class CallRecord:
-    attempts: int = 0
-    tokens: int = 0
-    cost_usd: float = 0.0
-    latency_ms: float | None = None
-    cached: bool = False
-    statuses: list[int] = field(default_factory=list)
+def resolve_variables(variables: Sequence[str], input_mapping: dict[str, str | None] | None
+                      ) -> tuple[dict[str, str], dict[str, str]]:
+    """({template variable: "input" | "output"}, {variable: why replay cannot fill it}).
 
-
-CURRENT_CALL: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("selfimprove_call", default=None)
-
-
-def retrying_transport(inner: Any, prices: Any, *, max_retries: int = 4, base_delay: float = 0.25,
-                       max_delay: float = 10.0) -> Any:
-    """An httpx2 async transport retrying 408/409/429/5xx and connection errors with jittered exponential
-    backoff (Retry-After / retry-after-ms honoured), recording each call's tokens, cost, latency and cache hit
-    in `CURRENT_CALL`."""
-    import httpx2
-
-    from selfimprove.llm.httpx_cache import CACHE_HEADER, LATENCY_HEADER
-
-    class RetryingTransport(httpx2.AsyncBaseTransport):
-        async def handle_async_request(self, request: Any) -> Any:
-            rec = CURRENT_CALL.get()
-            attempt = 0
-            while True:
-                attempt += 1
-                if rec is not None:
-                    rec.attempts += 1
-                try:
-                    resp = await inner.handle_async_request(request)
-                except httpx2.TransportError:
-                    if attempt > max_retries:
-                        raise
-                    await asyncio.sleep(_backoff(attempt, base_delay, max_delay))
+    A variable the spec's input mapping names is filled from the side of the field it was read from; a field
+    replay does not know, or a function (recorded as None), falls back on the variable's own name when that is
+    a known alias, else the variable cannot be filled."""
+    fill: dict[str, str] = {}
+    unknown: dict[str, str] = {}
+    mapping = input_mapping or {}
+    for var in variables:
+        why = "not a variable replay can fill"
+        if var in mapping:
+            field = mapping[var]
+            if field is None:
+                why = "computed by a function in the evaluator's input mapping (not recordable)"
+            else:
+                key = field.strip().removeprefix("$.").removeprefix("attributes.").lower()
+                if key in MAPPED_FIELD_SIDES:
+                    fill[var] = MAPPED_FIELD_SIDES[key]
                     continue
-                status = resp.status_code
-                if rec is not None:
-                    rec.statuses.append(status)
-                if (status in (408, 409, 429) or status >= 500) and attempt <= max_retries:
-                    delay = _retry_after(resp.headers) or _backoff(attempt, base_delay, max_delay)
-                    await resp.aclose()
-                    await asyncio.sleep(min(delay, max_delay * 3))
-                    continue
-                if rec is not None and status == 200:
-                    body = json.loads(await resp.aread())
-                    usage = body.get("usage") or {}
-                    p, c = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-                    rec.tokens += p + c
-                    rec.cost_usd += prices.cost(str(body.get("model") or ""), p, c) if prices else 0.0
-                    rec.cached = resp.headers.get(CACHE_HEADER) == "hit"
-                    lat = resp.headers.get(LATENCY_HEADER)
-                    rec.latency_ms = float(lat) if lat is not None else None
-                return resp
-
-        async def aclose(self) -> None:
-            await inner.aclose()
-
-    return RetryingTransport()
-
-
-def _backoff(attempt: int, base: float, cap: float) -> float:
-    return min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-
-
-def _retry_after(headers: Any) -> float | None:
-    for key, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(key)
-        if value:
-            try:
-                return max(0.0, float(value) / scale)
-            except ValueError:
-                continue
-    return None
+                why = f"mapped to the field {field!r}, which replay cannot fill"
+        if var in VARIABLE_SIDES:
+            fill[var] = VARIABLE_SIDES[var]
+        else:
+            unknown[var] = why
+    return fill, unknown
 
 
 @dataclass(frozen=True)
@@ -176,8 +134,9 @@ class LLMJudge:
 
     def __init__(self, spec: EvalSpec, endpoint: JudgeEndpoint, *, cache: Any, ledger: Any,
                  max_connections: int = 32):
-        if not spec.choices:
-            raise ValueError(f"eval '{spec.name}' has no choices (rails); a classification judge needs them")
+        if not spec.rails:
+            raise ValueError(f"eval '{spec.name}' has no choices or labels (rails); a classification judge needs "
+                             "them")
         if not spec.template:
             raise ValueError(f"eval '{spec.name}' has no template")
         self.spec, self.endpoint, self.cache, self.ledger = spec, endpoint, cache, ledger
@@ -187,10 +146,12 @@ class LLMJudge:
         self.max_connections = max_connections
         self._loop: Any = None
         self.evaluator = self._build()
-        unknown = sorted(set(self.evaluator.prompt_template.variables) - set(KNOWN_VARIABLES))
+        self.fill, unknown = resolve_variables(sorted(self.evaluator.prompt_template.variables), spec.input_mapping)
         if unknown:
-            raise ValueError(f"eval '{spec.name}' uses template variable(s) {', '.join(unknown)}; replay can fill "
-                             f"{', '.join(KNOWN_VARIABLES)}")
+            raise ValueError(f"eval '{spec.name}' uses template variable(s) "
+                             + "; ".join(f"{v} ({why})" for v, why in sorted(unknown.items()))
+                             + f"; replay fills {', '.join(KNOWN_VARIABLES)}, or a variable whose input mapping "
+                               "names an input or output field")
 
     def _build(self) -> Any:
         """The phoenix-evals evaluator with fresh HTTP clients (connection pools belong to one event loop)."""
@@ -216,7 +177,7 @@ class LLMJudge:
         )
         params = {k: v for k, v in (spec.invocation_params or {}).items() if k not in _RESERVED}
         return ClassificationEvaluator(
-            name=spec.name, llm=llm, prompt_template=spec.template, choices=dict(spec.choices),
+            name=spec.name, llm=llm, prompt_template=spec.template, choices=phoenix_choices(spec),
             include_explanation=spec.include_explanation, direction=spec.direction, **params)
 
     def _for_loop(self) -> Any:
@@ -233,7 +194,8 @@ class LLMJudge:
         rec = CallRecord()
         token = CURRENT_CALL.set(rec)
         try:
-            scores = await self._for_loop().async_evaluate(judge_variables(item))
+            sides = {"input": input_text(item.history), "output": item.output}
+            scores = await self._for_loop().async_evaluate({v: sides[side] for v, side in self.fill.items()})
             s = scores[0]
             out = Judgement(item.sample_id, self.spec.name, label=s.label,
                             score=None if s.score is None else float(s.score), explanation=s.explanation)
@@ -249,6 +211,17 @@ class LLMJudge:
 
     async def judge(self, items: Sequence[JudgeItem]) -> list[Judgement]:
         return list(await asyncio.gather(*(self.judge_one(i) for i in items)))
+
+
+def phoenix_choices(spec: EvalSpec) -> Any:
+    """The spec's rails in the form ClassificationEvaluator takes: {label: score}, {label: (score, description)},
+    or a list of labels for a label-only classifier (its verdicts then have no score)."""
+    if spec.choices:
+        desc = spec.label_descriptions or {}
+        if desc and all(label in desc for label in spec.choices):
+            return {label: (score, desc[label]) for label, score in spec.choices.items()}
+        return dict(spec.choices)
+    return list(spec.labels or ())
 
 
 def _systemic(exc: BaseException) -> bool:

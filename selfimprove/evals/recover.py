@@ -6,7 +6,8 @@
 - The spec of an eval comes, in order, from the annotation metadata key `selfimprove.eval_spec` (written by the
   EvalInstrumentor: the latest annotation carrying one wins, and several distinct specs are reported), a local
   registry (`<root>/evals/<name>.json`, an EvalSpec as JSON), or is inferred from what the annotations show
-  (kind, label -> score choices when consistent, the judge model and direction phoenix-evals records).
+  (kind, label -> score choices when consistent, or the labels when no annotation has a score, the judge model
+  and direction phoenix-evals records).
 Pure except `read_registry`.
 """
 
@@ -175,10 +176,12 @@ def infer_spec(ename: str, observed: list[dict[str, Any]]) -> EvalSpec:
             pairs.setdefault(str(label), set()).add(float(score))
     choices = {k: next(iter(v)) for k, v in sorted(pairs.items())} if pairs and all(
         len(v) == 1 for v in pairs.values()) else None
+    seen = sorted({str(r["label"]) for r in observed if _val(r.get("label")) is not None})
+    labels = tuple(seen) if seen and not pairs else None  # labels that never came with a score: label-only
     metas = [r["metadata"] for r in observed if isinstance(r.get("metadata"), dict)]
     model = next((m["model"] for m in reversed(metas) if isinstance(m.get("model"), str)), None)
     direction = next((m["direction"] for m in reversed(metas) if m.get("direction") in ("maximize", "minimize")),
                      "maximize")
     explains = any(_val(r.get("explanation")) for r in observed)
-    return EvalSpec(name=ename, kind=kind, choices=choices, judge_model=model, direction=direction,
+    return EvalSpec(name=ename, kind=kind, choices=choices, labels=labels, judge_model=model, direction=direction,
                     include_explanation=explains)

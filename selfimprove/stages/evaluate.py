@@ -139,7 +139,14 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
     warnings = [f"eval '{name}' is not replayed: {why}" for name, why in scorer.skipped.items()]
     if primary.name in scorer.skipped:
         raise UsageError(f"the primary eval '{primary.name}' cannot be replayed: {scorer.skipped[primary.name]}")
+    if primary.label_only:
+        raise UsageError(f"the primary eval '{primary.name}' has labels but no scores, so no gain can be measured",
+                         hint="choose another primary eval (evals.primary) or give the eval's choices scores")
     judged = [e for e in evals if e.name in scorer.judges]
+    label_only = [e for e in judged if e.label_only]
+    warnings += [f"eval '{e.name}' has labels but no scores (its choices were a plain list): it is replayed and "
+                 "its label agreement with the baseline reported, but it takes no part in the statistics, the "
+                 "Pareto front or the gate" for e in label_only]
     estimate = inputs.estimate(order, checkpoint.policy, [c.policy for c in chosen], judged, mode, scorer.ledger.prices)
     _check_budget(estimate, ev, yes, confirm)
     arms = [Arm(c.id, c.policy, SPRT(ev.alpha, ev.beta, ev.min_effect)) for c in chosen]
@@ -162,8 +169,8 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
     spent = {"calls": snap.calls, "cache_hits": snap.cache_hits, "failed": snap.failed,
              "cost_usd": round(snap.cost_usd, 6), "tokens": snap.tokens}
     frame = rows_to_frame(outcome.rows)
-    report = inputs.build_report(cfg, run, checkpoint, chosen, arms, judged, primary, outcome, mode, split,
-                                 judge_override, tags)
+    report = inputs.build_report(cfg, run, checkpoint, chosen, arms, [e for e in judged if not e.label_only],
+                                 primary, outcome, mode, split, judge_override, tags, label_only=label_only)
     return report, frame, estimate, spent, warnings
 
 

@@ -155,8 +155,10 @@ def estimate(order: Sequence[Sample], baseline: Policy, candidates: Sequence[Pol
 
 def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Candidate], arms: Sequence[Any],
                  judged: Sequence[EvalSpec], primary: EvalSpec, outcome: Any, mode: str, split: str,
-                 judge_override: dict[str, Any] | None, tags: dict[str, str]) -> dict[str, Any]:
-    """The report.json document (schema "selfimprove.report/1"); deterministic for the same scored rows."""
+                 judge_override: dict[str, Any] | None, tags: dict[str, str],
+                 label_only: Sequence[EvalSpec] = ()) -> dict[str, Any]:
+    """The report.json document (schema "selfimprove.report/1"); deterministic for the same scored rows.
+    `judged` are the scored evals (statistics, Pareto, gate); `label_only` evals get `label_agreement` only."""
     import statistics
 
     from selfimprove.core.gate import settings_from_config
@@ -186,6 +188,8 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
         entries.append({"id": arm.id, "policy_digest": arm.policy.digest, "passed_guards": by_id[arm.id].passed_guards,
                         "parent": by_id[arm.id].parent, "evals": evals, "cost": cost,
                         "errors": rep.error_counts(rows, arm.id, set(used)), "n_samples": len(used)})
+        if label_only:
+            entries[-1]["label_agreement"] = rep.label_agreement(rows, arm.id, set(used), label_only)
 
     def means(policy: str, ids: Sequence[str]) -> dict[str, float | None]:
         out = {}
@@ -206,14 +210,16 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
         if name == primary.name:
             matrix.setdefault(sid, {})[pol] = rep.normalized(score, primary)
     after = classify_samples(matrix)
-    llm_names = {e.name for e in judged if e.kind == "llm"}
+    llm_names = {e.name for e in (*judged, *label_only) if e.kind == "llm"}
     gen_ok = {(r["policy"], r["sample_id"]) for r in rows if not r.get("gen_error")
               and not (mode == "stored" and r["policy"] == rep.BASELINE)}
     judge_ok = [r for r in rows if r["eval"] in llm_names and not r.get("error")
                 and not (mode == "stored" and r["policy"] == rep.BASELINE)]
     gen_cost = {(r["policy"], r["sample_id"]): float(r.get("gen_cost_usd") or 0.0) for r in rows}
     cost_usd = sum(gen_cost[k] for k in gen_ok) + sum(float(r.get("cost_usd") or 0.0) for r in judge_ok)
+    extra = {"label_only_evals": [e.name for e in label_only]} if label_only else {}
     return {
+        **extra,
         "schema": "selfimprove.report/1", "target": cfg.target, "run": run.run_id, "split": split,
         "primary_eval": primary.name,
         "baseline": {"policy_digest": checkpoint.policy.digest, "mode": mode, "pareto": joint[rep.BASELINE],

@@ -186,7 +186,8 @@ def stored_baseline_rows(samples: Sequence[Sample], evals: Sequence[EvalSpec], p
             rows.append({"sample_id": s.sample_id, "policy": BASELINE, "policy_digest": s.policy_digest or policy.digest,
                          "eval": spec.name, "label": r.label if r else None, "score": r.score if r else None,
                          "explanation": r.explanation if r else None,
-                         "error": None if r and r.score is not None else "no stored verdict",
+                         "error": None if r and (r.score is not None or (spec.label_only and r.label is not None))
+                         else "no stored verdict",
                          "output": text, "gen_error": gen_error, "tokens": 0, "cost_usd": 0.0, "latency_ms": None,
                          "cached": True, "gen_tokens": p + c, "gen_cost_usd": prices.cost(policy.model, p, c),
                          "gen_latency_ms": s.latency_ms, "gen_cached": True})

@@ -133,6 +133,26 @@ def verdicts(entry: Mapping[str, Any], gate_settings: Any) -> dict[str, str]:
     return {c.eval: c.verdict for c in decide(entry, gate_settings).checks}
 
 
+def label_agreement(rows: Iterable[Mapping[str, Any]], policy: str, sample_ids: set[str],
+                    specs: Sequence[EvalSpec]) -> dict[str, dict[str, Any]]:
+    """Per label-only eval: on the samples where both the baseline and `policy` got a label, how often they agree,
+    and each side's label counts (a label-only eval has no score, so no mean, CI or gate)."""
+    labels: dict[tuple[str, str, str], str] = {}
+    names = {s.name for s in specs}
+    for r in rows:
+        if r["eval"] in names and r["sample_id"] in sample_ids and r.get("label") is not None and not r.get("error"):
+            labels[(r["policy"], r["eval"], r["sample_id"])] = str(r["label"])
+    out = {}
+    for spec in specs:
+        pairs = [(labels[(BASELINE, spec.name, sid)], labels[(policy, spec.name, sid)]) for sid in sorted(sample_ids)
+                 if (BASELINE, spec.name, sid) in labels and (policy, spec.name, sid) in labels]
+        agree = sum(1 for b, c in pairs if b == c)
+        out[spec.name] = {"n": len(pairs), "agree": agree, "disagree": len(pairs) - agree,
+                          "baseline": {k: sum(1 for b, _ in pairs if b == k) for k in spec.rails},
+                          "candidate": {k: sum(1 for _, c in pairs if c == k) for k in spec.rails}}
+    return out
+
+
 def render_report(console: Any, report: Mapping[str, Any], verdict_by_cand: Mapping[str, Mapping[str, str]],
                   notes: Sequence[str] = ()) -> None:
     """The terminal view: per candidate, eval | baseline | candidate | Δ | 95% CI | n | verdict; then cost."""
@@ -163,6 +183,10 @@ def render_report(console: Any, report: Mapping[str, Any], verdict_by_cand: Mapp
                           f"{short.get(sprt.get('decision'), '–')}@{sprt.get('n_used', 0)}",
                           verdict_by_cand.get(c["id"], {}).get(name, ""))
         console.print(table)
+        for name, a in sorted((c.get("label_agreement") or {}).items()):
+            counts = " · ".join(f"{k} {a['baseline'].get(k, 0)}→{a['candidate'].get(k, 0)}" for k in a["baseline"])
+            console.print(f"  {name} (labels only, no score): same label on {a['agree']}/{a['n']} samples; "
+                          f"{counts}", highlight=False, markup=False)
         cost, err = c.get("cost") or {}, c.get("errors") or {}
         console.print(f"  tokens/call {f(cost.get('tokens_per_call'), '{:.0f}')} · cost/call "
                       f"${f(cost.get('per_call_usd'), '{:.6f}')} (baseline ${f(cost.get('baseline_per_call_usd'), '{:.6f}')})"

@@ -161,6 +161,10 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
     evals = tuple(e for e in checkpoint.evals if not include or e.name in include)
     if not evals:
         raise UsageError("no eval to learn from in the checkpoint", hint="check evals.include in the config")
+    if any(e.label_only for e in evals):  # no score to climb: not replayed here (evaluate reports their labels)
+        if log:
+            log("not learning from " + ", ".join(f"{e.name} (labels but no scores)" for e in evals if e.label_only))
+        evals = tuple(e for e in evals if not e.label_only)
     ledger = Ledger(cfg.llm.prices, LedgerBudget(max_calls=limit))  # the hard stop, retries included
     cache = CallCache(run_path / "cache" / "llm")
     if scorer is None:
