@@ -135,9 +135,8 @@ def test_target_lock_between_two_processes(tmp_path):
         """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(LockHeld, match=r"target 'support' is locked by pid \d+") as err:
-            with ws.lock("support"):
-                pass
+        with pytest.raises(LockHeld, match=r"target 'support' is locked by pid \d+") as err, ws.lock("support"):
+            pass
         assert "--wait" in err.value.hint
         with ws.lock("other"):  # other targets are independent
             pass

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from selfimprove.cli import evaluate_cmd, promote_cmd, pull_cmd, store_cmds, update_cmd
-from selfimprove.cli import builds_cmd, loop_cmd
+from selfimprove.cli import builds_cmd, evaluate_cmd, loop_cmd, promote_cmd, pull_cmd, store_cmds, update_cmd
 
 app = typer.Typer(
     name="selfimprove",

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-TargetOpt = Annotated[Optional[str], typer.Option(
+TargetOpt = Annotated[str | None, typer.Option(
     "--target", "-t", metavar="CFG", help="Target config file (TOML/JSON), or a target name resolved as configs/<name>.toml. "
     "Defaults to the only config in configs/.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option(
+SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set evaluate.concurrency=8 (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (with a 'schema' field) on stdout.")]
 RootOpt = Annotated[Path, typer.Option("--root", help="Workspace folder holding runs/, prompts/ and configs/.",
                                        envvar="SELFIMPROVE_ROOT")]
-RunOpt = Annotated[Optional[str], typer.Option("--run", help="Run id or folder (default: the latest run).")]
+RunOpt = Annotated[str | None, typer.Option("--run", help="Run id or folder (default: the latest run).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if this stage's key was already computed.")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for another run of the target to finish instead of "
                                                       "failing at once.")]

@@ -10,7 +10,8 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -69,7 +70,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             console().print("Interrupted; finished artifacts are kept.")
             raise typer.Exit(130) from None
-        except Exception as exc:  # noqa: BLE001 - the last line of defence
+        except Exception as exc:
             if os.environ.get("SELFIMPROVE_DEBUG") == "1":
                 raise
             console().print(f"[bold red]Unexpected error:[/] {type(exc).__name__}: {exc}", markup=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -15,15 +15,15 @@ from selfimprove.cli.output import handle_errors
 
 @handle_errors
 def pull(
-    since: Annotated[Optional[str], typer.Option(help="Start of the window, inclusive, on span start time: an ISO "
+    since: Annotated[str | None, typer.Option(help="Start of the window, inclusive, on span start time: an ISO "
                                                       "date or datetime (no offset = UTC, and the output says so) or "
                                                       "an age such as 7d or 12h. Default: where the last pull ended "
                                                       "(the target's cursor, minus a 10-minute overlap deduplicated "
                                                       "by span id), else the beginning.")] = None,
-    until: Annotated[Optional[str], typer.Option(help="End of the window, exclusive (same forms; default: now, "
+    until: Annotated[str | None, typer.Option(help="End of the window, exclusive (same forms; default: now, "
                                                       "recorded as a concrete time).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Keep only the newest N spans of the window.", min=1)] = None,
-    source: Annotated[Optional[str], typer.Option(help="phoenix, arize or file (default: telemetry.source in the "
+    limit: Annotated[int | None, typer.Option(help="Keep only the newest N spans of the window.", min=1)] = None,
+    source: Annotated[str | None, typer.Option(help="phoenix, arize or file (default: telemetry.source in the "
                                                        "config; the file source reads telemetry.file.path).")] = None,
     target: TargetOpt = None,
     set_: SetOpt = None,
@@ -68,21 +68,21 @@ def _progress(json_output: bool) -> Iterator[Callable[[Any], None] | None]:
 
 @handle_errors
 def snapshot(
-    test_size: Annotated[Optional[float], typer.Option(help="Held-out share of samples, split by whole traces and "
+    test_size: Annotated[float | None, typer.Option(help="Held-out share of samples, split by whole traces and "
                                                             "stratified by the primary eval's score (default: "
                                                             "split.test_size, 0.3).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the split and sampling (default: split.seed).")] = None,
-    max_samples: Annotated[Optional[int], typer.Option(help="Keep at most this many samples (a seeded random "
+    seed: Annotated[int | None, typer.Option(help="Seed of the split and sampling (default: split.seed).")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="Keep at most this many samples (a seeded random "
                                                             "subset, or a varied one with --diverse).", min=1)] = None,
     diverse: Annotated[bool, typer.Option("--diverse", help="With --max-samples, pick a maximally varied subset: "
                                                             "TF-IDF vectors of the inputs, k-means++ clusters, the "
                                                             "sample nearest each centre (offline, no embeddings "
                                                             "endpoint needed).")] = False,
-    filter_: Annotated[Optional[list[str]], typer.Option("--filter", help="Keep samples matching KEY OP VALUE "
+    filter_: Annotated[list[str] | None, typer.Option("--filter", help="Keep samples matching KEY OP VALUE "
                        "(repeatable; added to split.filters in the config). Keys: model, policy (digest prefix), "
                        "since, until, score.EVAL, label.EVAL, metadata.KEY; ops = != < <= > >= ~ (contains). "
                        "E.g. model=gpt-4o-mini, score.correctness<0.5, metadata.tenant=acme.")] = None,
-    policy: Annotated[Optional[str], typer.Option(help="Digest (prefix) of the current policy (default: the "
+    policy: Annotated[str | None, typer.Option(help="Digest (prefix) of the current policy (default: the "
                                                        "latest seen).")] = None,
     run: RunOpt = None,
     target: TargetOpt = None,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from selfimprove.cli.common import JsonOpt, RootOpt, SetOpt, TargetOpt, config_path
+from selfimprove.cli.common import JsonOpt, RootOpt, TargetOpt, config_path
 from selfimprove.cli.output import emit, handle_errors
 
 
@@ -16,7 +16,7 @@ def init(
     name: Annotated[str, typer.Argument(help="Name of the new target (one LLM call site).")],
     source: Annotated[str, typer.Option(help="Telemetry source: phoenix, arize or file.")] = "phoenix",
     endpoint: Annotated[str, typer.Option(help="Phoenix base URL.")] = "http://127.0.0.1:6006",
-    project: Annotated[Optional[str], typer.Option(help="Phoenix project (default: the target name).")] = None,
+    project: Annotated[str | None, typer.Option(help="Phoenix project (default: the target name).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.")] = False,
     root: RootOpt = Path("."),
     json_output: JsonOpt = False,
@@ -82,7 +82,7 @@ def _render_log(c, history: dict) -> None:
 
 @handle_errors
 def verify(
-    run: Annotated[Optional[str], typer.Argument(help="Run id or folder. Default: every run and build of the "
+    run: Annotated[str | None, typer.Argument(help="Run id or folder. Default: every run and build of the "
                                                       "target.")] = None,
     target: TargetOpt = None,
     root: RootOpt = Path("."),

@@ -146,7 +146,7 @@ class TargetConfig(Section):
         return v
 
     @model_validator(mode="after")
-    def _primary_is_included(self) -> "TargetConfig":
+    def _primary_is_included(self) -> TargetConfig:
         if self.evals.primary and self.evals.include and self.evals.primary not in self.evals.include:
             raise ValueError(f"evals.primary {self.evals.primary!r} is not in evals.include")
         return self

@@ -21,7 +21,7 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, _dt.datetime):
         if obj.tzinfo is None:
             raise ValueError(f"naive datetime {obj!r} cannot be hashed; make it timezone-aware (UTC)")
-        return obj.astimezone(_dt.timezone.utc).isoformat()
+        return obj.astimezone(_dt.UTC).isoformat()
     if isinstance(obj, _dt.date):
         return obj.isoformat()
     if isinstance(obj, (set, frozenset)):

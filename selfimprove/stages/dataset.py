@@ -9,8 +9,9 @@ the table digest is stable.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from selfimprove.core.records import EvalResult, Message, Sample
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
 
 from selfimprove.core.canonical import digest
 from selfimprove.core.errors import IntegrityError, UsageError
@@ -61,7 +60,7 @@ def production(prompts_dir: Path, target: str, ref: str = "production") -> Build
 def move_ref(prompts_dir: Path, build: Build, ref: str = "production", reason: str = "") -> Path:
     bdir = build_dir(prompts_dir, build.target)
     ref_path = atomic.write_json(bdir / f"{ref}.ref.json", {"build": build.name, "digest": build.digest})
-    entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "ref": ref,
+    entry = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "ref": ref,
              "build": build.name, "digest": build.digest, "reason": reason}
     with open(bdir / "refs.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")

@@ -16,7 +16,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from selfimprove.core.canonical import digest
 from selfimprove.core.errors import UsageError
@@ -28,7 +28,7 @@ RECORD_SCHEMA = "selfimprove.stage/1"
 
 
 def _utcnow() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:
@@ -56,13 +56,13 @@ class Workspace:
             return []
         return sorted(p.name for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def runs(self, target: str) -> list["Run"]:
+    def runs(self, target: str) -> list[Run]:
         tdir = self.target_dir(target)
         if not tdir.is_dir():
             return []
         return [Run(self, target, p.name) for p in sorted(tdir.iterdir()) if (p / "manifest.json").is_file()]
 
-    def new_run(self, target: str, *, parent_build: dict[str, Any] | None = None) -> "Run":
+    def new_run(self, target: str, *, parent_build: dict[str, Any] | None = None) -> Run:
         run_id = self._next_run_id(target)
         run = Run(self, target, run_id)
         run.path.mkdir(parents=True, exist_ok=False)
@@ -77,7 +77,7 @@ class Workspace:
     def _next_run_id(self, target: str) -> str:
         """`<UTC time to the microsecond>Z-<4 hex>`, strictly after every existing run id, so that sorting run ids
         sorts runs by creation even within one second or after a clock step back."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         tdir = self.target_dir(target)
         existing = sorted(p.name for p in tdir.iterdir() if p.is_dir()) if tdir.is_dir() else []
         stamp = f"{now:%Y%m%dT%H%M%S.%f}"
@@ -86,7 +86,7 @@ class Workspace:
             stamp = f"{last + dt.timedelta(microseconds=1):%Y%m%dT%H%M%S.%f}"
         return f"{stamp}Z-{secrets.token_hex(2)}"
 
-    def open_run(self, target: str, run: str | None = None) -> "Run":
+    def open_run(self, target: str, run: str | None = None) -> Run:
         """A run by id (or path), or the latest run of the target when `run` is None."""
         if run is None:
             runs = self.runs(target)
@@ -122,7 +122,7 @@ class Run:
             return None
         return json.loads(path.read_text())
 
-    def stage(self, name: str, *, params: dict[str, Any], inputs: list[str] = (), force: bool = False) -> "Stage":
+    def stage(self, name: str, *, params: dict[str, Any], inputs: list[str] = (), force: bool = False) -> Stage:
         return Stage(self, name, params=params, inputs=list(inputs), force=force)
 
     def _commit(self, record: dict[str, Any], timing: dict[str, Any]) -> None:
@@ -213,11 +213,11 @@ class Stage:
             }
         finished = time.time()
         self.run._commit(self.record, {
-            "started_at": dt.datetime.fromtimestamp(self.started, dt.timezone.utc).isoformat(timespec="seconds"),
+            "started_at": dt.datetime.fromtimestamp(self.started, dt.UTC).isoformat(timespec="seconds"),
             "duration_s": round(finished - self.started, 3), "reused": self.reused, "pid": os.getpid()})
         return self.record
 
-    def __enter__(self) -> "Stage":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
