@@ -147,8 +147,6 @@ class AsyncCachingTransport(httpx2.AsyncBaseTransport):
         self._inner = inner or httpx2.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        import anyio.to_thread
-
         await request.aread()
         call = self._broker.recognise(request)
         if call is None:
@@ -166,11 +164,9 @@ class AsyncCachingTransport(httpx2.AsyncBaseTransport):
             raise
         response, parsed = self._broker.finish(call, res, sent, content, (time.perf_counter() - t0) * 1000, request)
         if parsed is not None and self._broker.cache is not None:
-            # fsync off the event loop; the entry is on disk before the caller sees the result
-            await anyio.to_thread.run_sync(
-                self._broker.cache.put, call.key, call.body, call.sample_index, parsed,
-                float(response.headers[LATENCY_HEADER]),
-            )
+            # on the loop (no fsync, ~0.2 ms): the entry is written before the caller sees the result
+            self._broker.cache.put(call.key, call.body, call.sample_index, parsed,
+                                   float(response.headers[LATENCY_HEADER]))
         return response
 
     async def aclose(self) -> None:
