@@ -59,7 +59,7 @@ def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: li
              confirm: Any = None) -> EvalReport:
     """Evaluate the run's candidates (see the module docstring). `config` replaces loading the target config;
     `confirm(message) -> bool` replaces the terminal question when the estimate exceeds the budget."""
-    from selfimprove.cli.common import load_target
+    from selfimprove.config.load import load_target
     from selfimprove.store.runs import Workspace
 
     cfg = config if config is not None else load_target(Path(root), target, overrides)

@@ -87,7 +87,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
              wait: bool = False, on_step: Callable[[Step], None] | None = None) -> LoopResult:
     """Run the loop once for one target; see the module docstring. `force_update` ignores the trigger;
     `candidates` is what evaluate tests: best (default), all, or a candidate id."""
-    from selfimprove.cli.common import load_target
+    from selfimprove.config.load import load_target
     from selfimprove.store.runs import Workspace
 
     started = time.monotonic()

@@ -59,7 +59,7 @@ def promote(*, root: str | Path = ".", target: str | None = None, overrides: lis
             dry_run: bool = False, push_phoenix: bool = False, to: str | None = None,
             wait: bool = False) -> PromoteResult:
     """Gate and promote (or roll back with `to`). See the module docstring for the contract."""
-    from selfimprove.cli.common import load_target
+    from selfimprove.config.load import load_target
     from selfimprove.store.runs import Workspace
 
     cfg = load_target(Path(root), target, overrides)

@@ -90,7 +90,7 @@ def update(root: str | Path = ".", target: str | None = None, overrides: list[st
     from selfimprove.store.runs import Workspace
 
     if config is None:
-        from selfimprove.cli.common import load_target
+        from selfimprove.config.load import load_target
 
         config = load_target(Path(root), target, overrides)
     name = optimizer or config.update.optimizer
