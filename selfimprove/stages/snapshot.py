@@ -127,6 +127,7 @@ def _snapshot(root: Path, cfg: Any, run: Any, test_size: float | None, seed: int
 def build(run_path: Path, cfg: Any, sel: Any, registry: dict) -> tuple[SnapshotResult, Any, Any, str]:
     """Read the raw tables of a run folder and build (result, dataset frame, Checkpoint, markdown report)."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     from selfimprove.core.records import Checkpoint
     from selfimprove.evals.recover import recover
@@ -134,10 +135,11 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict) -> tuple[SnapshotR
     from selfimprove.stages.select import build_samples
     from selfimprove.stages.snapshot_report import markdown
 
-    spans = pd.read_parquet(run_path / "raw/spans.parquet")
+    # span rows straight from arrow (nulls as None, times as aware datetimes): ~2x faster than pandas' to_dict
+    span_rows = pq.read_table(run_path / "raw/spans.parquet").to_pylist()
     annotations = pd.read_parquet(run_path / "raw/annotations.parquet")
     recovered = recover(annotations, registry, list(cfg.evals.include) or None)
-    built = build_samples(spans.to_dict(orient="records"), recovered, sel)
+    built = build_samples(span_rows, recovered, sel)
     evals = sorted(built.specs)
     warnings = _warnings(built, recovered)
     result = SnapshotResult(

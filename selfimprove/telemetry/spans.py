@@ -58,6 +58,8 @@ class BadSpan:
 def _missing(value: Any) -> bool:
     if value is None:
         return True
+    if type(value) is str:  # the common case: a present text cell
+        return False
     if isinstance(value, float) and math.isnan(value):
         return True
     return getattr(value, "__class__", None).__name__ in ("NAType", "NaTType")
