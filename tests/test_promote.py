@@ -13,8 +13,8 @@ from selfimprove.cli.app import app
 from selfimprove.core.canonical import short
 from selfimprove.core.errors import GateFailed, IntegrityError, UsageError
 from selfimprove.core.records import Candidate, Checkpoint, EvalSpec, Policy
-from selfimprove.stages.promote import build_name, promote
-from selfimprove.store.builds import list_builds, production, verify_builds
+from selfimprove.stages.promote import promote
+from selfimprove.store.builds import build_name, list_builds, production, verify_builds
 from selfimprove.store.runs import Workspace
 from selfimprove.store.verify import verify_run
 

@@ -28,8 +28,6 @@ PARAMS = ("model", "temperature", "top_p", "max_tokens", "response_format", "too
 
 def resolve_build(prompts_dir: Path, target: str, spec: str) -> Build:
     """'production' (or another ref), 'v0003', '3', or the path of a build file."""
-    from selfimprove.stages.promote import build_name
-
     path = Path(spec)
     if path.suffix == ".json" and path.is_file():
         return store.read_build(path)
@@ -37,14 +35,11 @@ def resolve_build(prompts_dir: Path, target: str, spec: str) -> Build:
     if (bdir / f"{spec}.ref.json").is_file():
         return store.production(prompts_dir, target, spec)
     try:
-        name = build_name(spec)
+        name = store.build_name(spec)
     except UsageError:
         raise UsageError(f"no build or ref {spec!r} for target '{target}'",
                          hint="name a build (v0002), a ref (production) or a build file") from None
-    if not (bdir / f"{name}.json").is_file():
-        have = ", ".join(b.name for b in store.list_builds(prompts_dir, target)) or "none"
-        raise UsageError(f"no build {name} for target '{target}' (builds: {have})")
-    return store.read_build(bdir / f"{name}.json")
+    return store.read_named_build(prompts_dir, target, name)
 
 
 def prompt_document(build: Build) -> list[str]:

@@ -71,21 +71,8 @@ def promote(*, root: str | Path = ".", target: str | None = None, overrides: lis
                             dry_run=dry_run, push_phoenix=push_phoenix)
 
 
-def build_name(spec: str) -> str:
-    """'v0002', '2', '0002' -> 'v0002'."""
-    text = spec.strip().lower().removeprefix("v")
-    if not text.isdigit():
-        raise UsageError(f"not a build name: {spec!r}", hint="builds are named v0001, v0002, …")
-    return f"v{int(text):04d}"
-
-
 def _move_to(ws, cfg, spec: str, *, dry_run: bool, push_phoenix: bool) -> PromoteResult:
-    name = build_name(spec)
-    path = store.build_dir(ws.prompts_dir, cfg.target) / f"{name}.json"
-    if not path.is_file():
-        have = ", ".join(b.name for b in store.list_builds(ws.prompts_dir, cfg.target)) or "none"
-        raise UsageError(f"no build {name} for target '{cfg.target}' (builds: {have})")
-    build = store.read_build(path)
+    build = store.read_named_build(ws.prompts_dir, cfg.target, store.build_name(spec))
     prev = store.production(ws.prompts_dir, cfg.target)
     result = PromoteResult(target=cfg.target, action="dry-run" if dry_run else "rollback", build=build.name,
                            build_digest=build.digest, previous=prev.name if prev else None,

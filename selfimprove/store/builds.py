@@ -10,7 +10,6 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from selfimprove.core.canonical import digest
 from selfimprove.core.errors import IntegrityError, UsageError
 from selfimprove.core.records import Build
 from selfimprove.store import atomic
@@ -27,6 +26,24 @@ def list_builds(prompts_dir: Path, target: str) -> list[Build]:
     if not bdir.is_dir():
         return []
     return [read_build(p) for p in sorted(bdir.glob("v[0-9][0-9][0-9][0-9].json"))]
+
+
+def build_name(spec: str) -> str:
+    """'v0002', '2', '0002' -> 'v0002'."""
+    text = spec.strip().lower().removeprefix("v")
+    if not text.isdigit():
+        raise UsageError(f"not a build name: {spec!r}", hint="builds are named v0001, v0002, …")
+    return f"v{int(text):04d}"
+
+
+def read_named_build(prompts_dir: Path, target: str, name: str) -> Build:
+    """The build `name` (as `build_name` spells it) of the target; a UsageError listing the builds if absent."""
+    path = build_dir(prompts_dir, target) / f"{name}.json"
+    if not path.is_file():
+        have = ", ".join(b.name for b in list_builds(prompts_dir, target)) or "none"
+        raise UsageError(f"no build {name} for target '{target}' (builds: {have})",
+                         hint=f"`selfimprove log --target {target}` shows the build chain")
+    return read_build(path)
 
 
 def read_build(path: Path) -> Build:
@@ -81,7 +98,3 @@ def verify_builds(prompts_dir: Path, target: str) -> list[Build]:
         if parent.digest != b.parent_digest:
             raise IntegrityError(f"build {b.name}: parent {b.parent} does not match the recorded digest", path=path)
     return builds
-
-
-def policy_digest_of(build: Build) -> str:
-    return digest(build.policy.model_dump(mode="json"))
