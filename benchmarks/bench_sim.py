@@ -1,7 +1,9 @@
 """Simulator throughput: chat-completion requests per second at zero latency with concurrent clients.
 
 The server runs as a subprocess (its own core); clients are threads with keep-alive connections, first raw
-http.client (the server's own ceiling), then the real openai SDK (what other benchmarks see). Target: >= 500/s.
+http.client (the server's own ceiling), then the real openai SDK (what other benchmarks see). Target: >= 500/s for
+the simulator itself, i.e. the raw http.client figure; the SDK figure is the client's ceiling (the SDK's own CPU per
+call in the client threads), printed for reference, not judged.
 
     .venv/bin/python benchmarks/bench_sim.py [--seconds 3] [--clients 8]
 """
@@ -96,9 +98,11 @@ def main() -> None:
         assert stats["by_status"] == {"200": n}, stats["by_status"]
         n2, dt2 = run_sdk(sim.base_url, args.clients, args.seconds)
         sdk = n2 / dt2
-    print(f"sim raw http.client: {raw:,.0f} req/s ({n} requests, {args.clients} clients, {dt:.1f} s)")
-    print(f"sim openai SDK:      {sdk:,.0f} req/s ({n2} requests, {args.clients} clients, {dt2:.1f} s)")
-    print(f"target >= {TARGET:.0f} req/s (raw): {'PASS' if raw >= TARGET else 'FAIL'}")
+    print(f"sim raw http.client: {raw:,.0f} req/s ({n} requests, {args.clients} clients, {dt:.1f} s)  <- the target")
+    print(f"sim openai SDK:      {sdk:,.0f} req/s ({n2} requests, {args.clients} clients, {dt2:.1f} s)  "
+          "(client-bound, for reference)")
+    print(f"target >= {TARGET:.0f} req/s for the simulator itself (raw http.client): "
+          f"{'OK' if raw >= TARGET else 'MISSED'}")
     if raw < TARGET:
         raise SystemExit(1)
 
