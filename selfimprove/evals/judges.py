@@ -80,11 +80,6 @@ def input_text(history: Sequence[Message]) -> str:
     return "\n".join(f"{m.role}: {m.text()}" for m in turns)
 
 
-def judge_variables(item: JudgeItem) -> dict[str, str]:
-    text_in, text_out = input_text(item.history), item.output or ""
-    return {name: text_in if side == "input" else text_out for name, side in VARIABLE_SIDES.items()}
-
-
 def resolve_variables(variables: Sequence[str], input_mapping: dict[str, str | None] | None
                       ) -> tuple[dict[str, str], dict[str, str]]:
     """({template variable: "input" | "output"}, {variable: why replay cannot fill it}).

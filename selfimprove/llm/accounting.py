@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from selfimprove.core.canonical import canonical_json
-from selfimprove.core.errors import SelfimproveError, UsageError
+from selfimprove.core.errors import SelfimproveError
 
 
 class BudgetExceeded(SelfimproveError):
@@ -132,18 +132,18 @@ class Ledger:
         with self._lock:
             t = self._totals()
             spent_tokens = t["prompt_tokens"] + t["completion_tokens"]
-            why = None
+            why, hint = None, None
             if b.max_calls is not None and t["calls"] + 1 > b.max_calls:
                 why = f"the call budget of {b.max_calls} is used up ({int(t['calls'])} sent)"
             elif b.max_tokens is not None and spent_tokens + tokens > b.max_tokens:
                 why = f"the token budget of {b.max_tokens} could be exceeded ({int(spent_tokens)} used)"
             elif b.max_usd is not None and not self.prices.knows(model):
                 why = f"a dollar budget is set but model {model!r} has no price"
+                hint = "add the model under llm.prices"
             elif b.max_usd is not None and t["cost_usd"] + usd > b.max_usd:
                 why = f"the budget of ${b.max_usd:g} could be exceeded (${t['cost_usd']:.4f} spent)"
             if why:
                 self._by_model[model]["refused"] += 1
-                hint = "add the model under llm.prices" if "no price" in why else None
                 raise BudgetExceeded(f"LLM call refused: {why}", hint)
             over = (
                 (b.max_calls is not None and t["calls"] + self._reserved_calls + 1 > b.max_calls)
@@ -207,10 +207,3 @@ def _usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int]:
     if not usage:
         return 0, 0
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-
-
-def require_known_prices(prices: PriceTable, models: list[str]) -> None:
-    """Raise a UsageError naming the models a dollar budget cannot price (call before spending)."""
-    missing = sorted(m for m in set(models) if not prices.knows(m))
-    if missing:
-        raise UsageError(f"no price for model(s) {', '.join(missing)}", hint="add them under [llm.prices]")

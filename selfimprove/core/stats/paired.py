@@ -29,9 +29,6 @@ class Interval(_Frozen):
     high: float
     confidence: float = 0.95
 
-    def excludes_zero(self) -> bool:
-        return self.low > 0.0 or self.high < 0.0
-
 
 class SignTest(_Frozen):
     """Wins (candidate > baseline), ties and losses over the pairs; p from a binomial test on wins vs losses."""
