@@ -2,7 +2,7 @@
 judge) and a Scorer that replays a policy and judges the outputs, both through the real openai SDK over HTTP.
 
 `SimReplayScorer` really implements the `Scorer` protocol (task call + one judge call per eval, JSON-schema
-structured verdicts); the product's own replay scorer is `selfimprove.optimizers.replay_scorer`.
+structured verdicts); the product's own replay scorer is `selfimprove.stages.replay_scorer`.
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ def replay_scorer(base_url: str, evals: Sequence[EvalSpec], cache_dir=None):
     ledger; `cache_dir` None means no cache (every call is really made)."""
     from selfimprove.evals.judges import JudgeEndpoint, build_judges
     from selfimprove.llm import CallCache, Ledger, OpenAIChat
-    from selfimprove.optimizers.replay_scorer import ReplayScorer
     from selfimprove.stages.replay import PolicyScorer
+    from selfimprove.stages.replay_scorer import ReplayScorer
 
     ledger = Ledger()
     cache = CallCache(cache_dir) if cache_dir else None

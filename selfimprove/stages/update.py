@@ -168,7 +168,7 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
     ledger = Ledger(cfg.llm.prices, LedgerBudget(max_calls=limit))  # the hard stop, retries included
     cache = CallCache(run_path / "cache" / "llm")
     if scorer is None:
-        from selfimprove.optimizers.replay_scorer import ReplayScorer
+        from selfimprove.stages.replay_scorer import ReplayScorer
 
         scorer = ReplayScorer.from_config(cfg, evals, cache=cache, ledger=ledger)
     skipped = getattr(scorer, "skipped", {}) or {}

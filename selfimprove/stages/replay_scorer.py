@@ -1,5 +1,6 @@
 """The product's Scorer: `selfimprove.stages.replay.score_policy` (replay through the LLM layer, re-judge with the
-captured evals as phoenix-evals evaluators) seen through the optimizer's `Scorer` protocol.
+captured evals as phoenix-evals evaluators) seen through the optimizer's `Scorer` protocol. It lives with the
+stages because it wraps one: optimizers see only the protocol, never a stage.
 
 Calls, tokens and cost come from the ledger's bookings (every attempt counts, cache hits are free). A call the
 ledger refuses (its budget is the hard stop) becomes `BudgetExhausted`, which ends the search gracefully.
