@@ -7,28 +7,8 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.common import JsonOpt, RootOpt, SetOpt, TargetOpt
+from selfimprove.cli.common import JsonOpt, RootOpt, SetOpt, TargetOpt, resolve_target
 from selfimprove.cli.output import emit, handle_errors
-
-
-def _target(root: Path, target: str | None, overrides: list[str] | None):
-    """(target name, its gate settings or None): from the config when there is one, else the name itself."""
-    from selfimprove.config.load import config_path, load_target
-    from selfimprove.core.errors import ConfigError, UsageError
-
-    try:
-        cfg = load_target(root, target, overrides)
-        return cfg.target, cfg.gate
-    except ConfigError:
-        raise
-    except UsageError:
-        if target:
-            return Path(target).stem, None
-        found = sorted(p.name for p in (root / "prompts").iterdir() if p.is_dir()) if (root / "prompts").is_dir() else []
-        if len(found) == 1:
-            return found[0], None
-        config_path(root, target)  # raises the usual "no target config" error
-        raise
 
 
 @handle_errors
@@ -52,7 +32,8 @@ def diff(
     from selfimprove.stages.compare import diff as diff_builds
     from selfimprove.stages.views import render_diff
 
-    name, gate = _target(root, target, set_)
+    name, cfg = resolve_target(root, target, set_)
+    gate = cfg.gate if cfg else None
     tolerances = dict(gate.max_regression) if gate else {}
     default = gate.default_max_regression if gate else 0.02
     data = diff_builds(root, name, a, b, tolerances=tolerances, default_tolerance=default)
@@ -74,6 +55,6 @@ def show(
     from selfimprove.stages.compare import show as show_build
     from selfimprove.stages.views import render_show
 
-    name, _ = _target(root, target, set_)
+    name, _ = resolve_target(root, target, set_)
     data = show_build(root, name, build)
     emit("selfimprove.show/1", data, json_mode=json_output, render=lambda c: render_show(c, data))

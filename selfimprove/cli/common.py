@@ -19,13 +19,31 @@ RunOpt = Annotated[str | None, typer.Option("--run", help="Run id or folder (def
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if this stage's key was already computed.")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for another run of the target to finish instead of "
                                                       "failing at once.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending (for cron).")]
 
 
-def config_path(root: Path, target: str | None) -> Path:
-    """Resolve --target (see selfimprove.config.load.config_path); imported lazily to keep start-up light."""
-    from selfimprove.config.load import config_path as resolve
+def resolve_target(root: Path, target: str | None, overrides: list[str] | None = None):
+    """(target name, its config or None) for commands that read builds and runs and need no config of their own:
+    the config's target when there is one (a config that does not validate is an error), else --target's own
+    name, else the only target under prompts/."""
+    from selfimprove.config.load import config_path
+    from selfimprove.config.load import load_target as load
+    from selfimprove.core.errors import ConfigError, UsageError
 
-    return resolve(root, target)
+    try:
+        cfg = load(root, target, overrides)
+        return cfg.target, cfg
+    except ConfigError:
+        raise
+    except UsageError:
+        if target:
+            return Path(target).stem, None
+        prompts = root / "prompts"
+        found = sorted(p.name for p in prompts.iterdir() if p.is_dir()) if prompts.is_dir() else []
+        if len(found) == 1:
+            return found[0], None
+        config_path(root, target)  # raises the usual "no target config" error
+        raise
 
 
 def load_target(root: Path, target: str | None, overrides: list[str] | None):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.common import ForceOpt, JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt
+from selfimprove.cli.common import ForceOpt, JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt, YesOpt
 from selfimprove.cli.output import handle_errors
 
 
@@ -24,7 +24,7 @@ def evaluate(
     baseline: Annotated[str | None, typer.Option(help="replay: re-run the current policy now (default); "
                                                          "stored: reuse production scores (cheaper, drifts).")] = None,
     focus: Annotated[str, typer.Option(help="all, or discriminative: spend the budget where policies differ.")] = "all",
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending (for cron).")] = False,
+    yes: YesOpt = False,
     run: RunOpt = None,
     target: TargetOpt = None,
     set_: SetOpt = None,

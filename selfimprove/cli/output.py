@@ -39,7 +39,8 @@ def emit(schema: str, data: dict[str, Any], *, json_mode: bool, render: Callable
         render(console())
 
 
-def progress_enabled(json_mode: bool = False) -> bool:
+def progress_enabled() -> bool:
+    """Live progress and log lines on stderr: only on a terminal, and not with SELFIMPROVE_NO_PROGRESS set."""
     return sys.stderr.isatty() and not os.environ.get("SELFIMPROVE_NO_PROGRESS")
 
 

@@ -37,18 +37,18 @@ def pull(
     from selfimprove.cli.render import render_result
     from selfimprove.stages.pull import pull as run_pull
 
-    with _progress(json_output) as on_progress:
+    with _progress() as on_progress:
         result = run_pull(root=root, target=target, overrides=set_, since=since, until=until, limit=limit,
                           source=source, wait=wait, on_progress=on_progress)
     render_result("selfimprove.pull/1", result, json_output)
 
 
 @contextmanager
-def _progress(json_output: bool) -> Iterator[Callable[[Any], None] | None]:
+def _progress() -> Iterator[Callable[[Any], None] | None]:
     """A Rich progress display on stderr when it is a terminal; None (no display) otherwise."""
     from selfimprove.cli.output import console, progress_enabled
 
-    if not progress_enabled(json_output):
+    if not progress_enabled():
         yield None
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn

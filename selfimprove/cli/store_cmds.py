@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.common import JsonOpt, RootOpt, TargetOpt, config_path
+from selfimprove.cli.common import JsonOpt, RootOpt, TargetOpt, resolve_target
 from selfimprove.cli.output import emit, handle_errors
 
 
@@ -47,17 +47,8 @@ def log(
     """Show the chain of runs and builds of a target, with their stages and scores."""
     from selfimprove.stages.history import target_history
 
-    history = target_history(root, _target_name(root, target))
+    history = target_history(root, resolve_target(root, target)[0])
     emit("selfimprove.log/1", history, json_mode=json_output, render=lambda c: _render_log(c, history))
-
-
-def _target_name(root: Path, target: str | None) -> str:
-    try:
-        return config_path(root, target).stem
-    except Exception:
-        if target:
-            return Path(target).stem
-        raise
 
 
 def _render_log(c, history: dict) -> None:
@@ -101,7 +92,7 @@ def verify(
         runs = [ws.open_run("", run)]
         name = runs[0].target
     else:
-        name = _target_name(root, target)
+        name = resolve_target(root, target)[0]
         runs = [ws.open_run(name, run)] if run else ws.runs(name)
     checked = [verify_run(r) for r in runs]
     builds = [] if run else [b.name for b in verify_builds(ws.prompts_dir, name)]

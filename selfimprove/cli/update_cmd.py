@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.common import ForceOpt, JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt
+from selfimprove.cli.common import ForceOpt, JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt, YesOpt
 from selfimprove.cli.output import handle_errors
 
 
@@ -27,7 +27,7 @@ def update(
     focus: Annotated[str | None, typer.Option(help="Target one failure cluster (an id from the taxonomy, "
                                                       "f-…).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the validation slice, minibatches and search.")] = 0,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending (for cron).")] = False,
+    yes: YesOpt = False,
     run: RunOpt = None,
     target: TargetOpt = None,
     set_: SetOpt = None,
@@ -48,7 +48,7 @@ def update(
     from selfimprove.stages.update import update as run_update
 
     confirm = (lambda msg: typer.confirm(msg, default=True, err=True)) if sys.stdin.isatty() else None
-    log = (lambda msg: console().print(msg, markup=False, style="dim")) if progress_enabled(json_output) else None
+    log = (lambda msg: console().print(msg, markup=False, style="dim")) if progress_enabled() else None
     result = run_update(root=root, target=target, overrides=set_, run=run, trials=trials, optimizer=optimizer,
                         rounds=rounds, max_calls=max_calls, seed=seed, yes=yes, force=force, wait=wait,
                         fewshot=fewshot, focus=focus, confirm=confirm, log=log)
