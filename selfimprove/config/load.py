@@ -128,7 +128,7 @@ def config_path(root: Path, target: str | None) -> Path:
     if not found:
         raise UsageError("no target config found in configs/", hint="create one with `selfimprove init NAME`")
     names = ", ".join(p.stem for p in found)
-    raise UsageError(f"several targets in configs/ ({names}); choose one with --target")
+    raise UsageError(f"several targets in configs/ ({names})", hint="choose one with --target NAME")
 
 
 def load_target(root: str | Path, target: str | None, overrides: list[str] | None) -> TargetConfig:

@@ -138,7 +138,8 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
                                       concurrency=concurrency, budget=budget)
     warnings = [f"eval '{name}' is not replayed: {why}" for name, why in scorer.skipped.items()]
     if primary.name in scorer.skipped:
-        raise UsageError(f"the primary eval '{primary.name}' cannot be replayed: {scorer.skipped[primary.name]}")
+        raise UsageError(f"the primary eval '{primary.name}' cannot be replayed: {scorer.skipped[primary.name]}",
+                         hint="choose a replayable primary eval (evals.primary), e.g. an LLM judge or a code eval")
     if primary.label_only:
         raise UsageError(f"the primary eval '{primary.name}' has labels but no scores, so no gain can be measured",
                          hint="choose another primary eval (evals.primary) or give the eval's choices scores")
