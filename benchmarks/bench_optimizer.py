@@ -34,7 +34,7 @@ from selfimprove.sim import default_policy, generate_inputs, start_server, world
 def make_scorer(base_url: str, evals: tuple[EvalSpec, ...], task_model: str):
     from selfimprove.evals.judges import JudgeEndpoint, build_judges
     from selfimprove.llm import Ledger, OpenAIChat
-    from selfimprove.optimizers.replay_scorer import ReplayScorer
+    from selfimprove.stages.replay_scorer import ReplayScorer
     from selfimprove.stages.replay import PolicyScorer
 
     ledger = Ledger()
