@@ -16,7 +16,7 @@ from selfimprove.optimizers.base import BudgetExhausted, OptimizeContext, Scored
 from selfimprove.optimizers.feedback import stored_rows
 from selfimprove.optimizers.guards import GuardContext, planted_findings
 from selfimprove.optimizers.search import Member, Population
-from selfimprove.optimizers.steps import Ledger, Spend, score
+from selfimprove.optimizers.steps import Ledger, Spend
 
 _WORD = re.compile(r"\w+")
 
@@ -81,16 +81,13 @@ def try_fewshot(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop: P
                           demos=[s.sample_id for s in demos])
     if not cand.passed_guards:
         return best
-    spend = Spend()
     try:
-        rows = score(ctx.scorer, ctx.budget, policy, val, spend).rows
+        member, rows = ledger.validate(ctx, cand.id, val, parent=best.id)
     except BudgetExhausted:
         log("few-shot: no budget left to validate demonstrations")
         return best
-    ledger.charge(cand.id, spend)
-    member = Member(cand.id, policy, {r.sample_id: r.value(ctx.evals) for r in rows}, parent=best.id)
     won = pop.improves(member, best, z)
-    ledger.info[cand.id].update(val_mean=round(member.mean, 6), won=won)
+    ledger.info[cand.id]["won"] = won
     log(f"few-shot: {cand.id} validation mean {member.mean:.3f} vs {best.mean:.3f}: {'kept' if won else 'dropped'}")
     if won:
         pop.add(member)

@@ -13,9 +13,19 @@ from typing import Any
 
 from selfimprove.core.canonical import short
 from selfimprove.core.records import Candidate, Edit, GuardResult, Policy, Sample
-from selfimprove.optimizers.base import Budget, BudgetExhausted, LMReply, OptimizerLM, ScoreBatch, Scorer
+from selfimprove.optimizers.base import (
+    Budget,
+    BudgetExhausted,
+    LMReply,
+    OptimizeContext,
+    OptimizerLM,
+    ScoreBatch,
+    ScoredSample,
+    Scorer,
+)
 from selfimprove.optimizers.guards import GuardContext, run_guards
 from selfimprove.optimizers.metaprompt import PolicyUpdate, parse_update, response_format
+from selfimprove.optimizers.search import Member
 
 
 @dataclass
@@ -80,10 +90,6 @@ def score(scorer: Scorer, budget: Budget, policy: Policy, samples: Sequence[Samp
     return batch
 
 
-def affordable(budget: Budget, n: int) -> bool:
-    return budget.can_afford(n)
-
-
 @dataclass
 class Ledger:
     """Every candidate an optimizer produced (guard-rejected ones too), with what the stage reports about it."""
@@ -111,11 +117,22 @@ class Ledger:
                                                         "tokens": c.tokens + spend.tokens,
                                                         "cost_usd": round(c.cost_usd + spend.cost_usd, 6)})
 
+    def validate(self, ctx: OptimizeContext, cand_id: str, val: Sequence[Sample], *, parent: str | None,
+                 rnd: int = 0) -> tuple[Member, list[ScoredSample]]:
+        """Score a candidate on the validation slice, charge it what that cost and record its `val_mean`.
+
+        Raises BudgetExhausted (charging nothing) when the budget cannot pay for the scoring."""
+        policy, spend = self.candidates[cand_id].policy, Spend()
+        rows = score(ctx.scorer, ctx.budget, policy, val, spend).rows
+        self.charge(cand_id, spend)
+        member = Member(cand_id, policy, {r.sample_id: r.value(ctx.evals) for r in rows}, round=rnd, parent=parent)
+        self.info[cand_id]["val_mean"] = round(member.mean, 6)
+        return member, rows
+
 
 def edits_of(update: PolicyUpdate, prefix: str = "") -> list[Edit]:
     return [Edit(instruction=e.instruction, addresses=(prefix + e.addresses) if e.addresses else "", kind=e.kind)
             for e in update.edits if e.instruction.strip()]
 
 
-__all__ = ["BudgetExhausted", "Ledger", "Spend", "affordable", "ask_update", "call_lm", "candidate_id", "edits_of",
-           "score"]
+__all__ = ["BudgetExhausted", "Ledger", "Spend", "ask_update", "call_lm", "candidate_id", "edits_of", "score"]

@@ -122,14 +122,10 @@ class TextGradOptimizer:
                 cand = ledger.candidates[cand_id]
                 if not cand.passed_guards or any(m.id == cand_id for m in pop.members):
                     continue
-                spend = Spend()
                 try:
-                    rows = score(ctx.scorer, ctx.budget, cand.policy, val, spend).rows
+                    member, rows = ledger.validate(ctx, cand_id, val, parent=parent.id, rnd=rnd)
                 except BudgetExhausted:
                     break
-                ledger.charge(cand_id, spend)
-                member = Member(cand_id, cand.policy, self._values(rows, ctx), round=rnd, parent=parent.id)
-                ledger.info[cand_id]["val_mean"] = round(member.mean, 6)
                 pop.add(member)
                 rows_of[cand_id] = rows
                 scored = member

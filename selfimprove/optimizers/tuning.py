@@ -14,7 +14,7 @@ from selfimprove.core.records import Edit, Policy, Sample
 from selfimprove.optimizers.base import BudgetExhausted, OptimizeContext
 from selfimprove.optimizers.guards import GuardContext
 from selfimprove.optimizers.search import Member, Population
-from selfimprove.optimizers.steps import Ledger, Spend, score
+from selfimprove.optimizers.steps import Ledger, Spend
 
 TEMPERATURES = (0.0, 0.3, 1.0)
 
@@ -54,15 +54,11 @@ def try_parameters(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop
                               rationale=f"parameter variant of {best.id}: {edit.instruction}")
         if not cand.passed_guards:
             continue
-        spend = Spend()
         try:
-            rows = score(ctx.scorer, ctx.budget, policy, val, spend).rows
+            member, _ = ledger.validate(ctx, cand.id, val, parent=best.id)
         except BudgetExhausted:
             log("tuning: no budget left for more parameter variants")
             break
-        ledger.charge(cand.id, spend)
-        member = Member(cand.id, policy, {r.sample_id: r.value(ctx.evals) for r in rows}, parent=best.id)
-        ledger.info[cand.id]["val_mean"] = round(member.mean, 6)
         ref = winner or best
         cheaper = (unit_price(ctx.prices, policy.model) or 0.0) < (unit_price(ctx.prices, ref.policy.model) or 0.0)
         z = getattr(settings, "accept_z", 0.0)
