@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from selfimprove.core.records import EvalResult, Message, Sample
+from selfimprove.core.errors import UsageError
+from selfimprove.core.records import Checkpoint, EvalResult, Message, Sample
 
 BASE_COLUMNS = ["sample_id", "span_id", "trace_id", "step", "start_time", "split", "history", "output",
                 "policy_digest", "prompt_tokens", "completion_tokens", "latency_ms"]
@@ -84,6 +85,16 @@ def frame_to_samples(frame: Any) -> list[Sample]:
 
 def _int(v: Any) -> int | None:
     return None if v is None else int(v)
+
+
+def load_checkpoint(run: Any) -> Checkpoint:
+    """The run's checkpoint.json (written by snapshot beside dataset.parquet); a UsageError when there is none."""
+    path = run.path / "checkpoint.json"
+    if not path.is_file():
+        raise UsageError(f"no checkpoint.json in run {run.run_id}", hint="run `selfimprove snapshot` first")
+    data = json.loads(path.read_text())
+    data.pop("schema", None)
+    return Checkpoint.model_validate(data)
 
 
 def read_samples(path: str | Path, split: str | None = None) -> list[Sample]:

@@ -82,8 +82,9 @@ def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: in
               mode: str, focus: str, yes: bool, force: bool, confirm: Any) -> EvalReport:
     from selfimprove.core.canonical import digest, pretty_json
     from selfimprove.stages import evaluate_inputs as inputs
+    from selfimprove.stages.dataset import load_checkpoint
 
-    checkpoint = inputs.load_checkpoint(run)
+    checkpoint = load_checkpoint(run)
     samples = inputs.load_samples(run, split)
     chosen, cand_files = inputs.select_candidates(run, candidates)
     evals = inputs.included_evals(cfg, checkpoint)

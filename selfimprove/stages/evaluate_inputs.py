@@ -1,4 +1,4 @@
-"""What `evaluate` reads and decides before and after scoring: checkpoint, samples, candidates, evals, sample
+"""What `evaluate` reads and decides before and after scoring: samples, candidates, evals, sample
 order and focus, the spend estimate, and the report.json document."""
 
 from __future__ import annotations
@@ -9,15 +9,6 @@ from typing import Any
 
 from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Candidate, Checkpoint, EvalSpec, Policy, Sample
-
-
-def load_checkpoint(run: Any) -> Checkpoint:
-    path = run.path / "checkpoint.json"
-    if not path.is_file():
-        raise UsageError(f"no checkpoint.json in run {run.run_id}", hint="run `selfimprove snapshot` first")
-    data = json.loads(path.read_text())
-    data.pop("schema", None)
-    return Checkpoint.model_validate(data)
 
 
 def load_samples(run: Any, split: str) -> list[Sample]:

@@ -67,18 +67,6 @@ class UpdateResult(BaseModel):
         render_update(self, console)
 
 
-def _read_checkpoint(path: Path) -> Any:
-    import json
-
-    from selfimprove.core.records import Checkpoint
-
-    if not path.is_file():
-        raise UsageError(f"no checkpoint in {path.parent}", hint="build one with `selfimprove snapshot`")
-    data = json.loads(path.read_text())
-    data.pop("schema", None)
-    return Checkpoint.model_validate(data)
-
-
 def update(root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
            run: str | None = None, trials: int | None = None, optimizer: str | None = None,
            rounds: int | None = None, max_calls: int | None = None, seed: int = 0, yes: bool = False,
@@ -116,11 +104,12 @@ def _update(cfg, run, name, trials, rounds, max_calls, seed, yes, force, fewshot
     from dataclasses import asdict
 
     from selfimprove.core.canonical import pretty_json
+    from selfimprove.stages.dataset import load_checkpoint
 
     started = time.monotonic()
     settings = _settings(cfg, trials, rounds, fewshot)
     limit = max_calls or cfg.update.max_calls
-    checkpoint = _read_checkpoint(run.path / "checkpoint.json")
+    checkpoint = load_checkpoint(run)
     params = {"optimizer": name, "settings": asdict(settings), "max_calls": limit, "seed": seed, "focus": focus,
               "optimizer_model": cfg.llm.optimizer.model, "task_model": checkpoint.policy.model,
               "judges": [e.judge_model for e in checkpoint.evals]}
