@@ -88,6 +88,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
     """Run the loop once for one target; see the module docstring. `force_update` ignores the trigger;
     `candidates` is what evaluate tests: best (default), all, or a candidate id."""
     from selfimprove.config.load import load_target
+    from selfimprove.stages.dataset import load_checkpoint
     from selfimprove.store.runs import Workspace
 
     started = time.monotonic()
@@ -123,9 +124,9 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
 
         t0 = time.monotonic()
         _stage("snapshot", lambda: _snapshot(common, run.run_id))
-        checkpoint = json.loads((run.path / "checkpoint.json").read_text())
-        primary = cfg.evals.primary or checkpoint.get("primary_eval")
-        n_new, score, split = _new_samples(run.path, checkpoint, primary)
+        checkpoint = load_checkpoint(run)
+        primary = cfg.evals.primary or checkpoint.primary_eval
+        n_new, score, split = _new_samples(run.path, checkpoint.policy.digest, primary)
         step("snapshot", "done", f"{n_new} samples ({split.get('train', 0)} train / {split.get('test', 0)} "
                                  f"held out), primary eval {primary}", t0)
 
@@ -215,17 +216,15 @@ def _snapshot(common: dict[str, Any], run_id: str) -> Any:
                     filters=[], policy=None, force=False, wait=False)
 
 
-def _new_samples(run_path: Path, checkpoint: dict[str, Any], primary: str | None) -> tuple[int, float | None, dict]:
-    """(samples in this run, the current policy's mean primary score on them, samples per split)."""
+def _new_samples(run_path: Path, current: str, primary: str | None) -> tuple[int, float | None, dict]:
+    """(samples in this run, the mean primary score on them of the current policy (digest `current`), samples per
+    split)."""
     from selfimprove.stages.dataset import read_samples
 
     samples = read_samples(run_path / "dataset.parquet")
     split: dict[str, int] = {}
     for s in samples:
         split[s.split] = split.get(s.split, 0) + 1
-    from selfimprove.core.records import Policy
-
-    current = Policy.model_validate(checkpoint["policy"]).digest
     scores = [s.evals[primary].score for s in samples
               if primary in s.evals and s.evals[primary].score is not None
               and (s.policy_digest in (None, current))]
