@@ -66,8 +66,10 @@ def main() -> None:
         sent = sim.stats()["requests"]
         ideal = sent * LATENCY_S / CONCURRENCY
         n_used = out.report["candidates"][0]["n_samples"]
-        print(f"wall time: {wall:.2f} s for {sent} calls ({n_used} samples × 2 policies × (generation + 1 "
-              f"judgement)); ideal {ideal:.2f} s = calls × {LATENCY_S} s / {CONCURRENCY}; "
+        hits = (getattr(out, "spent", None) or {}).get("cache_hits", 0)
+        print(f"wall time: {wall:.2f} s for {sent} calls sent ({n_used} samples × 2 policies × (generation + 1 "
+              f"judgement); {hits} more answered from the run's call cache: the same output judged for both "
+              f"policies); ideal {ideal:.2f} s = calls sent × {LATENCY_S} s / {CONCURRENCY}; "
               f"ratio {wall / ideal:.2f} (target ≤ 1.2: {'OK' if wall / ideal <= 1.2 else 'MISSED'})")
 
         # 2. SPRT vs fixed size on the observed outcomes of all samples (the better candidate scored in full)
