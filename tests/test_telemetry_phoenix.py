@@ -175,6 +175,19 @@ def test_annotations_prefetched_while_fetching_spans_equal_a_plain_fetch(phoenix
     assert len(spans) == TOTAL
 
 
+def test_a_refused_long_url_falls_back_to_requests_of_100_ids(phoenix, seeded):
+    from fixtures.url_limit_proxy import UrlLimitProxy
+
+    ids = seeded["ids"][:12] + [uuid.uuid4().hex[:16] for _ in range(288)]  # 300 ids: one chunk, ~8 KB of URL
+    host, port = phoenix.url.removeprefix("http://").split(":")
+    with UrlLimitProxy(host, int(port), max_url=4000) as proxy:
+        df = PhoenixSource(proxy.url, seeded["project"]).fetch_annotations(ids)
+    assert proxy.refused == 1 and proxy.forwarded == 3  # the long request, then 3 of 100 ids (the 3rd all unknown)
+    assert len(df) == len(seeded["annotations"])
+    direct = PhoenixSource(phoenix.url, seeded["project"]).fetch_annotations(ids)
+    assert df.equals(direct)
+
+
 def test_annotations_for_only_unknown_ids_are_empty(phoenix, seeded):
     src = PhoenixSource(phoenix.url, seeded["project"])
     df = src.fetch_annotations([uuid.uuid4().hex[:16] for _ in range(3)])
