@@ -91,7 +91,7 @@ def test_round_trip_with_exact_counts_and_specs(two_policies):
 def test_paging_past_a_lowered_page_size(two_policies):
     root, project = two_policies["root"], two_policies["project"]
     spans = two_policies["first"]["spans"] + two_policies["second"]["spans"]
-    from selfimprove.cli.common import load_target
+    from selfimprove.config.load import load_target
 
     cfg = load_target(root, None, [])
     source = PhoenixSource(cfg.telemetry.phoenix.endpoint, project, page_size=7)

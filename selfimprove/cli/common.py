@@ -44,10 +44,3 @@ def resolve_target(root: Path, target: str | None, overrides: list[str] | None =
             return found[0], None
         config_path(root, target)  # raises the usual "no target config" error
         raise
-
-
-def load_target(root: Path, target: str | None, overrides: list[str] | None):
-    """The target's config with overrides (see selfimprove.config.load.load_target); imported lazily."""
-    from selfimprove.config.load import load_target as load
-
-    return load(root, target, overrides)

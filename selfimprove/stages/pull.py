@@ -118,7 +118,7 @@ class Puller:
         from selfimprove.store.runs import Workspace
 
         if config is None:
-            from selfimprove.cli.common import load_target
+            from selfimprove.config.load import load_target
 
             config = load_target(Path(root), target, overrides)
         self.cfg = config

@@ -76,7 +76,7 @@ def snapshot(root: str | Path = ".", target: str | None = None, overrides: list[
     from selfimprove.store.runs import Workspace
 
     if config is None:
-        from selfimprove.cli.common import load_target
+        from selfimprove.config.load import load_target
 
         config = load_target(Path(root), target, overrides)
     ws = Workspace(root)

@@ -13,7 +13,6 @@ from typing import Any
 from selfimprove.core.canonical import digest
 from selfimprove.core.errors import IntegrityError
 
-
 # Table digests are costly (every row as canonical JSON): one process reading back a table it just wrote (a stage
 # output becoming the next stage's input) reuses the digest while the file's identity is unchanged. The key holds
 # the inode and ctime, which every write (and every mtime reset) changes, so a modified file is always re-hashed.

@@ -16,7 +16,6 @@ from typing import Any
 from selfimprove.core.canonical import PREFIX, canonical_json
 from selfimprove.store.atomic import write_atomic
 
-
 _AS_IS = (str, int, bool, type(None))
 
 
@@ -28,7 +27,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             return {"$naive": value.isoformat()}
-        return value.astimezone(dt.timezone.utc).isoformat()
+        return value.astimezone(dt.UTC).isoformat()
     if isinstance(value, (dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
