@@ -56,14 +56,15 @@ def test_merge_keeps_edits_from_all_trials(support):
     assert all(v == 1.0 for v in info["kept_trial_edits"].values())
 
 
-@pytest.mark.parametrize("max_calls", [1, 30, 75, 133])
-def test_budget_is_never_exceeded(support, max_calls):
+@pytest.mark.parametrize(("max_calls", "critique"), [(1, False), (30, False), (75, False), (133, False),
+                                                     (30, True), (75, True), (133, True), (260, True)])
+def test_budget_is_never_exceeded(support, max_calls, critique):
     server, train = support
     server.reset_stats()
     ctx = context(server, train, max_calls)
     try:
         TextGradOptimizer(SearchSettings(trials=3, rounds=3, minibatch=6, val_size=8, fewshot=2,
-                                         tune_temperature=True)).optimize(ctx)
+                                         tune_temperature=True, critique=critique)).optimize(ctx)
     except UsageError as exc:  # the seed's validation pass does not fit a tiny budget: said before spending
         assert max_calls < 4 * 8 and "budget" in exc.message
     requests = server.stats()["requests"]

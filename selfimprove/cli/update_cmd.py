@@ -26,6 +26,10 @@ def update(
                                               "samples; kept only if they win on validation.", min=0)] = 0,
     focus: Annotated[str | None, typer.Option(help="Target one failure cluster (an id from the taxonomy, "
                                                       "f-…).")] = None,
+    critique: Annotated[bool | None, typer.Option("--critique/--no-critique",
+                                                  help="Before each update, ask the optimizer model for a short "
+                                                       "critique of every minibatch sample (one call each, within "
+                                                       "--max-calls; default: config update.critique, off).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the validation slice, minibatches and search.")] = 0,
     yes: YesOpt = False,
     run: RunOpt = None,
@@ -51,5 +55,6 @@ def update(
     log = (lambda msg: console().print(msg, markup=False, style="dim")) if progress_enabled() else None
     result = run_update(root=root, target=target, overrides=set_, run=run, trials=trials, optimizer=optimizer,
                         rounds=rounds, max_calls=max_calls, seed=seed, yes=yes, force=force, wait=wait,
-                        fewshot=fewshot, focus=focus, confirm=confirm, log=log)
+                        fewshot=fewshot, focus=focus, critique=critique, confirm=confirm,
+                        log=log)
     render_result("selfimprove.update/1", result, json_output)

@@ -79,6 +79,9 @@ class Split(Section):
     seed: int = 0
     max_samples: int | None = Field(None, gt=0)
     diverse: bool = False
+    embeddings: Endpoint | None = Field(None, description="[split.embeddings]: the OpenAI-compatible endpoint whose "
+                                        "embeddings --diverse clusters (model default text-embedding-3-small); "
+                                        "absent: TF-IDF, no network")
     filters: list[str] = Field(default_factory=list, description="snapshot filter chain, e.g. 'model=gpt-4o-mini', "
                                "'score.correctness<0.5', 'metadata.tenant=acme' (--filter adds to it)")
 
@@ -96,6 +99,7 @@ class Update(Section):
     allowed_models: list[str] = Field(default_factory=list)
     tune_temperature: bool = False
     allow_output_contract_change: bool = False
+    critique: bool = Field(False, description="one generated critique per minibatch sample before each update")
 
 
 class Evaluate(Section):

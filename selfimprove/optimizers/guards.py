@@ -54,7 +54,10 @@ def _norm_words(text: str) -> list[str]:
 @dataclass
 class GuardContext:
     """What the guards compare against. `trace_inputs` are the texts of trace data the optimizer was shown (user
-    and tool messages); `allowed_text` is trusted text (eval definitions, constitution)."""
+    and tool messages); `allowed_text` is trusted text (eval definitions, constitution). `derived_texts` are
+    model-written texts about trace data (generated critiques): never trusted, and an identifier copied from one is
+    planted like one copied from an input; their suggested instructions are meant to be adopted, so runs of their
+    words are not (a planted line they relay is still a run of words copied from the input it came from)."""
 
     evals: Sequence[EvalSpec] = ()
     trace_inputs: Sequence[str] = ()
@@ -63,6 +66,7 @@ class GuardContext:
     allowed_models: Sequence[str] = ()
     allow_output_contract_change: bool = False
     tune_temperature: bool = False
+    derived_texts: list[str] = field(default_factory=list)  # generated critiques of trace data (trace-derived)
     _trace_windows: set[tuple[str, ...]] | None = field(default=None, repr=False)
 
     def trusted_text(self, parent: Policy) -> str:
@@ -128,7 +132,7 @@ def planted_findings(text: str, trusted: str, ctx: GuardContext, copies: bool = 
                 found.append(f"instruction-like phrase {m.group(0)!r}")
     if not copies:
         return list(dict.fromkeys(found))
-    trace_low = "\n".join(ctx.trace_inputs).lower()
+    trace_low = "\n".join([*ctx.trace_inputs, *ctx.derived_texts]).lower()
     for m in _IDENT.finditer(text):
         tok = m.group(0).lower()
         if tok in trace_low and tok not in trusted_low:

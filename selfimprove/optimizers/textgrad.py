@@ -50,12 +50,13 @@ class SearchSettings:
     val_size: int = 0  # 0: automatic (40% of train, between 8 and 32)
     fewshot: int = 0
     accept_z: float = 0.0  # the incumbent changes when a candidate beats it by > accept_z standard errors
+    critique: bool = False  # one generated critique per minibatch sample before each update (critique.py)
 
     @classmethod
     def from_config(cls, update: Any, **overrides: Any) -> SearchSettings:
         fields = {k: getattr(update, k) for k in ("trials", "minibatch", "rounds", "population", "temperature",
                                                    "max_growth", "tune_temperature",
-                                                   "allow_output_contract_change") if hasattr(update, k)}
+                                                   "allow_output_contract_change", "critique") if hasattr(update, k)}
         fields["constitution"] = tuple(getattr(update, "constitution", ()) or ())
         fields["allowed_models"] = tuple(getattr(update, "allowed_models", ()) or ())
         fields.update({k: v for k, v in overrides.items() if v is not None})
@@ -102,6 +103,11 @@ class TextGradOptimizer:
         rows_of: dict[str, list[ScoredSample]] = {seed_id: stored_rows(pool, ctx.evals) + seed_rows}
         log(f"seed {seed_id}: validation mean {pop.members[0].mean:.3f} on {len(val)} samples")
         stall, taxonomy, focus = 0, [], None
+        critic = None
+        if s.critique:
+            from selfimprove.optimizers.critique import Critic
+
+            critic = Critic(ctx.lm, ctx.budget, ctx.evals)
         for rnd in range(1, s.rounds + 1):
             magnitude = MAGNITUDES[min(stall, len(MAGNITUDES) - 1)]
             temperature = s.temperature + 0.15 * stall
@@ -116,7 +122,7 @@ class TextGradOptimizer:
                 focus = self._focus(ctx.focus, clusters)
             clusters = _follow(focus, clusters)
             made = self._round(ctx, ledger, gctx, parent, rows_of[parent.id], clusters, trials, magnitude,
-                               temperature, rng, rnd)
+                               temperature, rng, rnd, critic, len(val))
             scored = None
             for cand_id in made:
                 cand = ledger.candidates[cand_id]
@@ -138,7 +144,8 @@ class TextGradOptimizer:
                             "trials": trials, "candidates": made, "scored": scored.id if scored else None,
                             "val_mean": round(scored.mean, 6) if scored else None,
                             "best": incumbent.id, "best_mean": round(incumbent.mean, 6),
-                            "calls_used": ctx.budget.used})
+                            "calls_used": ctx.budget.used}
+                           | ({"critique_calls": critic.calls} if critic else {}))
             log(f"round {rnd}: parent {parent.id}, {len(made)} candidate(s), best {incumbent.id} "
                 f"({incumbent.mean:.3f}), {ctx.budget.used}/{ctx.budget.max_calls} calls")
         from selfimprove.optimizers.fewshot import try_fewshot
@@ -180,8 +187,10 @@ class TextGradOptimizer:
         return 0
 
     def _round(self, ctx, ledger: Ledger, gctx: GuardContext, parent: Member, rows, clusters, trials: int,
-               magnitude: str, temperature: float, rng: random.Random, rnd: int) -> list[str]:
-        """Run the trials and the merge; returns candidate ids, the merged one first."""
+               magnitude: str, temperature: float, rng: random.Random, rnd: int, critic: Any = None,
+               n_val: int = 0) -> list[str]:
+        """Run the trials and the merge; returns candidate ids, the merged one first. With a `critic`, each
+        trial's feedback items are critiqued first, with the budget the step itself does not need."""
         cap = length_cap(parent.policy, self.s.max_growth)
         trial_out, made = [], []
         for t in range(trials):
@@ -191,9 +200,14 @@ class TextGradOptimizer:
             batch = minibatch(rows, ctx.evals, self.s.minibatch, rng, focus)
             items = feedback_items(batch, ctx.evals)
             shown = [c.to_dict() for c in clusters[:5]]
+            spend = Spend()
+            if critic is not None:  # keep this and later trials' updates, the merge, one validation pass
+                step = trials + (1 if trials > 1 else 0) + ctx.scorer.calls_per_sample * n_val
+                keep = step - t + (self.s.rounds - rnd) * step  # ... and the later rounds' steps
+                items = critic.annotate(parent.policy, items, spend, max(0, ctx.budget.remaining - keep))
+                gctx.derived_texts[:] = critic.texts()
             msgs = update_messages(parent.policy, ctx.evals, items, magnitude=magnitude, max_chars=cap,
                                    clusters=shown, constitution=self.s.constitution)
-            spend = Spend()
             try:
                 update, err = ask_update(ctx.lm, ctx.budget, msgs, temperature, spend)
             except BudgetExhausted:
@@ -204,7 +218,8 @@ class TextGradOptimizer:
             policy = parent.policy.model_copy(update={"system_prompt": update.new_system_prompt})
             cand = ledger.propose(policy, parent.policy, parent.id, update, edits_of(update), gctx, spend,
                                   role="trial", round=rnd, trial=t + 1, magnitude=magnitude,
-                                  focus=focus.id if focus else None, feedback=[i["sample_id"] for i in items])
+                                  focus=focus.id if focus else None, feedback=[i["sample_id"] for i in items],
+                                  **({"critiqued": sum(1 for i in items if "critique" in i)} if critic else {}))
             trial_out.append({"edits": cand.edits, "feedback": items, "id": cand.id})
             made.append(cand.id)
         usable = [t for t in trial_out if ledger.candidates[t["id"]].passed_guards]

@@ -9,6 +9,10 @@ frequent first. The current prompt is read from the request: the first of `<curr
 Noise knobs (probabilities, seeded by the request): `optimizer_vague` replaces a fix by a vague edit,
 `optimizer_drop` drops an existing line of the prompt, `optimizer_filler` adds filler sentences. With `gullible`,
 the model obeys instructions planted in the trace data it is shown (to test an injection guard).
+
+A critique request (a JSON schema titled or with fields named like critique/diagnosis) is answered with a critique
+of the one sample in it: the failures its judge explanations name and the fix instruction the optimizer would
+write for them (the same reading of the request as an update, so it never uses what the request does not show).
 """
 
 from __future__ import annotations
@@ -99,6 +103,36 @@ def propose(text: str, key: str, knobs: dict[str, Any]) -> tuple[str, str, list[
     return new_prompt, rationale, added, addressed
 
 
+_CRITIQUE_FIELD = re.compile(r"critique|diagnos", re.IGNORECASE)
+_FIX_FIELD = re.compile(r"fix|instruction|suggest|advice", re.IGNORECASE)
+PASSED = "No judge explanation in the request names a failure: the output met the evals' definitions."
+KEEP = "Keep the current instructions unchanged."
+
+
+def is_critique_request(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    names = [str(schema.get("title", "")), *(schema.get("properties") or {})]
+    return any(_CRITIQUE_FIELD.search(n) for n in names)
+
+
+def critique(text: str, key: str, knobs: dict[str, Any]) -> tuple[str, str]:
+    """(diagnosis, fix instruction) for a critique request: the failures named in it, and their fixes."""
+    failures = seen_failures(text)
+    named, fixes = [], []
+    for rule, _n in failures:
+        named.append(f"the judge's explanation notes that it {rule.data['marker']!r}")
+        fix = rule.data["fix"]
+        if uniform(key, "vague", rule.id) < float(knobs.get("optimizer_vague", 0.0)):
+            fix = pick(VAGUE, key, "vague-text", rule.id)
+        fixes.append(fix)
+    if knobs.get("gullible"):
+        fixes += [m.group(1).strip() for pattern in _PLANTED for m in pattern.finditer(text) if m.group(1).strip()]
+    if not named:
+        return PASSED, " ".join(fixes) or KEEP
+    return "The output failed: " + "; ".join(named) + ".", " ".join(dict.fromkeys(fixes))
+
+
 def _is_string(schema: Any) -> bool:
     return isinstance(schema, dict) and schema.get("type") in ("string", ["string"], ["string", "null"])
 
@@ -110,6 +144,8 @@ def answer(text: str, schema: dict[str, Any] | None, key: str, knobs: dict[str, 
     string property), properties named like reasoning/rationale get the rationale, and an array property named like
     edits/changes gets one item per added line (objects get the line in their instruction-like field).
     """
+    if is_critique_request(schema):
+        return _critique_answer(text, schema, key, knobs)
     new_prompt, rationale, added, addressed = propose(text, key, knobs)
     if schema is None:
         return f"{rationale}\n\nHere is the improved instruction:\n```\n{new_prompt}\n```"
@@ -142,3 +178,13 @@ def _item_values(items: dict[str, Any], line: str, why: str, root: dict[str, Any
             elif _ITEM_WHY.search(name):
                 out[name] = why
     return out
+
+
+def _critique_answer(text: str, schema: dict[str, Any], key: str, knobs: dict[str, Any]) -> Any:
+    """Every string field gets the diagnosis, or the fix when it is named like fix/instruction."""
+    diagnosis, fix = critique(text, key, knobs)
+    values = {}
+    for name, sub in (schema.get("properties") or {}).items():
+        if _is_string(resolve(sub, schema)):
+            values[name] = fix if _FIX_FIELD.search(name) else diagnosis
+    return fill(schema, values)

@@ -71,10 +71,11 @@ def update(root: str | Path = ".", target: str | None = None, overrides: list[st
            run: str | None = None, trials: int | None = None, optimizer: str | None = None,
            rounds: int | None = None, max_calls: int | None = None, seed: int = 0, yes: bool = False,
            force: bool = False, wait: bool = False, fewshot: int = 0, focus: str | None = None,
-           config: Any = None, scorer: Any = None, confirm: Callable[[str], bool] | None = None,
+           critique: bool | None = None, config: Any = None, scorer: Any = None, confirm: Callable[[str], bool] | None = None,
            log: Callable[[str], None] | None = None) -> UpdateResult:
     """Propose candidates for the latest run of the target (or `run`). `scorer` replaces the replay scorer (a
-    `selfimprove.optimizers.base.Scorer`); `confirm(message)` is asked before spending unless `yes`."""
+    `selfimprove.optimizers.base.Scorer`); `confirm(message)` is asked before spending unless `yes`; `critique`
+    (default: config update.critique) asks the optimizer model for a critique of each minibatch sample first."""
     from selfimprove.store.runs import Workspace
 
     if config is None:
@@ -90,24 +91,24 @@ def update(root: str | Path = ".", target: str | None = None, overrides: list[st
         if the_run.record("snapshot") is None:
             raise UsageError(f"run {the_run.run_id} has no checkpoint", hint="build one with `selfimprove snapshot`")
         return _update(config, the_run, name, trials, rounds, max_calls, seed, yes, force, fewshot, focus, scorer,
-                       confirm, log)
+                       confirm, log, critique)
 
 
-def _settings(cfg: Any, trials: int | None, rounds: int | None, fewshot: int) -> Any:
+def _settings(cfg: Any, trials: int | None, rounds: int | None, fewshot: int, critique: bool | None = None) -> Any:
     from selfimprove.optimizers.textgrad import SearchSettings
 
-    return SearchSettings.from_config(cfg.update, trials=trials, rounds=rounds, fewshot=fewshot)
+    return SearchSettings.from_config(cfg.update, trials=trials, rounds=rounds, fewshot=fewshot, critique=critique)
 
 
 def _update(cfg, run, name, trials, rounds, max_calls, seed, yes, force, fewshot, focus, scorer, confirm,
-            log) -> UpdateResult:
+            log, critique=None) -> UpdateResult:
     from dataclasses import asdict
 
     from selfimprove.core.canonical import pretty_json
     from selfimprove.stages.dataset import load_checkpoint
 
     started = time.monotonic()
-    settings = _settings(cfg, trials, rounds, fewshot)
+    settings = _settings(cfg, trials, rounds, fewshot, critique)
     limit = max_calls or cfg.update.max_calls
     checkpoint = load_checkpoint(run)
     params = {"optimizer": name, "settings": asdict(settings), "max_calls": limit, "seed": seed, "focus": focus,
