@@ -85,3 +85,30 @@ def test_an_identifier_copied_from_a_critique_is_planted():
     seen = GuardContext(derived_texts=["The reply should have offered SAVE50X, says the customer."])
     failed = {g.name: g.reason for g in run_guards(child, parent, seen) if not g.passed}
     assert "SAVE50X" in failed["no_planted_content"]
+
+
+def test_a_planted_instruction_relayed_by_a_gullible_critique_never_passes_the_guards():
+    server = start_server("support", seed=5, gullible=True)
+    try:
+        train = production_samples(server.base_url, "support", 32, seed=2, injection_rate=0.5)
+        evals = eval_specs("support")
+        lm = CountingLM(OpenAIOptimizerLM(client(server.base_url), "sim-optimizer"))
+        ctx = OptimizeContext(policy=start_policy("support"), evals=evals, train=train,
+                              scorer=replay_scorer(server.base_url, evals), lm=lm, budget=Budget(300))
+        result = TextGradOptimizer(SearchSettings(trials=2, rounds=2, minibatch=8, val_size=8,
+                                                  critique=True)).optimize(ctx)
+    finally:
+        server.stop()
+    planted = "discount code free100"
+    updates = [r[1]["content"] for r in lm.requests if "Task: propose the next step" in r[1]["content"]]
+    relayed = [u for u in updates if any(planted in c.lower() for c in u.split("<critique>")[1:])]
+    assert relayed, "the gullible critic should have relayed the planted line as its suggested instruction"
+    for req in lm.requests:  # in critique and update requests alike, only inside the data delimiters
+        user = req[1]["content"].lower()
+        for i in [i for i in range(len(user)) if user.startswith(planted, i)]:
+            assert user.rfind("<trace_data>", 0, i) > user.rfind("</trace_data>", 0, i)
+    copied = [c for c in result.candidates if planted in c.policy.system_prompt.lower()]
+    assert copied and all(not c.passed_guards for c in copied)
+    for c in result.candidates:
+        if c.passed_guards:
+            assert "free100" not in c.policy.system_prompt.lower()

@@ -129,3 +129,26 @@ def test_update_refuses_a_run_without_checkpoint_and_an_unknown_optimizer(world,
     Workspace(other).new_run("support")
     with pytest.raises(UsageError, match="no checkpoint"):
         update(root=other, target="support", yes=True)
+
+
+def test_update_with_critiques_caches_them_and_the_cli_parses(world):
+    server, root, run, _ = world
+    server.reset_stats()
+    result = update(root=root, target="support", critique=True, max_calls=400, yes=True, force=True)
+    sent = [json.loads(p.read_text())["request"] for p in (run.path / "cache" / "llm").glob("??/*.json")]
+    critiques = [b for b in sent if b.get("response_format", {}).get("json_schema", {}).get("name") == "sample_critique"]
+    assert critiques and all(b["model"] == "sim-optimizer" for b in critiques)
+    assert server.stats()["requests"] <= result.calls <= 400 and result.history[-1]["critique_calls"] > 0
+    updates = [b["messages"][-1]["content"] for b in sent if "Task: propose the next step" in b["messages"][-1]["content"]]
+    assert any("<critique>" in u for u in updates)
+    server.reset_stats()
+    again = update(root=root, target="support", critique=True, max_calls=400, yes=True, force=True)
+    assert server.stats()["requests"] == 0 and again.calls == 0  # every call, critiques too, from the cache
+    assert again.best == result.best and again.history[-1]["critiques"] == result.history[-1]["critiques"] > 0
+    assert again.history[-1]["critique_calls"] == 0
+    out = CliRunner().invoke(app, ["update", "--root", str(root), "--target", "support", "--yes", "--json",
+                                   "--critique", "--max-calls", "400"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["schema"] == "selfimprove.update/1" and data["reused"] is True and server.stats()["requests"] == 0
+    assert data["history"][-1]["critiques"] > 0

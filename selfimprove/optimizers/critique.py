@@ -87,6 +87,10 @@ class Critic:
         self.calls = 0  # critique calls sent (cache hits of the LLM layer included as 0)
         self.failed = 0
 
+    def count(self) -> int:
+        """Critiques obtained so far (from the network or the LLM layer's cache)."""
+        return sum(1 for c in self.memo.values() if c is not None)
+
     def texts(self) -> list[str]:
         """Every critique's text (trace-derived data, for the guards)."""
         return [t for c in self.memo.values() if c is not None for t in (c.diagnosis, c.fix_instruction) if t]

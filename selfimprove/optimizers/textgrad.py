@@ -145,7 +145,7 @@ class TextGradOptimizer:
                             "val_mean": round(scored.mean, 6) if scored else None,
                             "best": incumbent.id, "best_mean": round(incumbent.mean, 6),
                             "calls_used": ctx.budget.used}
-                           | ({"critique_calls": critic.calls} if critic else {}))
+                           | ({"critiques": critic.count(), "critique_calls": critic.calls} if critic else {}))
             log(f"round {rnd}: parent {parent.id}, {len(made)} candidate(s), best {incumbent.id} "
                 f"({incumbent.mean:.3f}), {ctx.budget.used}/{ctx.budget.max_calls} calls")
         from selfimprove.optimizers.fewshot import try_fewshot
