@@ -19,6 +19,7 @@ PRICES: dict[str, dict[str, float]] = {
     "sim-large": {"input": 2.50, "output": 10.00},
     "sim-judge": {"input": 0.15, "output": 0.60},
     "sim-optimizer": {"input": 2.50, "output": 10.00},
+    "sim-embed": {"input": 0.02, "output": 0.00},
 }
 
 __all__ = [

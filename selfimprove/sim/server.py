@@ -1,7 +1,8 @@
 """The simulator's HTTP server: OpenAI-compatible endpoints on loopback, started in a thread or a subprocess.
 
-Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /sim/stats`, `POST /sim/reset`,
-`POST /sim/config` (change knobs at runtime, e.g. turn on 500s mid-run), `GET /healthz`.
+Endpoints: `POST /v1/chat/completions`, `POST /v1/embeddings` (see `embeddings`), `GET /v1/models`,
+`GET /sim/stats`, `POST /sim/reset`, `POST /sim/config` (change knobs at runtime, e.g. turn on 500s mid-run),
+`GET /healthz`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from selfimprove.sim import models
+from selfimprove.sim.embeddings import BadEmbeddingsRequest, embeddings_response
 from selfimprove.sim.faults import FaultInjector, SimConfig, Stats
 from selfimprove.sim.hidden import load_world
 
-MODEL_IDS = ("sim-small", "sim-large", "sim-judge", "sim-optimizer")
+MODEL_IDS = ("sim-small", "sim-large", "sim-judge", "sim-optimizer", "sim-embed")
 
 
 class _Server(ThreadingHTTPServer):
@@ -93,6 +95,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
         if path in ("/v1/chat/completions", "/chat/completions"):
             return self._chat(body)
+        if path in ("/v1/embeddings", "/embeddings"):
+            return self._embeddings(body)
         if path == "/sim/config":
             try:
                 self.server.config.update(**body)
@@ -106,9 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"ok": True})
         self._send(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
 
-    def _chat(self, body: dict[str, Any]) -> None:
-        endpoint = "/v1/chat/completions"
-        model = body.get("model") if isinstance(body, dict) else None
+    def _fault(self, endpoint: str, model: str | None) -> Any:
+        """Decide this request's fault; answer it here (drop, 500, 429) and return None, or return the Fault."""
         fault = self.server.faults.decide(model)
         stats = self.server.stats
         if fault.kind == "drop":
@@ -118,15 +121,42 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            return
+            return None
         if fault.kind == "error":
             stats.record(endpoint, model, 500)
-            return self._send(500, {"error": {"message": "simulated server error", "type": "server_error"}})
+            self._send(500, {"error": {"message": "simulated server error", "type": "server_error"}})
+            return None
         if fault.kind == "throttle":
             stats.record(endpoint, model, 429)
             headers = {"Retry-After": str(max(1, math.ceil(fault.retry_after_s))),
                        "retry-after-ms": str(max(1, math.ceil(fault.retry_after_s * 1000)))}
-            return self._send(429, {"error": {"message": "simulated rate limit", "type": "rate_limit_error"}}, headers)
+            self._send(429, {"error": {"message": "simulated rate limit", "type": "rate_limit_error"}}, headers)
+            return None
+        return fault
+
+    def _embeddings(self, body: Any) -> None:
+        endpoint = "/v1/embeddings"
+        model = body.get("model") if isinstance(body, dict) else None
+        fault = self._fault(endpoint, model)
+        if fault is None:
+            return
+        try:
+            payload = embeddings_response(body)
+        except BadEmbeddingsRequest as e:
+            self.server.stats.record(endpoint, model, 400)
+            return self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
+        if fault.delay_s:
+            time.sleep(fault.delay_s)
+        self.server.stats.record(endpoint, model, 200, payload["usage"])
+        self._send(200, payload)
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        endpoint = "/v1/chat/completions"
+        model = body.get("model") if isinstance(body, dict) else None
+        fault = self._fault(endpoint, model)
+        if fault is None:
+            return
+        stats = self.server.stats
         try:
             payload = models.complete(body, self.server.world, self.server.config.as_dict())
         except models.BadRequest as e:

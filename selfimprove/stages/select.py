@@ -6,16 +6,19 @@ evals; the current policy is chosen among what is left (the latest call's policy
 identical inputs (the history without its system messages) keep one sample — preferring the current policy,
 then more evals, then the latest; `max_samples` keeps a seeded random or a maximally varied (`diverse`) subset;
 the split is by trace, stratified by the primary eval's score.
+
+`diverse` clusters the inputs' vectors: embeddings from the `Embedder` the stage passes in (its only I/O, behind
+a Protocol), or TF-IDF when there is none or it fails (a warning, never fatal).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from selfimprove.core.canonical import digest
-from selfimprove.core.errors import UsageError
+from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.core.filters import Filter, matches
 from selfimprove.core.records import EvalSpec, Policy, Sample
 from selfimprove.core.split import SplitItem, seeded_order, split_by_trace
@@ -34,6 +37,15 @@ class Selection:
     primary: str | None = None
 
 
+class Embedder(Protocol):
+    """Vectors for `--diverse`. `label` names the method in notes (e.g. the model). `embed` returns an n x d
+    matrix, one row per text in order, or raises SelfimproveError when it cannot (the caller falls back)."""
+
+    label: str
+
+    def embed(self, texts: list[str]) -> Any: ...
+
+
 @dataclass
 class Built:
     samples: list[Sample]
@@ -46,6 +58,7 @@ class Built:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     bad_examples: dict[str, str] = field(default_factory=dict)
+    diverse_method: str | None = None  # "embeddings" or "tfidf" when a diverse subset was picked
 
 
 def parse_all(rows: list[dict[str, Any]]) -> tuple[list[ParsedSpan], Counter, dict[str, str]]:
@@ -110,7 +123,8 @@ def input_text(span: ParsedSpan) -> str:
     return "\n".join(m.text() for m in span.history if m.role not in ("system", "developer"))
 
 
-def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Selection) -> Built:
+def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Selection,
+                  embedder: Embedder | None = None) -> Built:
     parsed, bad, examples = parse_all(span_rows)
     counts: dict[str, int] = {"spans": len(span_rows), "bad": sum(bad.values()), "parsed": len(parsed)}
     notes: list[str] = []
@@ -137,7 +151,8 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
             best[key] = s
     pool = sorted(best.values(), key=lambda s: s.span_id)
     counts["duplicates"] = len(kept) - len(pool)
-    pool = _subsample(pool, sel, notes, counts)
+    warnings: list[str] = []
+    pool, method = _subsample(pool, sel, notes, counts, warnings, embedder)
     evals = sorted({name for s in pool for name in recovered.results.get(s.span_id, {})})
     specs = {name: recovered.specs[name] for name in evals}
     primary = _primary(sel.primary, specs, pool, recovered)
@@ -156,27 +171,49 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
         counts[f"missing.{name}"] = sum(name not in x.evals for x in samples)
     for reason in BAD_REASONS:
         counts[f"bad.{reason}"] = bad.get(reason, 0)
-    return Built(samples, policy, specs, primary, counts, dict(bad), policies, notes=notes,
-                 bad_examples=examples)
+    return Built(samples, policy, specs, primary, counts, dict(bad), policies, warnings=warnings, notes=notes,
+                 bad_examples=examples, diverse_method=method)
 
 
-def _subsample(pool: list[ParsedSpan], sel: Selection, notes: list[str], counts: dict[str, int]
-               ) -> list[ParsedSpan]:
+def _subsample(pool: list[ParsedSpan], sel: Selection, notes: list[str], counts: dict[str, int],
+               warnings: list[str], embedder: Embedder | None) -> tuple[list[ParsedSpan], str | None]:
     if sel.max_samples is None or len(pool) <= sel.max_samples:
         if sel.diverse and sel.max_samples is None:
             notes.append("--diverse picks a subset of --max-samples samples; without it every sample is kept")
         counts["dropped.max_samples"] = 0
-        return pool
+        return pool, None
+    method = None
     if sel.diverse:
-        from selfimprove.core.diverse import select_diverse
-
-        chosen = [pool[i] for i in select_diverse([input_text(s) for s in pool], sel.max_samples, sel.seed)]
-        notes.append(f"--diverse: {len(chosen)} of {len(pool)} samples picked from TF-IDF clusters of the inputs")
+        picks, method = diverse_picks([input_text(s) for s in pool], sel.max_samples, sel.seed, embedder, warnings)
+        chosen = [pool[i] for i in picks]
+        source = f"embeddings ({embedder.label})" if method == "embeddings" and embedder else "TF-IDF"
+        notes.append(f"--diverse: {len(chosen)} of {len(pool)} samples picked from {source} clusters of the inputs")
+        counts["diverse.embeddings"] = len(chosen) if method == "embeddings" else 0
+        counts["diverse.tfidf"] = len(chosen) if method == "tfidf" else 0
     else:
         keep = set(seeded_order([s.span_id for s in pool], sel.seed)[:sel.max_samples])
         chosen = [s for s in pool if s.span_id in keep]
     counts["dropped.max_samples"] = len(pool) - len(chosen)
-    return chosen
+    return chosen, method
+
+
+def diverse_picks(texts: list[str], k: int, seed: int, embedder: Embedder | None,
+                  warnings: list[str]) -> tuple[list[int], str]:
+    """(sorted indexes of `k` varied texts, "embeddings" | "tfidf"). Embeddings when an embedder is given and
+    works; otherwise TF-IDF, with a warning when the embedder failed."""
+    from selfimprove.core.diverse import normalise_rows, select_diverse, select_diverse_rows
+
+    if embedder is not None:
+        try:
+            x = normalise_rows(embedder.embed(texts))
+            if x.shape[0] != len(texts):
+                raise ValueError(f"{x.shape[0]} vectors for {len(texts)} texts")
+            return select_diverse_rows(x, k, seed), "embeddings"
+        except (SelfimproveError, ValueError) as e:
+            why = e.message if isinstance(e, SelfimproveError) else str(e)
+            warnings.append(f"--diverse: no embeddings ({why}); the subset was picked from TF-IDF clusters "
+                            "instead. Re-run snapshot with --force once the endpoint works")
+    return select_diverse(texts, k, seed), "tfidf"
 
 
 def _score(recovered: Recovered, span_id: str, primary: str | None) -> float | None:

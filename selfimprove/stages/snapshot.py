@@ -4,6 +4,11 @@ Also writes `snapshot.json` (this result's deterministic part, for `--json` and 
 counted by reason and never fatal; a run with no usable sample at all is a usage error (exit 2). The stage key
 covers the settings (split, filters, chosen policy, evals), the raw tables' digests and the local eval
 registry, so an unchanged snapshot is reused.
+
+`--diverse` with `[split.embeddings]` configured embeds each sample's input (the user-visible history) through
+that endpoint (cached in `<run>/cache/llm/`, so `--force` pays nothing twice) and clusters the vectors; with no
+endpoint, or when it fails (a warning, never fatal), TF-IDF. The method is in the notes and in the counts
+(`diverse.embeddings` / `diverse.tfidf`: samples picked each way).
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ class SnapshotResult(BaseModel):
     filters: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    diverse_method: str | None = Field(None, description="'embeddings' or 'tfidf' when --diverse picked a subset")
+    embedding_calls: dict[str, int] | None = Field(None, description="this invocation's embeddings requests: "
+                                                   "calls sent, cache_hits, prompt_tokens (not recorded)")
     seconds: float = 0.0
 
     def render(self, console: Any) -> None:
@@ -110,21 +118,54 @@ def _snapshot(root: Path, cfg: Any, run: Any, test_size: float | None, seed: int
               "diverse": sel.diverse, "filters": [str(f) for f in sel.filters], "policy": policy,
               "evals": {"include": list(cfg.evals.include), "primary": cfg.evals.primary},
               "registry": {name: spec.digest for name, spec in sorted(registry.items())}}
+    endpoint = cfg.split.embeddings if sel.diverse else None
+    embedder = None
+    if endpoint is not None:
+        from selfimprove.llm.embeddings import DEFAULT_MODEL
+
+        params["embeddings"] = {"model": endpoint.model or DEFAULT_MODEL}  # not the host: like the call cache
+        embedder = RunEmbedder(endpoint, run.path / "cache" / "llm")
     with run.stage("snapshot", params=params, inputs=RAW_INPUTS, force=force) as st:
         if st.reused:
             result = SnapshotResult.model_validate_json((run.path / "snapshot.json").read_text())
             return result.model_copy(update={"run": run.run_id, "run_path": str(run.path), "reused": True,
                                              "seconds": round(time.monotonic() - started, 3)})
-        result, frame, checkpoint, report = build(run.path, cfg, sel, registry)
+        result, frame, checkpoint, report = build(run.path, cfg, sel, registry, embedder)
         st.write_table("dataset.parquet", frame)
         st.write_json("checkpoint.json", {"schema": CHECKPOINT_SCHEMA, **checkpoint.model_dump(mode="json")})
         st.write_text("snapshot.md", report)
         st.write_text("snapshot.json", pretty_json(result.model_dump(mode="json")))
     return result.model_copy(update={"run": run.run_id, "run_path": str(run.path),
+                                     "embedding_calls": embedder.calls if embedder else None,
                                      "seconds": round(time.monotonic() - started, 3)})
 
 
-def build(run_path: Path, cfg: Any, sel: Any, registry: dict) -> tuple[SnapshotResult, Any, Any, str]:
+class RunEmbedder:
+    """The `Embedder` snapshot hands to select: the configured endpoint through `OpenAIEmbeddings`, cached in
+    the run folder. Building the client (reading the key) happens in `embed`, so a missing key is a fallback
+    too. `calls` is what the last `embed` sent and what the cache answered."""
+
+    def __init__(self, endpoint: Any, cache_dir: Path):
+        from selfimprove.llm.embeddings import DEFAULT_MODEL
+
+        self.endpoint, self.cache_dir = endpoint, cache_dir
+        self.label = endpoint.model or DEFAULT_MODEL
+        self.calls: dict[str, int] | None = None
+
+    def embed(self, texts: list[str]) -> Any:
+        from selfimprove.llm.embeddings import OpenAIEmbeddings
+
+        with OpenAIEmbeddings.from_endpoint(self.endpoint, cache=self.cache_dir) as client:
+            try:
+                return client.embed(texts)
+            finally:
+                snap = client.ledger.snapshot()
+                self.calls = {"calls": snap.calls, "cache_hits": snap.cache_hits,
+                              "prompt_tokens": snap.prompt_tokens}
+
+
+def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = None
+          ) -> tuple[SnapshotResult, Any, Any, str]:
     """Read the raw tables of a run folder and build (result, dataset frame, Checkpoint, markdown report)."""
     import pandas as pd
     import pyarrow.parquet as pq
@@ -139,16 +180,16 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict) -> tuple[SnapshotR
     span_rows = pq.read_table(run_path / "raw/spans.parquet").to_pylist()
     annotations = pd.read_parquet(run_path / "raw/annotations.parquet")
     recovered = recover(annotations, registry, list(cfg.evals.include) or None)
-    built = build_samples(span_rows, recovered, sel)
+    built = build_samples(span_rows, recovered, sel, embedder)
     evals = sorted(built.specs)
-    warnings = _warnings(built, recovered)
+    warnings = built.warnings + _warnings(built, recovered)
     result = SnapshotResult(
         target=cfg.target, policy_digest=built.policy.digest, policy_model=built.policy.model,
         primary_eval=built.primary, policies=[PolicySeen(**p) for p in built.policies],
         evals=[_eval_seen(name, built, recovered.spec_sources[name]) for name in evals],
         counts={**built.counts, **{k: v for k, v in recovered.counts.items()}}, bad=built.bad,
         bad_examples=built.bad_examples, filters=[str(f) for f in sel.filters], warnings=warnings,
-        notes=built.notes + recovered.notes)
+        notes=built.notes + recovered.notes, diverse_method=built.diverse_method)
     checkpoint = Checkpoint(
         target=cfg.target, policy=built.policy, evals=tuple(built.specs[n] for n in evals),
         primary_eval=built.primary, train_ids=tuple(sorted(s.sample_id for s in built.samples if s.split == "train")),

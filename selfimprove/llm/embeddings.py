@@ -1,0 +1,191 @@
+"""`OpenAIEmbeddings`: batched embeddings through the official `openai` SDK (`client.embeddings.create`), cached.
+
+- Cache: the same content-addressed directory as chat calls (`<run>/cache/llm/`, `CallCache`), keyed on the
+  request body: `digest({"endpoint": "embeddings", "request": <the JSON body>, "sample_index": 0})`. The body
+  holds the model, the batch of inputs, `encoding_format` and `dimensions`; host, headers and key are not part
+  of it. A hit is answered inside the SDK's HTTP transport, so a re-run sends nothing and gets the same floats.
+- Ledger: every attempt sent is booked (the SDK's retries happen above the transport), with the usage's
+  `prompt_tokens`; a hit is booked as a cache hit. A budget reserves each request's worst case (prompt tokens
+  bounded by the UTF-8 size of its inputs) before it is sent.
+- Inputs: a text longer than `max_chars` is cut (8,000 characters stays under the 8,191-token limit of
+  OpenAI's embedding models for any text of at least one character per token); an empty text is sent as
+  `(empty)` (the API refuses empty strings). Batches of `batch_size` inputs per request, `encoding_format="float"`
+  (the most widely supported by OpenAI-compatible servers).
+- Errors: anything that stops `embed` from returning one finite vector per text — an HTTP error after the SDK's
+  retries, an unreachable endpoint, a malformed 200 — raises `EmbeddingsFailed` (a SelfimproveError) naming the
+  endpoint, model and cause. The caller decides whether that is fatal (snapshot falls back to TF-IDF).
+- API key: from the environment variable *named* by `api_key_env`, kept in memory only; a placeholder for a
+  loopback base_url without one (`resolve_api_key`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from selfimprove.core.canonical import canonical_json, digest
+from selfimprove.core.errors import SelfimproveError
+from selfimprove.llm.accounting import Ledger
+from selfimprove.llm.cache import CallCache
+from selfimprove.llm.openai_chat import resolve_api_key
+
+ENDPOINT = "embeddings"
+DEFAULT_MODEL = "text-embedding-3-small"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+CACHE_HEADER = "x-selfimprove-cache"
+EMPTY_TEXT = "(empty)"
+
+
+class EmbeddingsFailed(SelfimproveError):
+    """The embeddings endpoint did not return one vector per text."""
+
+
+def embeddings_key(body: Mapping[str, Any]) -> str:
+    """The cache key of an embeddings request body ("sha256:<hex>"); never equal to a chat request's key."""
+    return digest({"endpoint": ENDPOINT, "request": body, "sample_index": 0})
+
+
+class OpenAIEmbeddings:
+    """Embeds texts with one model at one OpenAI-compatible endpoint."""
+
+    def __init__(self, base_url: str, api_key_env: str = "OPENAI_API_KEY", *, model: str = DEFAULT_MODEL,
+                 cache: CallCache | str | Path | None = None, ledger: Ledger | None = None, batch_size: int = 64,
+                 max_chars: int = 8000, dimensions: int | None = None, timeout: float = 60.0,
+                 max_retries: int = 4):
+        if batch_size < 1 or max_chars < 1:
+            raise ValueError("batch_size and max_chars must be at least 1")
+        self.base_url, self.api_key_env, self.model = base_url, api_key_env, model
+        self.cache = CallCache(cache) if isinstance(cache, (str, Path)) else cache
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.batch_size, self.max_chars, self.dimensions = batch_size, max_chars, dimensions
+        self.timeout, self.max_retries = timeout, max_retries
+        self._api_key = resolve_api_key(base_url, api_key_env)
+        self._client: Any = None
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Any, **kwargs: Any) -> OpenAIEmbeddings:
+        """From a config `Endpoint` (base_url, api_key_env, model, timeout_s, max_retries)."""
+        return cls(endpoint.base_url or DEFAULT_BASE_URL, endpoint.api_key_env,
+                   model=endpoint.model or DEFAULT_MODEL, timeout=endpoint.timeout_s,
+                   max_retries=endpoint.max_retries, **kwargs)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIEmbeddings({self.base_url!r}, model={self.model!r}, key from ${self.api_key_env})"
+
+    def _sdk(self) -> Any:
+        if self._client is None:
+            import openai
+
+            transport = _EmbeddingsTransport(self.cache, self.ledger, httpx2.HTTPTransport())
+            self._client = openai.OpenAI(
+                base_url=self.base_url, api_key=self._api_key, max_retries=self.max_retries, timeout=self.timeout,
+                http_client=httpx2.Client(transport=transport, timeout=self.timeout))
+        return self._client
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """A float64 numpy matrix with one row per text, in order (n x dimensions)."""
+        import numpy as np
+
+        inputs = [(t[: self.max_chars] if t else EMPTY_TEXT) for t in texts]
+        rows: list[list[float]] = []
+        for start in range(0, len(inputs), self.batch_size):
+            rows.extend(self._batch(inputs[start: start + self.batch_size]))
+        if not rows:
+            return np.zeros((0, self.dimensions or 0))
+        matrix = np.array(rows, dtype=np.float64)
+        if matrix.ndim != 2 or not np.isfinite(matrix).all():
+            raise self._failed("the vectors are not all finite and of one length")
+        return matrix
+
+    def _batch(self, batch: list[str]) -> list[list[float]]:
+        import openai
+
+        extra = {"dimensions": self.dimensions} if self.dimensions else {}
+        try:
+            response = self._sdk().embeddings.create(model=self.model, input=batch, encoding_format="float",
+                                                     **extra)
+        except openai.APIStatusError as e:
+            raise self._failed(f"HTTP {e.status_code}: {_short(e)}") from None
+        except openai.APIError as e:  # connection errors and timeouts, after the SDK's retries
+            raise self._failed(f"{type(e).__name__}: {_short(e.__cause__ or e)}") from None
+        data = sorted(response.data or [], key=lambda d: d.index)
+        if [d.index for d in data] != list(range(len(batch))):
+            raise self._failed(f"{len(data)} vectors for {len(batch)} inputs")
+        vectors = [d.embedding for d in data]
+        if not all(isinstance(v, list) and v for v in vectors):
+            raise self._failed("a vector is missing or not a list of floats")
+        return vectors
+
+    def _failed(self, cause: str) -> EmbeddingsFailed:
+        return EmbeddingsFailed(f"embeddings from {self.base_url} (model {self.model}) failed: {cause}",
+                                hint="check [split.embeddings] (base_url, model, api_key_env) and that the "
+                                     "endpoint is up")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> OpenAIEmbeddings:  # noqa: PYI034 - not meant to be subclassed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _EmbeddingsTransport(httpx2.BaseTransport):
+    """An httpx2 transport that answers `POST .../embeddings` from the cache, books every attempt in the
+    ledger and stores each 200 with `data` before the SDK sees it; other requests pass through."""
+
+    def __init__(self, cache: CallCache | None, ledger: Ledger, inner: httpx2.BaseTransport):
+        self.cache, self.ledger, self._inner = cache, ledger, inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.read()
+        if request.method != "POST" or not request.url.path.rstrip("/").endswith("/embeddings"):
+            return self._inner.handle_request(request)
+        body = json.loads(request.content)
+        model, key = str(body.get("model", "")), embeddings_key(body)
+        entry = self.cache.get(key) if self.cache is not None else None
+        if entry is not None:
+            self.ledger.record_hit(model)
+            return httpx2.Response(200, content=canonical_json(entry["response"]), request=request,
+                                   headers={"content-type": "application/json", CACHE_HEADER: "hit"})
+        inputs = body.get("input")
+        res = self.ledger.reserve(model, {"messages": inputs if isinstance(inputs, list) else [inputs],
+                                          "max_completion_tokens": 1})
+        t0 = time.perf_counter()
+        try:
+            sent = self._inner.handle_request(request)
+            content = sent.read()
+        except BaseException:
+            self.ledger.settle(res, ok=False, usage=None, latency_ms=(time.perf_counter() - t0) * 1000)
+            raise
+        latency_ms = (time.perf_counter() - t0) * 1000
+        parsed: Any = None
+        if sent.status_code == 200:
+            try:
+                parsed = json.loads(content)
+            except ValueError:
+                parsed = None
+        ok = isinstance(parsed, dict) and isinstance(parsed.get("data"), list)
+        self.ledger.settle(res, ok=ok, usage=parsed.get("usage") if ok else None, latency_ms=latency_ms)
+        if ok and self.cache is not None:
+            self.cache.put(key, body, 0, parsed, latency_ms)
+        headers = [(k, v) for k, v in sent.headers.multi_items()
+                   if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")]
+        return httpx2.Response(sent.status_code, headers=headers + [(CACHE_HEADER, "miss")], content=content,
+                               request=request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _short(err: Any, limit: int = 200) -> str:
+    msg = getattr(err, "message", None) or str(err)
+    return msg if len(msg) <= limit else msg[: limit - 1] + "…"
