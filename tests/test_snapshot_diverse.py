@@ -167,3 +167,16 @@ def test_normalise_rows():
     for bad in ([1.0, 2.0], [[1.0, float("nan")]], [[float("inf"), 0.0]]):
         with pytest.raises(ValueError):
             normalise_rows(bad)
+
+
+def test_cli_snapshot_diverse_json_names_the_method(sim, tmp_path):
+    from typer.testing import CliRunner
+
+    from selfimprove.cli.app import app
+
+    root = _workspace(tmp_path, _embeddings_config(sim.base_url))
+    out = CliRunner().invoke(app, ["snapshot", "--root", str(root), "--max-samples", "5", "--diverse", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["diverse_method"] == "embeddings" and doc["counts"]["diverse.embeddings"] == 5
+    assert doc["embedding_calls"]["calls"] == 1

@@ -40,6 +40,11 @@ api_key_env = "OPENAI_API_KEY"
 test_size = 0.3                     # held-out share, split by trace
 seed = 0
 
+# [split.embeddings]                # snapshot --diverse clusters these embeddings (absent: TF-IDF, offline)
+# base_url = "https://api.openai.com/v1"
+# model = "text-embedding-3-small"
+# api_key_env = "OPENAI_API_KEY"
+
 [update]
 trials = 3                          # minibatches per step, merged into one candidate
 max_calls = 400                     # LLM-call budget of one update

@@ -75,9 +75,11 @@ def snapshot(
     max_samples: Annotated[int | None, typer.Option(help="Keep at most this many samples (a seeded random "
                                                             "subset, or a varied one with --diverse).", min=1)] = None,
     diverse: Annotated[bool, typer.Option("--diverse", help="With --max-samples, pick a maximally varied subset: "
-                                                            "TF-IDF vectors of the inputs, k-means++ clusters, the "
-                                                            "sample nearest each centre (offline, no embeddings "
-                                                            "endpoint needed).")] = False,
+                                                            "vectors of the inputs, k-means++ clusters, the sample "
+                                                            "nearest each centre. Embeddings from [split.embeddings] "
+                                                            "when configured (cached in the run), else TF-IDF "
+                                                            "(offline); a failing endpoint falls back to TF-IDF "
+                                                            "with a warning.")] = False,
     filter_: Annotated[list[str] | None, typer.Option("--filter", help="Keep samples matching KEY OP VALUE "
                        "(repeatable; added to split.filters in the config). Keys: model, policy (digest prefix), "
                        "since, until, score.EVAL, label.EVAL, metadata.KEY; ops = != < <= > >= ~ (contains). "
