@@ -3,7 +3,10 @@ adapter (batches, the run's call cache, the ledger, errors), over real HTTP with
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import openai
@@ -140,3 +143,44 @@ def test_adapter_respects_a_budget_and_never_needs_a_key_on_loopback(sim, monkey
     monkeypatch.delenv("SELFIMPROVE_TEST_EMBED_KEY", raising=False)
     with pytest.raises(SelfimproveError, match="SELFIMPROVE_TEST_EMBED_KEY is not set"):
         OpenAIEmbeddings("https://embeddings.example.com/v1", "SELFIMPROVE_TEST_EMBED_KEY", model="m")
+
+
+class _RefusingHandler(BaseHTTPRequestHandler):
+    """Answers every POST as OpenAI answers a bad key: 401, quoting the bearer key in the message; under
+    /bad-request/ the same message with a 400 (an error whose text quotes the key but is not an auth error)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        key = self.headers.get("authorization", "").removeprefix("Bearer ")
+        status = 401 if "/bad-request/" not in self.path else 400
+        body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}.", "type": "invalid_request_error",
+                                     "code": "invalid_api_key"}}).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_error_messages_never_carry_the_key(monkeypatch):
+    secret = "sk-test-embeddings-secret-4242"
+    monkeypatch.setenv("SELFIMPROVE_TEST_EMBED_KEY", secret)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        for base, status in ((f"{url}/v1", "HTTP 401"), (f"{url}/bad-request/v1", "HTTP 400")):
+            emb = OpenAIEmbeddings(base, "SELFIMPROVE_TEST_EMBED_KEY", model="m", max_retries=0)
+            with pytest.raises(EmbeddingsFailed) as info:
+                emb.embed(["hello"])
+            text = f"{info.value.message} {info.value.hint}"
+            assert "***" in text or status == "HTTP 401"  # the 400 quoted the key: masked, not dropped
+            assert status in text and secret not in text and "secret-4242" not in text
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -15,12 +15,14 @@
   retries, an unreachable endpoint, a malformed 200 — raises `EmbeddingsFailed` (a SelfimproveError) naming the
   endpoint, model and cause. The caller decides whether that is fatal (snapshot falls back to TF-IDF).
 - API key: from the environment variable *named* by `api_key_env`, kept in memory only; a placeholder for a
-  loopback base_url without one (`resolve_api_key`).
+  loopback base_url without one (`resolve_api_key`). Error messages never carry it: a 401/403's text (which
+  may quote the key) is replaced, and the key or anything shaped like one is masked in other errors.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +41,7 @@ DEFAULT_MODEL = "text-embedding-3-small"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CACHE_HEADER = "x-selfimprove-cache"
 EMPTY_TEXT = "(empty)"
+_KEY_SHAPED = re.compile(r"sk-[\w*.-]+")
 
 
 class EmbeddingsFailed(SelfimproveError):
@@ -109,10 +112,13 @@ class OpenAIEmbeddings:
         try:
             response = self._sdk().embeddings.create(model=self.model, input=batch, encoding_format="float",
                                                      **extra)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:  # their text may quote the key
+            raise self._failed(f"HTTP {e.status_code}: the endpoint refused the key from ${self.api_key_env}"
+                               ) from None
         except openai.APIStatusError as e:
-            raise self._failed(f"HTTP {e.status_code}: {_short(e)}") from None
+            raise self._failed(f"HTTP {e.status_code}: {self._redact(_short(e))}") from None
         except openai.APIError as e:  # connection errors and timeouts, after the SDK's retries
-            raise self._failed(f"{type(e).__name__}: {_short(e.__cause__ or e)}") from None
+            raise self._failed(f"{type(e).__name__}: {self._redact(_short(e.__cause__ or e))}") from None
         data = sorted(response.data or [], key=lambda d: d.index)
         if [d.index for d in data] != list(range(len(batch))):
             raise self._failed(f"{len(data)} vectors for {len(batch)} inputs")
@@ -120,6 +126,10 @@ class OpenAIEmbeddings:
         if not all(isinstance(v, list) and v for v in vectors):
             raise self._failed("a vector is missing or not a list of floats")
         return vectors
+
+    def _redact(self, text: str) -> str:
+        """Error text goes into warnings and reports: never let it carry the key, or anything key-shaped."""
+        return _KEY_SHAPED.sub("sk-***", text.replace(self._api_key, "***"))
 
     def _failed(self, cause: str) -> EmbeddingsFailed:
         return EmbeddingsFailed(f"embeddings from {self.base_url} (model {self.model}) failed: {cause}",
@@ -149,7 +159,12 @@ class _EmbeddingsTransport(httpx2.BaseTransport):
         request.read()
         if request.method != "POST" or not request.url.path.rstrip("/").endswith("/embeddings"):
             return self._inner.handle_request(request)
-        body = json.loads(request.content)
+        try:
+            body = json.loads(request.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return self._inner.handle_request(request)
         model, key = str(body.get("model", "")), embeddings_key(body)
         entry = self.cache.get(key) if self.cache is not None else None
         if entry is not None:
