@@ -109,3 +109,62 @@ def replay_scorer(base_url: str, evals: Sequence[EvalSpec], cache_dir=None):
     llm = OpenAIChat(base_url, model="sim-small", cache=cache, ledger=ledger, concurrency=16, max_retries=0)
     judges, _ = build_judges(evals, JudgeEndpoint(base_url=base_url, api_key="sim"), cache=cache, ledger=ledger)
     return ReplayScorer(PolicyScorer(llm, judges, concurrency=16, ledger=ledger), evals, ledger)
+
+
+def critique_ab(world: str = "support", seeds: Sequence[int] = (0, 1, 2), budget: int = 400, n_train: int = 60,
+                n_test: int = 100, **knobs: Any) -> list[dict[str, Any]]:
+    """The built-in optimizer with and without `critique` at the same call budget (the benchmark's setup: the
+    same world, seed, train/test split, models and budget): per seed, the validation mean of the best candidate,
+    its held-out (test) mean, the calls used and the critiques made. The test split is never shown to the optimizer."""
+    import statistics
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_optimizer import world_setup
+
+    from selfimprove.optimizers.base import Budget, OptimizeContext
+    from selfimprove.optimizers.lm import OpenAIOptimizerLM
+    from selfimprove.optimizers.textgrad import SearchSettings, TextGradOptimizer
+    from selfimprove.sim import start_server
+
+    out = []
+    for seed in seeds:
+        server = start_server(world, seed=seed, **knobs)
+        try:
+            evals, policy, scorer, train, test = world_setup(world, server.base_url, seed, n_train, n_test)
+            lm = OpenAIOptimizerLM(client(server.base_url), "sim-optimizer")
+            held: dict[str, float] = {}
+            for critique in (False, True):
+                ctx = OptimizeContext(policy=policy, evals=evals, train=train, scorer=scorer, lm=lm,
+                                      budget=Budget(budget), seed=seed)
+                settings = SearchSettings(trials=3, rounds=100, minibatch=8, population=4, val_size=16,
+                                          critique=critique)
+                before = server.stats()["requests"]
+                res = TextGradOptimizer(settings).optimize(ctx)
+                calls = server.stats()["requests"] - before
+                best = {c.id: c.policy for c in res.candidates}.get(res.best, policy)
+                if best.digest not in held:
+                    held[best.digest] = statistics.fmean(r.value(evals) for r in scorer.score(best, test).rows)
+                seed_id = next(k for k, v in res.info.items() if v.get("role") == "seed")
+                out.append({"seed": seed, "critique": critique, "calls": calls, "rounds": len(res.history),
+                            "critiques": res.history[-1].get("critiques", 0) if res.history else 0,
+                            "val": res.val_scores.get(res.best or seed_id), "test": held[best.digest]})
+        finally:
+            server.stop()
+    return out
+
+
+if __name__ == "__main__":  # python tests/optimizer_sim.py [budget] [knob=value ...]: the critique A/B
+    import statistics
+    import sys
+
+    args = sys.argv[1:]
+    kn = {k: float(v) for k, v in (a.split("=") for a in args if "=" in a)}
+    rows = critique_ab(budget=int(next((a for a in args if "=" not in a), 400)), **kn)
+    for r in rows:
+        print(r)
+    for flag in (False, True):
+        sel = [r for r in rows if r["critique"] is flag]
+        print(f"critique={flag}: val {statistics.fmean(r['val'] for r in sel):.3f}  "
+              f"test {statistics.fmean(r['test'] for r in sel):.3f}  calls {statistics.fmean(r['calls'] for r in sel):.0f}")

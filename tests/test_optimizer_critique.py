@@ -1,7 +1,5 @@
 """`update --critique`: one generated critique per minibatch sample (sim-optimizer over HTTP, the real openai SDK)."""
 
-import json
-
 import pytest
 from optimizer_sim import CountingLM, client, eval_specs, production_samples, replay_scorer, start_policy
 

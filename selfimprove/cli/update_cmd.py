@@ -29,7 +29,8 @@ def update(
     critique: Annotated[bool | None, typer.Option("--critique/--no-critique",
                                                   help="Before each update, ask the optimizer model for a short "
                                                        "critique of every minibatch sample (one call each, within "
-                                                       "--max-calls; default: config update.critique, off).")] = None,
+                                                       "--max-calls, never taking the calls the current and next "
+                                                       "round need; default: config update.critique, off).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the validation slice, minibatches and search.")] = 0,
     yes: YesOpt = False,
     run: RunOpt = None,

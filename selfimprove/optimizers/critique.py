@@ -6,7 +6,9 @@ would fix it. The answer is structured (`SampleCritique` via `response_format` j
 The request delimits the sample exactly as the update meta-prompt does (`<trace_data>`, see metaprompt.py), and a
 critique is itself trace-derived: it is shown to the update inside the trace data, and its text joins the guards'
 trace data (`GuardContext.derived_texts`). Critiques are memoised per (policy, sample) within one optimization, and
-the calls go through the optimizer LM (the run's call cache and ledger), reserved on the shared budget first.
+the calls go through the optimizer LM (the run's call cache and ledger), reserved on the shared budget first. The
+optimizer gives the critic only what the search does not need: the current step (its trials, merge and one
+validation pass) and the next round's step stay paid for, so critiques never cost the search its next round.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ def critique_messages(policy: Policy, evals: Sequence[EvalSpec], item: dict[str,
     shown = {k: v for k, v in item.items() if k != "critique"}
     parts = [f"<current_prompt>\n{policy.system_prompt}\n</current_prompt>", render_evals(evals),
              render_feedback([shown]),
-             f"Task: critique feedback item {item['id']}. Name what went wrong or right and the instruction that "
-             "would fix it; be specific and brief."]
+             (f"Task: critique feedback item {item['id']}. Name what went wrong or right and the instruction "
+              "that would fix it; be specific and brief.")]
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
 

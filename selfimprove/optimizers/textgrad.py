@@ -4,7 +4,8 @@ One round:
 1. choose a parent from the population by per-sample Pareto selection on the validation slice of train;
 2. *trials*: on N different minibatches of the parent's feedback (mostly failures, some successes; trial i is
    focused on the i-th largest failure cluster), ask the optimizer model for an update (reasoning, edits naming
-   the feedback, new prompt) at the current step size;
+   the feedback, new prompt) at the current step size; with `critique`, each minibatch sample first gets a
+   generated critique (critique.py) from the budget the current and next round's steps do not need;
 3. *merge* the trials' edits into one candidate with an LLM call of the same structure (trial candidates are kept);
 4. guard every candidate; score the merged one (or the first guarded trial) on the validation slice and add it
    to the population. The incumbent (the result) changes only when a candidate beats it on the slice (paired
@@ -201,9 +202,9 @@ class TextGradOptimizer:
             items = feedback_items(batch, ctx.evals)
             shown = [c.to_dict() for c in clusters[:5]]
             spend = Spend()
-            if critic is not None:  # keep this and later trials' updates, the merge, one validation pass
+            if critic is not None:  # keep this and later trials' updates, the merge, one validation pass ...
                 step = trials + (1 if trials > 1 else 0) + ctx.scorer.calls_per_sample * n_val
-                keep = step - t + (self.s.rounds - rnd) * step  # ... and the later rounds' steps
+                keep = step - t + min(self.s.rounds - rnd, 1) * step  # ... and the next round's step
                 items = critic.annotate(parent.policy, items, spend, max(0, ctx.budget.remaining - keep))
                 gctx.derived_texts[:] = critic.texts()
             msgs = update_messages(parent.policy, ctx.evals, items, magnitude=magnitude, max_chars=cap,
