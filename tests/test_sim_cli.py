@@ -44,3 +44,22 @@ def test_python_dash_m_serve_prints_base_url_and_applies_knobs():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_serve_json_prints_one_document_as_soon_as_it_is_up_then_keeps_serving():
+    import json
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "selfimprove.sim", "serve", "--world", "routing", "--seed", "7",
+                             "--json"], stdout=subprocess.PIPE, text=True)
+    try:
+        doc = json.loads(proc.stdout.readline())
+        assert doc == {"schema": "selfimprove.sim.serve/1", "base_url": doc["base_url"], "world": "routing",
+                       "seed": 7, "pid": proc.pid}
+        assert doc["base_url"].startswith("http://127.0.0.1:") and doc["base_url"].endswith("/v1")
+        with urllib.request.urlopen(doc["base_url"] + "/models", timeout=5) as r:  # still serving after the line
+            models = {m["id"] for m in json.load(r)["data"]}
+        assert {"sim-small", "sim-judge", "sim-optimizer"} <= models
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) is not None

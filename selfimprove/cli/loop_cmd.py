@@ -68,16 +68,45 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulator and the loop.")] = 0,
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Phoenix up after the demo for "
                                                                       "browsing; Ctrl-C stops it.")] = False,
+    real: Annotated[bool, typer.Option("--real", help="Run on a REAL MODEL at https://api.openai.com/v1 (key in "
+                                                      "OPENAI_API_KEY or --api-key-env). Spends money.")] = False,
+    base_url: Annotated[str | None, typer.Option(help="Any OpenAI-compatible base_url: run on a REAL MODEL "
+                                                      "there (implies --real). Spends money.")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="NAME of the variable holding the endpoint's key "
+                                                         "(default OPENAI_API_KEY); the key is never written "
+                                                         "anywhere.")] = None,
+    task_model: Annotated[str | None, typer.Option(help="Real task model (default gpt-4o-mini).")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Real judge model for the world's evals (default "
+                                                         "gpt-4.1-mini: not the task model).")] = None,
+    optimizer_model: Annotated[str | None, typer.Option(help="Real optimizer model (default "
+                                                             "gpt-4.1-mini).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Accept a real run's call/cost estimate without "
+                                                          "asking.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """The whole loop in about a minute with no API key: a local Phoenix, the built-in SIMULATOR (never a real
-    model), production traffic with a deliberately weak prompt, then pull → snapshot → update → evaluate →
-    promote. Shows baseline vs promoted on held-out data with the CI, the prompt diff, the build chain, the
-    Phoenix UI address and the HTML report. Stops every process it started."""
+    """The whole loop in about a minute with no API key: a local Phoenix, the built-in SIMULATOR, production
+    traffic with a deliberately weak prompt, then pull → snapshot → update → evaluate → promote. Shows baseline
+    vs promoted on held-out data with the CI, the prompt diff, the build chain, the Phoenix UI address and the
+    HTML report. Stops every process it started.
+
+    With --real (OpenAI; defaults: task gpt-4o-mini, judge gpt-4.1-mini, optimizer gpt-4.1-mini) or --base-url
+    URL the same demo runs on a REAL MODEL: the world's inputs and eval templates, real calls and real
+    phoenix-evals judges. It first prints the call/cost estimate and needs --yes or a confirmation. Without
+    --real/--base-url it is always the simulator, even with OPENAI_API_KEY set."""
+    import os
+    import sys
+
     from selfimprove.cli.output import console
     from selfimprove.cli.render import render_result
     from selfimprove.stages.demo import run_demo
+    from selfimprove.stages.demo_endpoint import resolve_endpoint
 
-    run_demo(workdir=workdir, world=world, traffic=traffic, seed=seed, keep_running=keep_running,
-             say=lambda text: console().print(text, markup=False),
+    say = lambda text: console().print(text, markup=False)
+    endpoint = resolve_endpoint(world, real=real, base_url=base_url, api_key_env=api_key_env,
+                                task_model=task_model, judge_model=judge_model, optimizer_model=optimizer_model)
+    if not endpoint.real and os.environ.get("OPENAI_API_KEY"):
+        say("OPENAI_API_KEY is set: `selfimprove demo --real` runs this demo on a real model (it spends money).")
+    confirm = (lambda q: typer.confirm(q, err=True)) if sys.stdin.isatty() else None
+    run_demo(workdir=workdir, world=world, traffic=traffic, seed=seed, endpoint=endpoint, yes=yes, confirm=confirm,
+             keep_running=keep_running, say=say,
              on_result=lambda result: render_result("selfimprove.demo/1", result, json_output))

@@ -52,8 +52,12 @@ def serve(
         "slow_rate, slow_ms, fault_models, judge_error_rate, judge_rejects_response_format, optimizer_vague, "
         "optimizer_drop, optimizer_filler, gullible.")] = None,
     config_json: Annotated[str | None, typer.Option(hidden=True, help="Every knob as one JSON object.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line {schema: selfimprove.sim.serve/1, "
+                                                             "base_url, world, seed, pid} instead of the bare "
+                                                             "base_url.")] = False,
 ) -> None:
-    """Serve the simulator: prints its base_url (for OpenAI(base_url=...)) on stdout and runs until Ctrl-C."""
+    """Serve the simulator: prints its base_url (for OpenAI(base_url=...)) on stdout as soon as it is up and runs
+    until Ctrl-C (or SIGTERM)."""
     from selfimprove.sim.faults import SimConfig
     from selfimprove.sim.server import serve as bind
 
@@ -66,7 +70,14 @@ def serve(
         httpd = bind(world, config, host, port)
     except (ValueError, KeyError) as e:
         raise typer.BadParameter(str(e)) from None
-    print(f"http://{host}:{httpd.server_address[1]}/v1", flush=True)
+    base_url = f"http://{host}:{httpd.server_address[1]}/v1"
+    if json_output:
+        import os
+
+        print(json.dumps({"schema": "selfimprove.sim.serve/1", "base_url": base_url, "world": world,
+                          "seed": config.seed, "pid": os.getpid()}), flush=True)
+    else:
+        print(base_url, flush=True)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:

@@ -6,6 +6,10 @@ EvalInstrumentor on (`evaluate_dataframe` → `to_annotation_dataframe` → `log
 annotation's metadata holds its eval's EvalSpec under `selfimprove.eval_spec` and the rest of selfimprove can replay
 the judges offline. The instrumentation is switched off afterwards unless the process had it on already.
 `eval_specs(world)` builds the same specs independently of the instrumentor (tests compare the two).
+
+The endpoint is the simulator's by default; `base_url` + `api_key_env` (+ a real `policy["model"]` and
+`judge_model`) point the same calls and judges at any OpenAI-compatible endpoint (the demo's real-model mode). The
+key is read from the named variable and kept in memory only.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ JUDGE_MODEL = "sim-judge"
 JUDGE_PARAMS = {"temperature": 0.0}
 
 
-def eval_specs(world: str) -> list[dict[str, Any]]:
+def eval_specs(world: str, judge_model: str = JUDGE_MODEL) -> list[dict[str, Any]]:
     """The world's evals as EvalSpec dicts (what goes into each annotation's metadata)."""
     from selfimprove.core.records import EvalSpec
 
     return [EvalSpec(name=e["name"], kind="llm", template=e["template"], choices=e["choices"],
-                     judge_model=JUDGE_MODEL, provider="openai", invocation_params=dict(JUDGE_PARAMS),
+                     judge_model=judge_model, provider="openai", invocation_params=dict(JUDGE_PARAMS),
                      direction=e.get("direction", "maximize")).model_dump(mode="json") for e in world_evals(world)]
 
 
@@ -47,8 +51,17 @@ def _span_recorder():
     return SpanRecorder()
 
 
+def _api_key(base_url: str, api_key_env: str | None) -> str:
+    """The key from the variable named `api_key_env` ("sim" when none is named: the simulator takes any key)."""
+    if api_key_env is None:
+        return "sim"
+    from selfimprove.llm.openai_chat import resolve_api_key
+
+    return resolve_api_key(base_url, api_key_env)
+
+
 def _send(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: str, policy: dict[str, Any],
-          seed: int) -> tuple[list[dict[str, str]], int]:
+          seed: int, api_key_env: str | None = None) -> tuple[list[dict[str, str]], int]:
     import openai
     from openinference.instrumentation.openai import OpenAIInstrumentor
     from phoenix.otel import register
@@ -62,7 +75,7 @@ def _send(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: s
     rows, errors = [], 0
     params = {k: policy[k] for k in ("temperature", "top_p", "max_tokens") if policy.get(k) is not None}
     try:
-        client = openai.OpenAI(base_url=sim_base_url, api_key="sim", max_retries=3)
+        client = openai.OpenAI(base_url=sim_base_url, api_key=_api_key(sim_base_url, api_key_env), max_retries=3)
         for msgs in generate_inputs(world, n, seed):
             before = len(recorder.span_ids)
             try:
@@ -98,12 +111,15 @@ def _wait_for_spans(client, project: str, span_ids: set[str], since: datetime, t
                            hint="check that the Phoenix URL is right and the server is ingesting traces")
 
 
-def world_evaluators(world: str, sim_base_url: str) -> list[Any]:
-    """The world's evals as real phoenix-evals ClassificationEvaluators judged by `sim-judge` at `sim_base_url`."""
+def world_evaluators(world: str, sim_base_url: str, *, judge_model: str = JUDGE_MODEL,
+                     api_key_env: str | None = None) -> list[Any]:
+    """The world's evals as real phoenix-evals ClassificationEvaluators judged by `judge_model` (default
+    `sim-judge`) at `sim_base_url`, with the key from the variable named `api_key_env` (none: the simulator)."""
     from phoenix.evals import LLM, ClassificationEvaluator
 
-    llm = LLM(provider="openai", model=JUDGE_MODEL, base_url=sim_base_url, api_key="sim",
-              initial_per_second_request_rate=1000)
+    rate = 1000 if api_key_env is None else 50  # a real API starts slower; phoenix-evals backs off on 429s
+    llm = LLM(provider="openai", model=judge_model, base_url=sim_base_url,
+              api_key=_api_key(sim_base_url, api_key_env), initial_per_second_request_rate=rate)
     return [ClassificationEvaluator(name=e["name"], llm=llm, prompt_template=e["template"], choices=e["choices"],
                                     direction=e.get("direction", "maximize"), **JUDGE_PARAMS)
             for e in world_evals(world)]
@@ -123,8 +139,8 @@ def _eval_instrumentation():
             EvalInstrumentor().uninstrument()
 
 
-def _judge_and_log(world: str, rows: list[dict[str, str]], *, client,
-                   sim_base_url: str) -> tuple[dict[str, float], int]:
+def _judge_and_log(world: str, rows: list[dict[str, str]], *, client, sim_base_url: str,
+                   judge_model: str = JUDGE_MODEL, api_key_env: str | None = None) -> tuple[dict[str, float], int]:
     """Judge `rows` as a team would: evaluate_dataframe → to_annotation_dataframe → log_span_annotations_dataframe,
     with the EvalInstrumentor on, so each annotation's metadata carries its eval's spec (SPEC_KEY).
     Returns ({eval: mean score}, annotations logged)."""
@@ -132,7 +148,7 @@ def _judge_and_log(world: str, rows: list[dict[str, str]], *, client,
     import phoenix.evals as px_evals
     from phoenix.evals.utils import to_annotation_dataframe
 
-    evaluators = world_evaluators(world, sim_base_url)
+    evaluators = world_evaluators(world, sim_base_url, judge_model=judge_model, api_key_env=api_key_env)
     df = pd.DataFrame(rows).set_index("span_id")
     df.index.name = "context.span_id"
     with _eval_instrumentation():
@@ -151,9 +167,12 @@ def _judge_and_log(world: str, rows: list[dict[str, str]], *, client,
 
 def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: str,
                  policy: dict[str, Any] | None = None, seed: int = 0, evals: bool = True,
-                 timeout: float = 120.0) -> dict[str, Any]:
+                 timeout: float = 120.0, api_key_env: str | None = None,
+                 judge_model: str = JUDGE_MODEL) -> dict[str, Any]:
     """Send `n` calls of `policy` (default: the world's weak default policy) for `world`'s inputs, traced into
     Phoenix `project`; wait until Phoenix shows every span; then judge and annotate them (unless `evals=False`).
+    `sim_base_url` may be any OpenAI-compatible base_url: with `api_key_env` naming the variable that holds its
+    key, a real `policy["model"]` and `judge_model`, the calls and judges go to that endpoint.
 
     Returns {world, project, calls, errors, spans, annotations, scores: {eval: mean}, span_ids, policy}.
     """
@@ -162,13 +181,14 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
     pol = {**default_policy(world), **(policy or {})}
     since = datetime.now(UTC) - timedelta(seconds=5)
     rows, errors = _send(world, n, phoenix_url=phoenix_url, project=project, sim_base_url=sim_base_url,
-                         policy=pol, seed=seed)
+                         policy=pol, seed=seed, api_key_env=api_key_env)
     client = Client(base_url=phoenix_url)
     span_ids = [r["span_id"] for r in rows]
     if rows:
         _wait_for_spans(client, project, set(span_ids), since, timeout)
     scores, annotations = {}, 0
     if evals and rows:
-        scores, annotations = _judge_and_log(world, rows, client=client, sim_base_url=sim_base_url)
+        scores, annotations = _judge_and_log(world, rows, client=client, sim_base_url=sim_base_url,
+                                             judge_model=judge_model, api_key_env=api_key_env)
     return {"world": world, "project": project, "calls": n, "errors": errors, "spans": len(rows),
             "annotations": annotations, "scores": scores, "span_ids": span_ids, "policy": pol}

@@ -149,15 +149,17 @@ def render_demo(console: Any, result: Any) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
 
-    console.print(Panel(result.notice, title="selfimprove demo · SIMULATOR", style="bold yellow"))
+    label = getattr(result, "label", "SIMULATOR")  # or "REAL MODEL <task model> at <host>"
+    source = "simulated" if label == "SIMULATOR" else label
+    console.print(Panel(result.notice, title=f"selfimprove demo · {label}", style="bold yellow"))
     t = result.traffic
     if t:
         scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(t.get("scores", {}).items()))
-        console.print(f"Production (simulated): {t.get('spans')} traced calls with the weak default prompt; "
+        console.print(f"Production ({source}): {t.get('spans')} traced calls with the weak default prompt; "
                       f"judges' mean scores: {scores}", markup=False)
     p = result.primary or {}
     if p.get("diff") is not None:
-        console.print(f"Held-out test (simulated): {p.get('eval')}  baseline {fmt_num(p.get('baseline_mean'), '.3f')}"
+        console.print(f"Held-out test ({source}): {p.get('eval')}  baseline {fmt_num(p.get('baseline_mean'), '.3f')}"
                       f" → candidate {fmt_num(p.get('candidate_mean'), '.3f')}   Δ {fmt_num(p.get('diff'))}  "
                       f"95% CI {fmt_ci(p.get('ci'))}  n={p.get('n')}", markup=False)
     outcome = {"promoted": f"PROMOTED {result.production}", "refused": "REFUSED by the gate (production unchanged)",
@@ -181,5 +183,5 @@ def render_demo(console: Any, result: Any) -> None:
                   f"production) — {state}", markup=False)
     if result.report_html:
         console.print(f"HTML report: {result.report_html}", markup=False)
-    console.print(f"Workspace: {result.workspace}  ·  {result.seconds:.0f} s  ·  all numbers from the SIMULATOR",
+    console.print(f"Workspace: {result.workspace}  ·  {result.seconds:.0f} s  ·  all numbers from the {label}",
                   markup=False)
