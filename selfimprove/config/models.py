@@ -10,6 +10,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+def is_env_var_name(value: str) -> bool:
+    """True for something shaped like an environment variable's name; false for a key pasted in its place."""
+    return bool(value) and not value.startswith("sk-") and value.replace("_", "").isalnum()
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +57,7 @@ class Endpoint(Section):
     @field_validator("api_key_env")
     @classmethod
     def _looks_like_env_name(cls, v: str) -> str:
-        if v.startswith("sk-") or not v.replace("_", "").isalnum():
+        if not is_env_var_name(v):
             raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never a key")
         return v
 

@@ -32,7 +32,7 @@ from selfimprove.llm.cache import CallCache
 from selfimprove.llm.types import ChatResult, LLMUnavailable, Usage, as_message_dicts
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-PLACEHOLDER_KEY = "sk-selfimprove-local-placeholder"
+PLACEHOLDER_KEY = "selfimprove-local-placeholder"
 
 
 def resolve_api_key(base_url: str, api_key_env: str) -> str:

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict
 
+from selfimprove.config.models import is_env_var_name
 from selfimprove.core.errors import UsageError
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -84,7 +85,7 @@ def resolve_endpoint(world: str, *, real: bool = False, base_url: str | None = N
                             task_model=default_policy(world)["model"], judge_model="sim-judge",
                             optimizer_model="sim-optimizer")
     name = api_key_env or "OPENAI_API_KEY"
-    if name.startswith("sk-") or not name.replace("_", "").isalnum():
+    if not is_env_var_name(name):
         raise UsageError("--api-key-env takes the NAME of an environment variable, not a key",
                          hint="export MY_KEY=... and pass --api-key-env MY_KEY")
     url = (base_url or OPENAI_URL).rstrip("/")
