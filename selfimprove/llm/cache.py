@@ -39,6 +39,11 @@ def request_key(body: Mapping[str, Any], sample_index: int = 0) -> str:
     return digest({"endpoint": ENDPOINT, "request": body, "sample_index": int(sample_index)})
 
 
+def embeddings_key(body: Mapping[str, Any]) -> str:
+    """The cache key of an embeddings request body ("sha256:<hex>"); never equal to a chat request's key."""
+    return digest({"endpoint": "embeddings", "request": body, "sample_index": 0})
+
+
 class CallCache:
     """Directory-backed call cache. Safe for concurrent readers and writers (threads and processes)."""
 

@@ -21,36 +21,27 @@
 
 from __future__ import annotations
 
-import json
 import re
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
-from selfimprove.core.canonical import canonical_json, digest
 from selfimprove.core.errors import SelfimproveError
 from selfimprove.llm.accounting import Ledger
-from selfimprove.llm.cache import CallCache
+from selfimprove.llm.cache import CallCache, embeddings_key  # noqa: F401 - embeddings_key re-exported
+from selfimprove.llm.httpx_cache import CachingTransport
 from selfimprove.llm.openai_chat import resolve_api_key
 
-ENDPOINT = "embeddings"
 DEFAULT_MODEL = "text-embedding-3-small"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-CACHE_HEADER = "x-selfimprove-cache"
 EMPTY_TEXT = "(empty)"
 _KEY_SHAPED = re.compile(r"sk-[\w*.-]+")
 
 
 class EmbeddingsFailed(SelfimproveError):
     """The embeddings endpoint did not return one vector per text."""
-
-
-def embeddings_key(body: Mapping[str, Any]) -> str:
-    """The cache key of an embeddings request body ("sha256:<hex>"); never equal to a chat request's key."""
-    return digest({"endpoint": ENDPOINT, "request": body, "sample_index": 0})
 
 
 class OpenAIEmbeddings:
@@ -84,7 +75,7 @@ class OpenAIEmbeddings:
         if self._client is None:
             import openai
 
-            transport = _EmbeddingsTransport(self.cache, self.ledger, httpx2.HTTPTransport())
+            transport = CachingTransport(self.cache, self.ledger, httpx2.HTTPTransport())
             self._client = openai.OpenAI(
                 base_url=self.base_url, api_key=self._api_key, max_retries=self.max_retries, timeout=self.timeout,
                 http_client=httpx2.Client(transport=transport, timeout=self.timeout))
@@ -146,59 +137,6 @@ class OpenAIEmbeddings:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _EmbeddingsTransport(httpx2.BaseTransport):
-    """An httpx2 transport that answers `POST .../embeddings` from the cache, books every attempt in the
-    ledger and stores each 200 with `data` before the SDK sees it; other requests pass through."""
-
-    def __init__(self, cache: CallCache | None, ledger: Ledger, inner: httpx2.BaseTransport):
-        self.cache, self.ledger, self._inner = cache, ledger, inner
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        request.read()
-        if request.method != "POST" or not request.url.path.rstrip("/").endswith("/embeddings"):
-            return self._inner.handle_request(request)
-        try:
-            body = json.loads(request.content)
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            return self._inner.handle_request(request)
-        model, key = str(body.get("model", "")), embeddings_key(body)
-        entry = self.cache.get(key) if self.cache is not None else None
-        if entry is not None:
-            self.ledger.record_hit(model)
-            return httpx2.Response(200, content=canonical_json(entry["response"]), request=request,
-                                   headers={"content-type": "application/json", CACHE_HEADER: "hit"})
-        inputs = body.get("input")
-        res = self.ledger.reserve(model, {"messages": inputs if isinstance(inputs, list) else [inputs],
-                                          "max_completion_tokens": 1})
-        t0 = time.perf_counter()
-        try:
-            sent = self._inner.handle_request(request)
-            content = sent.read()
-        except BaseException:
-            self.ledger.settle(res, ok=False, usage=None, latency_ms=(time.perf_counter() - t0) * 1000)
-            raise
-        latency_ms = (time.perf_counter() - t0) * 1000
-        parsed: Any = None
-        if sent.status_code == 200:
-            try:
-                parsed = json.loads(content)
-            except ValueError:
-                parsed = None
-        ok = isinstance(parsed, dict) and isinstance(parsed.get("data"), list)
-        self.ledger.settle(res, ok=ok, usage=parsed.get("usage") if ok else None, latency_ms=latency_ms)
-        if ok and self.cache is not None:
-            self.cache.put(key, body, 0, parsed, latency_ms)
-        headers = [(k, v) for k, v in sent.headers.multi_items()
-                   if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")]
-        return httpx2.Response(sent.status_code, headers=headers + [(CACHE_HEADER, "miss")], content=content,
-                               request=request)
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 def _short(err: Any, limit: int = 200) -> str:

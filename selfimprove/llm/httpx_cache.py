@@ -1,14 +1,14 @@
-"""HTTP transports that serve chat-completions calls from the call cache and book them in the ledger.
+"""HTTP transports that serve chat-completions and embeddings calls from the call cache and book them in the ledger.
 
 Wrap the transport of the `httpx2` client the OpenAI SDK uses (openai >= 3 is built on httpx2), and every
-`POST .../chat/completions` made through that client — by our `OpenAIChat` or by phoenix-evals' judges
-(`phoenix_llm_kwargs`) — shares one cache and one ledger:
+`POST .../chat/completions` or `POST .../embeddings` made through that client — by our `OpenAIChat`, our
+`OpenAIEmbeddings` or phoenix-evals' judges (`phoenix_llm_kwargs`) — shares one cache and one ledger:
 
 - cache hit: answered locally with the stored body (canonical JSON); nothing is sent, nothing is paid;
 - miss: the budget reserves the worst case first (waiting while calls in flight hold the rest of it, or
   raising `BudgetExceeded`, which the SDK neither retries nor wraps: it is not an httpx error), the request is sent, each attempt is booked (the SDK's retries
   happen above the transport, so every retry is a booked call), and a 200 with `choices` is stored
-  atomically before the response is handed back;
+  atomically before the response is handed back (for embeddings: a 200 with a `data` list);
 - any other request (GET /models, streaming) passes through untouched.
 
 The response carries `x-selfimprove-cache: hit|miss`, `x-selfimprove-key` and `x-selfimprove-latency-ms`
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ import httpx2
 
 from selfimprove.core.canonical import canonical_json
 from selfimprove.llm.accounting import Ledger, Reservation
-from selfimprove.llm.cache import CallCache, request_key
+from selfimprove.llm.cache import CallCache, embeddings_key, request_key
 
 SAMPLE_HEADER = "x-selfimprove-sample-index"
 CACHE_HEADER = "x-selfimprove-cache"
@@ -36,12 +37,39 @@ LATENCY_HEADER = "x-selfimprove-latency-ms"
 _DROP = {"content-length", "content-encoding", "transfer-encoding"}
 
 
+@dataclass(frozen=True)
+class _Endpoint:
+    """What differs between the cached endpoints: the key, the worst case to reserve, what counts as a result."""
+
+    suffix: str
+    key: Callable[[dict[str, Any], int], str]
+    reservation: Callable[[dict[str, Any]], dict[str, Any]]
+    ok: Callable[[dict[str, Any]], bool]
+
+
+def _embeddings_reservation(body: dict[str, Any]) -> dict[str, Any]:
+    inputs = body.get("input")
+    return {"messages": inputs if isinstance(inputs, list) else [inputs], "max_completion_tokens": 1}
+
+
+_ENDPOINTS = (
+    _Endpoint("/chat/completions", request_key, lambda body: body, lambda parsed: bool(parsed.get("choices"))),
+    _Endpoint("/embeddings", lambda body, _index: embeddings_key(body), _embeddings_reservation,
+              lambda parsed: isinstance(parsed.get("data"), list)),
+)
+
+
 @dataclass
 class _Call:
     key: str
     body: dict[str, Any]
     sample_index: int
     model: str
+    endpoint: _Endpoint
+
+    @property
+    def reservation(self) -> dict[str, Any]:
+        return self.endpoint.reservation(self.body)
 
 
 class _Broker:
@@ -55,7 +83,9 @@ class _Broker:
         sample = request.headers.get(SAMPLE_HEADER)
         if sample is not None:
             del request.headers[SAMPLE_HEADER]
-        if request.method != "POST" or not request.url.path.rstrip("/").endswith("/chat/completions"):
+        path = request.url.path.rstrip("/")
+        endpoint = next((e for e in _ENDPOINTS if path.endswith(e.suffix)), None)
+        if request.method != "POST" or endpoint is None:
             return None
         try:
             body = json.loads(request.content)
@@ -64,7 +94,7 @@ class _Broker:
         if not isinstance(body, dict) or body.get("stream"):
             return None
         index = int(sample or 0)
-        return _Call(request_key(body, index), body, index, str(body.get("model", "")))
+        return _Call(endpoint.key(body, index), body, index, str(body.get("model", "")), endpoint)
 
     def lookup(self, call: _Call, request: httpx2.Request) -> httpx2.Response | None:
         entry = self.cache.get(call.key) if self.cache is not None else None
@@ -82,7 +112,7 @@ class _Broker:
                 parsed = json.loads(content)
             except ValueError:
                 parsed = None
-        ok = isinstance(parsed, dict) and bool(parsed.get("choices"))
+        ok = isinstance(parsed, dict) and call.endpoint.ok(parsed)
         self.ledger.settle(res, ok=ok, usage=parsed.get("usage") if ok else None, latency_ms=latency_ms)
         if not ok:
             headers = [(k, v) for k, v in sent.headers.multi_items() if k.lower() not in _DROP]
@@ -119,7 +149,7 @@ class CachingTransport(httpx2.BaseTransport):
         hit = self._broker.lookup(call, request)
         if hit is not None:
             return hit
-        res = self.ledger.reserve(call.model, call.body)
+        res = self.ledger.reserve(call.model, call.reservation)
         t0 = time.perf_counter()
         try:
             sent = self._inner.handle_request(request)
@@ -154,7 +184,7 @@ class AsyncCachingTransport(httpx2.AsyncBaseTransport):
         hit = self._broker.lookup(call, request)
         if hit is not None:
             return hit
-        res = await self.ledger.areserve(call.model, call.body)
+        res = await self.ledger.areserve(call.model, call.reservation)
         t0 = time.perf_counter()
         try:
             sent = await self._inner.handle_async_request(request)
