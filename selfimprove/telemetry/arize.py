@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from selfimprove.core.errors import UsageError
-from selfimprove.telemetry.base import ProgressCallback, check_window, report
+from selfimprove.telemetry.base import ProgressCallback, check_window, report, slice_window
 from selfimprove.telemetry.raw import annotations_from_columns, empty_annotations, normalize_phoenix_spans
 
 if TYPE_CHECKING:
@@ -60,11 +60,7 @@ class ArizeSource:
                                           environment=_tracing_environment(self._client is not None),
                                           start_time=since, end_time=until)
         spans = normalize_arize_spans(frame)
-        keep = (spans["start_time"] >= since) & (spans["start_time"] < until)
-        kept = spans[keep]
-        if limit is not None and len(kept) > limit:
-            kept = kept.iloc[len(kept) - limit:]
-        kept = kept.reset_index(drop=True)
+        kept = slice_window(spans, since, until, limit)
         annotations = arize_annotations(frame)
         self._annotations = annotations[annotations["span_id"].isin(set(kept["span_id"]))].reset_index(drop=True)
         report(on_progress, "spans", len(kept), len(kept), 1)

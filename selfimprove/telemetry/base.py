@@ -80,3 +80,18 @@ def report(on_progress: ProgressCallback | None, kind: Literal["spans", "annotat
            total: int | None, requests: int) -> None:
     if on_progress is not None:
         on_progress(Progress(kind, done, total, requests))
+
+
+def slice_window(spans: pd.DataFrame, since: datetime | None, until: datetime | None,
+                 limit: int | None) -> pd.DataFrame:
+    """The rows of an in-memory raw spans frame (sorted by start time) in [since, until), the newest `limit` of
+    them, re-indexed. Without bounds every row is kept; with one, rows without a start time are dropped."""
+    keep = spans["start_time"].notna() if (since or until) else spans["span_id"].notna()
+    if since is not None:
+        keep &= spans["start_time"] >= since
+    if until is not None:
+        keep &= spans["start_time"] < until
+    out = spans[keep]
+    if limit is not None and len(out) > limit:
+        out = out.iloc[len(out) - limit:]
+    return out.reset_index(drop=True)

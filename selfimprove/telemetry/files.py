@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfimprove.core.errors import UsageError
-from selfimprove.telemetry.base import ProgressCallback, check_window, report
+from selfimprove.telemetry.base import ProgressCallback, check_window, report, slice_window
 from selfimprove.telemetry.raw import (
     annotations_from_columns,
     empty_annotations,
@@ -53,15 +53,7 @@ class FileSource:
         since, until = check_window(since, until)
         self.notes = []
         spans = self._load()[0]
-        keep = spans["start_time"].notna() if (since or until) else spans["span_id"].notna()
-        if since is not None:
-            keep &= spans["start_time"] >= since
-        if until is not None:
-            keep &= spans["start_time"] < until
-        out = spans[keep]
-        if limit is not None and len(out) > limit:
-            out = out.iloc[len(out) - limit:]
-        out = out.reset_index(drop=True)
+        out = slice_window(spans, since, until, limit)
         report(on_progress, "spans", len(out), len(out), 1)
         if len(out) == 0:
             self.notes.append(f"no spans in {self.path} with start time in the window")
