@@ -29,6 +29,17 @@ def _bodies(n: int) -> list[bytes]:
             for m in generate_inputs("support", n, seed=1)]
 
 
+def _run_threads(worker, clients: int) -> float:
+    """Run `worker(i)` on `clients` threads; the wall time until all have finished."""
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def run_raw(base_url: str, clients: int, seconds: float) -> tuple[int, float]:
     u = urlparse(base_url)
     bodies = _bodies(256)
@@ -48,13 +59,8 @@ def run_raw(base_url: str, clients: int, seconds: float) -> tuple[int, float]:
             k += clients
         conn.close()
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts), time.perf_counter() - t0
+    elapsed = _run_threads(worker, clients)  # before counting: the workers fill `counts`
+    return sum(counts), elapsed
 
 
 def run_sdk(base_url: str, clients: int, seconds: float) -> tuple[int, float]:
@@ -75,13 +81,8 @@ def run_sdk(base_url: str, clients: int, seconds: float) -> tuple[int, float]:
             counts[i] += 1
             k += clients
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts), time.perf_counter() - t0
+    elapsed = _run_threads(worker, clients)  # before counting: the workers fill `counts`
+    return sum(counts), elapsed
 
 
 def main() -> None:
