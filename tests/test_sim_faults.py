@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -77,7 +77,7 @@ def test_dropped_connection_is_a_connection_error(sim):
 def test_slow_response_exceeds_client_timeout_and_latency_is_added(sim):
     sim.configure(slow_rate=1.0, slow_ms=1500)
     with pytest.raises(openai.APITimeoutError):
-        _client(sim, timeout=httpx.Timeout(0.3)).chat.completions.create(model="sim-small", messages=MSG)
+        _client(sim, timeout=httpx2.Timeout(0.3)).chat.completions.create(model="sim-small", messages=MSG)
     sim.configure(slow_rate=0.0, latency_ms=120, jitter_ms=20)
     t0 = time.perf_counter()
     _client(sim).chat.completions.create(model="sim-small", messages=MSG)
