@@ -2,12 +2,14 @@
 PYTHON ?= python3.11
 VENV := .venv
 PXVENV := .venv-phoenix
+# the [arize] extra's environment: arize 8 pins pandas<3, protobuf<7, wrapt<2, so it cannot share .venv
+ARVENV := .venv-arize
 BIN := $(VENV)/bin
 PHOENIX_VERSION ?= arize-phoenix>=12,<30
 
 .PHONY: setup demo test bench lint clean
 
-setup: $(VENV)/.installed $(PXVENV)/.installed
+setup: $(VENV)/.installed $(PXVENV)/.installed $(ARVENV)/.installed
 
 # pip's output goes to a log beside the venv; on failure the log's tail is shown.
 $(VENV)/.installed: pyproject.toml
@@ -15,6 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --upgrade pip > $(VENV)/install.log 2>&1 || (tail -30 $(VENV)/install.log; exit 1)
 	@$(BIN)/pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 || (tail -30 $(VENV)/install.log; exit 1)
+	@touch $@
+
+$(ARVENV)/.installed: pyproject.toml
+	@echo "Setting up $(ARVENV) (selfimprove with its [arize] extra, for the Arize AX contract test)..."
+	@$(PYTHON) -m venv $(ARVENV)
+	@$(ARVENV)/bin/pip install --upgrade pip > $(ARVENV)/install.log 2>&1 || (tail -30 $(ARVENV)/install.log; exit 1)
+	@$(ARVENV)/bin/pip install -e '.[arize,dev]' >> $(ARVENV)/install.log 2>&1 || (tail -30 $(ARVENV)/install.log; exit 1)
 	@touch $@
 
 $(PXVENV)/.installed:
@@ -27,8 +36,10 @@ $(PXVENV)/.installed:
 demo: setup
 	SELFIMPROVE_PHOENIX_PYTHON=$(CURDIR)/$(PXVENV)/bin/python $(BIN)/selfimprove demo
 
+# The Arize AX contract test needs the real SDK, which only .venv-arize has (it skips in .venv, saying so).
 test: setup
 	SELFIMPROVE_PHOENIX_PYTHON=$(CURDIR)/$(PXVENV)/bin/python $(BIN)/python -m pytest
+	$(ARVENV)/bin/python -m pytest tests/test_telemetry_arize.py
 
 # Every benchmark runs even when an earlier one misses its target; the exit status reports any miss at the end.
 bench: setup
@@ -40,4 +51,4 @@ lint: setup
 	$(BIN)/ruff check selfimprove tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(PXVENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PXVENV) $(ARVENV) build *.egg-info .pytest_cache

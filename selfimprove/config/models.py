@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def is_env_var_name(value: str) -> bool:
@@ -30,7 +30,8 @@ class PhoenixSource(Section):
 
 class ArizeSource(Section):
     space_id: str = ""
-    model_id: str = ""
+    project: str = Field("", validation_alias=AliasChoices("project", "model_id"),
+                         description="the tracing project's name (arize 8's project_name; model_id before)")
     api_key_env: str = "ARIZE_API_KEY"
 
 

@@ -51,7 +51,7 @@ class PullResult(BaseModel):
         from rich.table import Table
 
         table = Table(title=f"pull · {self.target} · run {self.run}", show_header=False, box=None)
-        src = self.source.get("project") or self.source.get("path") or self.source.get("model_id") or ""
+        src = self.source.get("project") or self.source.get("path") or ""
         table.add_row("source", f"{self.source.get('name')} {src}".strip())
         table.add_row("window", f"[{self.since or 'beginning'}, {self.until})  (from {self.since_from})")
         table.add_row("spans", f"{self.spans}  ({self.first_start_time} … {self.last_start_time})")
@@ -68,7 +68,7 @@ class PullResult(BaseModel):
 def describe_source(source: Any) -> dict[str, Any]:
     """The identity of a source for the stage record and the cursor: never a secret, only names."""
     out: dict[str, Any] = {"name": getattr(source, "name", type(source).__name__)}
-    for attr in ("endpoint", "project", "span_filter", "space_id", "model_id", "api_key_env"):
+    for attr in ("endpoint", "project", "span_filter", "space_id", "api_key_env"):
         value = getattr(source, attr, None)
         if value:
             out[attr] = value
@@ -93,10 +93,10 @@ def open_source(cfg: Any, name: str | None = None) -> Any:
         from selfimprove.telemetry.arize import ArizeSource
 
         az = cfg.telemetry.arize
-        if not az.space_id or not az.model_id:
-            raise UsageError("the Arize source needs telemetry.arize.space_id and model_id",
+        if not az.space_id or not az.project:
+            raise UsageError("the Arize source needs telemetry.arize.space_id and project",
                              hint="set them in the config or with --set telemetry.arize.space_id=…")
-        return ArizeSource(az.space_id, az.model_id, az.api_key_env)
+        return ArizeSource(az.space_id, az.project, az.api_key_env)
     from selfimprove.telemetry.files import FileSource
 
     if not cfg.telemetry.file.path:

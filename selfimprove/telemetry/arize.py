@@ -1,14 +1,19 @@
-"""Spans and evals from Arize AX, through the `arize` SDK's export client (`pip install 'selfimprove[arize]'`).
+"""Spans and evals from Arize AX, through the `arize` SDK (`pip install 'selfimprove[arize]'`, arize 8.x).
 
-`ArizeExportClient.export_model_to_df(space_id, model_id, environment=TRACING, start_time, end_time)` streams
-one frame per window (Arrow Flight, no paging to do). Its tracing columns follow OpenInference with the
-`attributes.` prefix (`context.span_id`, `attributes.llm.input_messages` as a list of dicts,
-`attributes.llm.invocation_parameters` as a JSON string, `attributes.metadata` as a dict,
-`attributes.llm.prompt_template.template|variables|version`, `attributes.llm.token_count.prompt`, ...);
-`start_time`/`end_time` come back as naive timestamps converted from epoch nanoseconds, i.e. UTC. Evals are wide
-columns `eval.<name>.label|score|explanation`, human annotations `annotation.<name>.label|score|updated_at|
-updated_by`. The export window has coarse (second, documented as hourly) granularity, so rows are re-filtered
-to [since, until) here. There is no eval metadata in the export: eval specs must come from the local registry.
+`ArizeClient(api_key=...).spans.export_to_df(space_id=, project_name=, start_time=, end_time=)` streams the
+project's spans over Arrow Flight in one call (no paging to do), and the SDK's own `OtelTracingDataTransformer`
+turns the wire frame into Python values: OpenInference columns with the `attributes.` prefix
+(`context.span_id`, `attributes.llm.input_messages` as a list of dicts, `attributes.llm.invocation_parameters` as
+a JSON string, `attributes.metadata` and `attributes.llm.prompt_template.variables` as dicts,
+`attributes.llm.token_count.prompt`, ...); `start_time`/`end_time` as naive timestamps converted from epoch
+nanoseconds, i.e. UTC. Evals are wide columns `eval.<name>.label|score|explanation`, human annotations
+`annotation.<name>.label|score|updated_at|updated_by`. The export window has coarse (second, documented as
+hourly) granularity, so rows are re-filtered to [since, until) here. There is no eval metadata in the export:
+eval specs come from the local registry. Hosts other than Arize's cloud: the SDK's own settings
+(`ARIZE_FLIGHT_HOST`, `ARIZE_FLIGHT_PORT`, `ARIZE_FLIGHT_SCHEME`, or a region) apply.
+
+arize 7.x's `arize.exporter.ArizeExportClient.export_model_to_df(model_id=...)` is gone in 8.x; a 7.x install is
+reported as an old SDK (with the install hint), never half-used.
 """
 
 from __future__ import annotations
@@ -25,24 +30,22 @@ from selfimprove.telemetry.raw import annotations_from_columns, empty_annotation
 if TYPE_CHECKING:
     import pandas as pd
 
-INSTALL_HINT = "pip install 'selfimprove[arize]'"
+INSTALL_HINT = "pip install 'selfimprove[arize]'  (arize>=8.61,<9)"
 
 
 class ArizeSource:
-    """A `TelemetrySource` over one Arize AX tracing project (`model_id`) in a space.
+    """A `TelemetrySource` over one Arize AX tracing project in a space.
 
-    `api_key_env` names the environment variable with the Arize API key (never stored or logged). `client`
-    replaces the SDK's `ArizeExportClient` with any object that has its `export_model_to_df` method (custom
-    hosts, tests). Evals and annotations arrive with the spans; `fetch_annotations` reads them from the last
-    `fetch_spans`.
+    `api_key_env` names the environment variable with the Arize API key (never stored or logged). `client` is an
+    `arize.ArizeClient` built by the caller (custom hosts, tests); without one, it is built from the key on first
+    use. Evals and annotations arrive with the spans; `fetch_annotations` reads them from the last `fetch_spans`.
     """
 
     name = "arize"
 
-    def __init__(self, space_id: str, model_id: str, api_key_env: str = "ARIZE_API_KEY", *,
-                 client: Any = None):
+    def __init__(self, space_id: str, project: str, api_key_env: str = "ARIZE_API_KEY", *, client: Any = None):
         self.space_id = space_id
-        self.model_id = model_id
+        self.project = project
         self.api_key_env = api_key_env
         self.notes: list[str] = []
         self._client = client
@@ -55,17 +58,15 @@ class ArizeSource:
             raise UsageError("an Arize export needs a start time", hint="pass --since")
         until = until or datetime.now(UTC)
         self.notes = []
-        client = self._get_client()
-        frame = client.export_model_to_df(space_id=self.space_id, model_id=self.model_id,
-                                          environment=_tracing_environment(self._client is not None),
-                                          start_time=since, end_time=until)
+        frame = self._get_client().spans.export_to_df(space_id=self.space_id, project_name=self.project,
+                                                      start_time=since, end_time=until)
         spans = normalize_arize_spans(frame)
         kept = slice_window(spans, since, until, limit)
         annotations = arize_annotations(frame)
         self._annotations = annotations[annotations["span_id"].isin(set(kept["span_id"]))].reset_index(drop=True)
         report(on_progress, "spans", len(kept), len(kept), 1)
         if len(kept) == 0:
-            self.notes.append(f"no spans in Arize model {self.model_id!r} (space {self.space_id}) in the window")
+            self.notes.append(f"no spans in Arize project {self.project!r} (space {self.space_id}) in the window")
         return kept
 
     def fetch_annotations(self, span_ids: Sequence[str], *,
@@ -81,26 +82,27 @@ class ArizeSource:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            try:
-                from arize.exporter import ArizeExportClient
-            except ImportError as exc:
-                raise UsageError(f"the Arize SDK is not installed ({exc.name or exc})", hint=INSTALL_HINT) from None
+            client_class = arize_client_class()
             key = os.environ.get(self.api_key_env)
             if not key:
                 raise UsageError(f"environment variable {self.api_key_env} is not set",
                                  hint="export your Arize API key under that name")
-            self._client = ArizeExportClient(api_key=key)
+            self._client = client_class(api_key=key)
         return self._client
 
 
-def _tracing_environment(injected: bool) -> Any:
+def arize_client_class() -> Any:
+    """`arize.ArizeClient`, or a UsageError naming what is installed instead."""
     try:
-        from arize.utils.types import Environments
-    except ImportError:
-        if injected:  # a stand-in client without the SDK: it receives the enum's name
-            return "TRACING"
-        raise UsageError("the Arize SDK is not installed", hint=INSTALL_HINT) from None
-    return Environments.TRACING
+        import arize
+    except ImportError as exc:
+        raise UsageError(f"the Arize SDK is not installed ({exc.name or exc})", hint=INSTALL_HINT) from None
+    client_class = getattr(arize, "ArizeClient", None)
+    if client_class is None:
+        version = getattr(arize, "__version__", "unknown")
+        raise UsageError(f"the installed Arize SDK ({version}) has no ArizeClient: selfimprove needs arize 8",
+                         hint=INSTALL_HINT)
+    return client_class
 
 
 def normalize_arize_spans(frame: pd.DataFrame) -> pd.DataFrame:
