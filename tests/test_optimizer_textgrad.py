@@ -161,3 +161,47 @@ def test_choose_demonstrations_prefers_high_scoring_varied_clean_samples():
     rows = stored_rows(samples, [spec])
     chosen = choose_demonstrations(rows, {s.sample_id: s for s in samples}, [spec], 2, GuardContext(evals=(spec,)))
     assert [s.sample_id for s in chosen] == ["s0", "s2"]  # varied, never the planted one or a failure
+
+
+def test_people_labels_are_feedback_the_optimizer_sees_but_never_a_score(support):
+    """Human labels (kind 'human', not replayable) ride along as stored feedback: a sample the judge passed and a
+    person failed is a failure in the minibatch, its explanation reaches the optimizer inside the trace data, and
+    the human eval never scores a candidate."""
+    from selfimprove.core.records import EvalResult, EvalSpec
+
+    server, train = support
+    human = EvalSpec(name="human.review", kind="human", choices={"good": 1.0, "bad": 0.0})
+    note = "a person: the reply never says which order it is about"
+    marked = [s.model_copy(update={"evals": {**s.evals, "human.review": EvalResult(
+        label="bad", score=0.0, explanation=f"{note} ({s.sample_id})", annotator_kind="HUMAN")}})
+        for s in train]
+    lm = CountingLM(OpenAIOptimizerLM(client(server.base_url), "sim-optimizer"))
+    ctx = context(server, marked, 120, lm=lm, stored_evals=(human,))
+    result = TextGradOptimizer(SearchSettings(trials=1, rounds=1, minibatch=6, val_size=8)).optimize(ctx)
+    prompts = [m["content"] for req in lm.requests for m in req if m["role"] == "user"]
+    assert any(note in p for p in prompts)
+    for p in prompts:  # people's words are data: only inside the trace data delimiters
+        for i in [i for i in range(len(p)) if p.startswith(note, i)]:
+            assert p.rfind("<trace_data>", 0, i) > p.rfind("</trace_data>", 0, i)
+    assert any("labels given by people" in p for p in prompts)
+    assert result.val_scores and all(0.0 <= v <= 1.0 for v in result.val_scores.values())
+
+
+def test_a_person_failing_what_the_judge_passed_is_a_failure_in_the_minibatch():
+    import random
+
+    from selfimprove.core.records import EvalSpec
+    from selfimprove.optimizers.base import ScoredSample, Verdict
+    from selfimprove.optimizers.feedback import feedback_items, minibatch
+
+    judge = EvalSpec(name="ok", choices={"yes": 1.0, "no": 0.0})
+    human = EvalSpec(name="human.ok", kind="human", choices={"yes": 1.0, "no": 0.0})
+    rows = [ScoredSample(f"s{i}", (), f"out {i}", {"ok": Verdict(1.0, "yes", "fine")}) for i in range(4)]
+    rows[2] = ScoredSample("s2", (), "out 2", {"ok": Verdict(1.0, "yes", "fine"),
+                                              "human.ok": Verdict(0.0, "no", "wrong order id")})
+    assert rows[2].failed_evals([judge]) == [] and rows[2].failed_evals([judge], [human]) == ["human.ok"]
+    batch = minibatch(rows, [judge], 2, random.Random(0), stored=[human])
+    assert batch[0].sample_id == "s2" and len(batch) == 2  # the failure first, then one success
+    item = feedback_items(batch, [judge], stored=[human])[0]
+    assert item["verdicts"] == [("ok", "yes", "fine"), ("human.ok", "no", "wrong order id")]
+    assert item["score"] == 1.0  # the score is the replayed evals' only

@@ -78,6 +78,10 @@ class LLMs(Section):
 class Evals(Section):
     include: list[str] = Field(default_factory=list, description="evals that count; empty = all found")
     primary: str | None = None
+    min_judge_kappa: float = Field(0.4, ge=-1, le=1, description="flag an LLM judge whose Cohen's kappa with the "
+                                   "human labels (human.NAME) on the same spans is below this (0.41-0.60: "
+                                   "moderate agreement, Landis & Koch)")
+    min_agreement_pairs: int = Field(10, ge=1, description="fewer spans labelled by both: shown, not flagged")
 
 
 class Split(Section):

@@ -133,7 +133,9 @@ class LLMJudge:
             raise ValueError(f"eval '{spec.name}' has no choices or labels (rails); a classification judge needs "
                              "them")
         if not spec.template:
-            raise ValueError(f"eval '{spec.name}' has no template")
+            raise ValueError(f"eval '{spec.name}' has no recorded template (a server-side evaluator, or a judge run "
+                             "outside selfimprove.instrument()): stored only, its production verdicts are feedback "
+                             f"for update; save its spec to evals/{spec.name}.json to replay it")
         self.spec, self.endpoint, self.cache, self.ledger = spec, endpoint, cache, ledger
         self.model = endpoint.model or spec.judge_model
         if not self.model:
@@ -268,6 +270,9 @@ def build_judges(specs: Sequence[EvalSpec], endpoint: JudgeEndpoint, *, cache: A
             elif spec.kind == "llm":
                 judges[spec.name] = LLMJudge(spec, endpoint, cache=cache, ledger=ledger,
                                              max_connections=max_connections)
+            elif spec.kind == "human":
+                skipped[spec.name] = ("people's labels cannot be replayed: the gate uses the replayable evals; "
+                                      "update learned from these labels as feedback")
             else:
                 skipped[spec.name] = f"a {spec.kind} eval cannot be replayed offline"
         except ValueError as exc:

@@ -100,9 +100,11 @@ class ScoredSample:
             vals.append(1.0 - s if spec.direction == "minimize" else s)
         return sum(vals) / len(vals) if vals else 0.0
 
-    def failed_evals(self, evals: Sequence[EvalSpec]) -> list[str]:
-        """Names of the evals this sample did not fully pass (a missing verdict counts as failed)."""
-        return [spec.name for spec in evals if _norm(self.verdicts.get(spec.name), spec) < 1.0]
+    def failed_evals(self, evals: Sequence[EvalSpec], stored: Sequence[EvalSpec] = ()) -> list[str]:
+        """Names of the evals this sample did not fully pass (a missing verdict counts as failed), then the
+        `stored` (feedback-only) evals whose verdict is present and not a full pass."""
+        return [spec.name for spec in evals if _norm(self.verdicts.get(spec.name), spec) < 1.0] + [
+            spec.name for spec in stored if spec.name in self.verdicts and _norm(self.verdicts[spec.name], spec) < 1.0]
 
 
 def _norm(v: Verdict | None, spec: EvalSpec) -> float:
@@ -154,8 +156,9 @@ class OptimizerLM(Protocol):
 
 @dataclass
 class OptimizeContext:
-    """Everything an optimizer may see. `train` never contains a test sample; `stored` holds the production
-    verdicts of the current policy on train (free feedback: no replay needed)."""
+    """Everything an optimizer may see. `train` never contains a test sample. `evals` are replayed and score
+    every candidate; `stored_evals` cannot be replayed (people's labels, an eval whose spec was not recorded):
+    their production verdicts on train are feedback only (free), and never score a candidate."""
 
     policy: Policy
     evals: tuple[EvalSpec, ...]
@@ -169,6 +172,7 @@ class OptimizeContext:
     focus: str | None = None  # a failure-cluster id to target
     prices: dict[str, Any] = field(default_factory=dict)  # model -> {"input", "output"} $/Mtok, for tuning
     log: Any = None  # callable(str) for progress lines
+    stored_evals: tuple[EvalSpec, ...] = ()
 
 
 @dataclass

@@ -17,7 +17,8 @@ SUCCESS_SHARE = 0.25  # of a minibatch, when successes exist
 
 def stored_rows(samples: Sequence[Sample], evals: Sequence[EvalSpec]) -> list[ScoredSample]:
     """The production verdicts already in the checkpoint, as scored rows (free feedback for the current policy).
-    Samples without an output or without any eval verdict are skipped."""
+    Samples without an output or without any eval verdict are skipped. Pass the feedback-only evals in `evals`
+    too to keep their verdicts (people's labels)."""
     rows = []
     for s in samples:
         if s.output is None or not any(spec.name in s.evals for spec in evals):
@@ -30,12 +31,13 @@ def stored_rows(samples: Sequence[Sample], evals: Sequence[EvalSpec]) -> list[Sc
 
 
 def minibatch(rows: Sequence[ScoredSample], evals: Sequence[EvalSpec], size: int, rng: random.Random,
-              focus: FailureCluster | None = None) -> list[ScoredSample]:
+              focus: FailureCluster | None = None, stored: Sequence[EvalSpec] = ()) -> list[ScoredSample]:
     """Up to `size` rows: failures first (those of `focus` first when given, then the lowest scores), plus about a
-    quarter successes when there are any. Deterministic for a given rng state."""
+    quarter successes when there are any. A row that a feedback-only (`stored`) eval failed is a failure too (a
+    person said no where the judge said yes). Deterministic for a given rng state."""
     rows = sorted(rows, key=lambda r: r.sample_id)
-    failing = [r for r in rows if r.failed_evals(evals)]
-    passing = [r for r in rows if not r.failed_evals(evals)]
+    failing = [r for r in rows if r.failed_evals(evals, stored)]
+    passing = [r for r in rows if not r.failed_evals(evals, stored)]
     n_success = min(len(passing), max(1, round(size * SUCCESS_SHARE))) if passing and failing else 0
     if not failing:
         n_success = min(len(passing), size)
@@ -62,12 +64,14 @@ def input_text(history: Sequence[Any]) -> str:
     return "\n".join(f"[{m.role}] {m.text()}" for m in msgs)
 
 
-def feedback_items(rows: Sequence[ScoredSample], evals: Sequence[EvalSpec], prefix: str = "F") -> list[dict]:
-    """Feedback items for the meta-prompt, ids F1..Fn in the given order."""
+def feedback_items(rows: Sequence[ScoredSample], evals: Sequence[EvalSpec], prefix: str = "F",
+                   stored: Sequence[EvalSpec] = ()) -> list[dict]:
+    """Feedback items for the meta-prompt, ids F1..Fn in the given order. The verdicts of the feedback-only
+    (`stored`) evals are shown where present; the score is over the replayed `evals` only."""
     items = []
     for i, r in enumerate(rows, 1):
         verdicts = []
-        for spec in evals:
+        for spec in (*evals, *stored):
             v = r.verdicts.get(spec.name)
             if v is not None:
                 verdicts.append((spec.name, v.label or (f"{v.score:g}" if v.score is not None else "missing"),

@@ -89,6 +89,9 @@ def render_evals(evals: Sequence[EvalSpec]) -> str:
         rails = ", ".join(f"{label} = {score:g}" for label, score in (spec.choices or {}).items()) or "numeric score"
         best = "higher" if spec.direction == "maximize" else "lower"
         template = spec.template if isinstance(spec.template, str) else json.dumps(spec.template)
+        if spec.kind == "human":
+            template = "(labels given by people reviewing production calls: no template; where a person and a judge " \
+                       "disagree on an output, the person's label is the better evidence)"
         out.append(f'<eval name="{spec.name}">\n<template>\n{(template or "(no template: a code or human eval)").strip()}'
                    f"\n</template>\n<rails>{rails}; {best} is better</rails>\n</eval>")
     return "<evals>\n" + "\n".join(out) + "\n</evals>"

@@ -101,7 +101,8 @@ class TextGradOptimizer:
         pop = Population([x.sample_id for x in val], capacity=s.population)
         pop.add(Member(seed_id, ctx.policy, self._values(seed_rows, ctx), round=0))
         incumbent = pop.members[0]
-        rows_of: dict[str, list[ScoredSample]] = {seed_id: stored_rows(pool, ctx.evals) + seed_rows}
+        rows_of: dict[str, list[ScoredSample]] = {seed_id: stored_rows(pool, ctx.evals + ctx.stored_evals)
+                                                            + seed_rows}
         log(f"seed {seed_id}: validation mean {pop.members[0].mean:.3f} on {len(val)} samples")
         stall, taxonomy, focus = 0, [], None
         critic = None
@@ -198,8 +199,8 @@ class TextGradOptimizer:
             # trial t targets the t-th largest failure cluster (all trials the focused one, when focused)
             focus = clusters[0] if ctx.focus and clusters else (
                 clusters[t % len(clusters)] if clusters and trials > 1 else None)
-            batch = minibatch(rows, ctx.evals, self.s.minibatch, rng, focus)
-            items = feedback_items(batch, ctx.evals)
+            batch = minibatch(rows, ctx.evals, self.s.minibatch, rng, focus, stored=ctx.stored_evals)
+            items = feedback_items(batch, ctx.evals, stored=ctx.stored_evals)
             shown = [c.to_dict() for c in clusters[:5]]
             spend = Spend()
             if critic is not None:  # keep this and later trials' updates, the merge, one validation pass ...
@@ -207,7 +208,7 @@ class TextGradOptimizer:
                 keep = step - t + min(self.s.rounds - rnd, 1) * step  # ... and the next round's step
                 items = critic.annotate(parent.policy, items, spend, max(0, ctx.budget.remaining - keep))
                 gctx.derived_texts[:] = critic.texts()
-            msgs = update_messages(parent.policy, ctx.evals, items, magnitude=magnitude, max_chars=cap,
+            msgs = update_messages(parent.policy, ctx.evals + ctx.stored_evals, items, magnitude=magnitude, max_chars=cap,
                                    clusters=shown, constitution=self.s.constitution)
             try:
                 update, err = ask_update(ctx.lm, ctx.budget, msgs, temperature, spend)

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from selfimprove.core.errors import UsageError
+from selfimprove.stages.agreement import JudgeAgreement
 
 CHECKPOINT_SCHEMA = "selfimprove.checkpoint/1"
 RAW_INPUTS = ["raw/annotations.parquet", "raw/spans.parquet"]
@@ -61,6 +62,8 @@ class SnapshotResult(BaseModel):
     counts: dict[str, int]
     bad: dict[str, int] = Field(default_factory=dict)
     bad_examples: dict[str, str] = Field(default_factory=dict)
+    agreement: list[JudgeAgreement] = Field(default_factory=list, description="LLM judges against human labels "
+                                            "on the same spans (every annotated span of the window)")
     filters: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
@@ -116,7 +119,9 @@ def _snapshot(root: Path, cfg: Any, run: Any, test_size: float | None, seed: int
     registry = read_registry(root)
     params = {"test_size": sel.test_size, "seed": sel.seed, "max_samples": sel.max_samples,
               "diverse": sel.diverse, "filters": [str(f) for f in sel.filters], "policy": policy,
-              "evals": {"include": list(cfg.evals.include), "primary": cfg.evals.primary},
+              "evals": {"include": list(cfg.evals.include), "primary": cfg.evals.primary,
+                        "min_judge_kappa": cfg.evals.min_judge_kappa,
+                        "min_agreement_pairs": cfg.evals.min_agreement_pairs},
               "registry": {name: spec.digest for name, spec in sorted(registry.items())}}
     endpoint = cfg.split.embeddings if sel.diverse else None
     embedder = None
@@ -172,6 +177,7 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
 
     from selfimprove.core.records import Checkpoint
     from selfimprove.evals.recover import recover
+    from selfimprove.stages.agreement import agreement_findings, judge_agreements
     from selfimprove.stages.dataset import samples_to_frame
     from selfimprove.stages.select import build_samples
     from selfimprove.stages.snapshot_report import markdown
@@ -182,14 +188,17 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
     recovered = recover(annotations, registry, list(cfg.evals.include) or None)
     built = build_samples(span_rows, recovered, sel, embedder)
     evals = sorted(built.specs)
-    warnings = built.warnings + _warnings(built, recovered)
+    agreement = judge_agreements(recovered.results, {n: s.kind for n, s in recovered.specs.items()},
+                                 cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)
+    disagree, few = agreement_findings(agreement, cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)
+    warnings = built.warnings + _warnings(built, recovered) + disagree
     result = SnapshotResult(
         target=cfg.target, policy_digest=built.policy.digest, policy_model=built.policy.model,
         primary_eval=built.primary, policies=[PolicySeen(**p) for p in built.policies],
         evals=[_eval_seen(name, built, recovered.spec_sources[name]) for name in evals],
         counts={**built.counts, **{k: v for k, v in recovered.counts.items()}}, bad=built.bad,
-        bad_examples=built.bad_examples, filters=[str(f) for f in sel.filters], warnings=warnings,
-        notes=built.notes + recovered.notes, diverse_method=built.diverse_method)
+        bad_examples=built.bad_examples, agreement=agreement, filters=[str(f) for f in sel.filters],
+        warnings=warnings, notes=built.notes + recovered.notes + few, diverse_method=built.diverse_method)
     checkpoint = Checkpoint(
         target=cfg.target, policy=built.policy, evals=tuple(built.specs[n] for n in evals),
         primary_eval=built.primary, train_ids=tuple(sorted(s.sample_id for s in built.samples if s.split == "train")),

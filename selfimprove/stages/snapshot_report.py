@@ -13,6 +13,10 @@ def _mean(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def markdown(result: Any, policy: Any, checkpoint: Any) -> str:
     c = result.counts
     lines = [f"# Snapshot of `{result.target}`", ""]
@@ -42,6 +46,14 @@ def markdown(result: Any, policy: Any, checkpoint: Any) -> str:
         star = " (primary)" if e.name == result.primary_eval else ""
         lines.append(f"| `{e.name}`{star} | {e.kind} | {e.spec_source} | {e.judge_model or '-'} | {e.scored} | "
                      f"{e.missing} | {_mean(e.mean_score)} | {labels} |")
+    if result.agreement:
+        lines += ["", "## Judges against people", "",
+                  ("Where a human and the LLM judge labelled the same span. Humans cannot be replayed: their labels "
+                   "are feedback for update; the gate uses the replayable judges."), "",
+                  "| judge | human | n | agree | percent | kappa | flag |", "|---|---|---|---|---|---|---|"]
+        for a in result.agreement:
+            lines.append(f"| `{a.judge}` | `{a.human}` | {a.n} | {a.agree} | {_pct(a.percent)} | {_mean(a.kappa)} | "
+                         f"{'disagrees' if a.flagged else ''} |")
     lines += ["", "## Bad spans (counted, not used)", ""]
     if result.bad:
         lines += ["| reason | spans | example |", "|---|---|---|"]
@@ -72,6 +84,12 @@ def render_console(result: Any, console: Any) -> None:
         for e in result.evals:
             table.add_row(e.name, e.kind, e.spec_source, e.judge_model or "-", str(e.scored), str(e.missing),
                           _mean(e.mean_score))
+        console.print(table)
+    if result.agreement:
+        table = Table("judge", "human", "n", "agree", "kappa", "flag", title="judges against people")
+        for a in result.agreement:
+            table.add_row(a.judge, a.human, str(a.n), _pct(a.percent), _mean(a.kappa),
+                          "disagrees" if a.flagged else "")
         console.print(table)
     if result.bad:
         console.print("bad spans: " + ", ".join(f"{k} {v}" for k, v in sorted(result.bad.items())), markup=False)

@@ -162,17 +162,20 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
 
         scorer = ReplayScorer.from_config(cfg, evals, cache=cache, ledger=ledger)
     skipped = getattr(scorer, "skipped", {}) or {}
-    if skipped:  # an eval that cannot be replayed offline (human, unknown code eval) cannot score a candidate
+    # an eval that cannot be replayed offline (people's labels, an eval whose spec was not recorded) cannot score
+    # a candidate: its production verdicts are feedback only (they cost nothing)
+    stored = tuple(e for e in evals if e.name in skipped)
+    if stored:
         evals = tuple(e for e in evals if e.name not in skipped)
         if log:
-            log("not learning from " + "; ".join(f"{k} ({v})" for k, v in sorted(skipped.items())))
+            log("feedback only, not replayed: " + "; ".join(f"{k} ({v})" for k, v in sorted(skipped.items())))
     if not evals:
         raise UsageError("none of the checkpoint's evals can be replayed offline",
                          hint="update needs at least one LLM or registered code eval")
     ctx = OptimizeContext(policy=checkpoint.policy, evals=evals, train=train, scorer=scorer,
                           lm=_optimizer_lm(cfg, cache, ledger), budget=Budget(limit),
                           primary_eval=checkpoint.primary_eval, settings=settings, seed=seed, focus=focus,
-                          prices=dict(cfg.llm.prices), log=log)
+                          prices=dict(cfg.llm.prices), log=log, stored_evals=stored)
     if name == "gepa":
         from selfimprove.optimizers.gepa_adapter import GEPAOptimizer
 
