@@ -69,7 +69,7 @@ def test_better_candidate_is_significantly_better_identical_is_not(root, sim):
     out = json.loads(res.stdout)
     assert out["schema"] == "selfimprove.evaluate/1"
     report = out["report"]
-    assert report["schema"] == "selfimprove.report/1" and report["baseline"]["mode"] == "replay"
+    assert report["schema"] == "selfimprove.report/2" and report["baseline"]["mode"] == "replay"
     entries = {c["id"]: c for c in report["candidates"]}
     assert set(entries) == {BETTER.id, SAME.id}  # the failed-guards candidate is skipped unless named
     better = entries[BETTER.id]["evals"]["policy_compliance"]
@@ -127,13 +127,37 @@ def test_default_evaluates_only_the_updates_best_so_the_gate_compares_one(root, 
     assert [c["id"] for c in report["candidates"]] == [SAME.id]  # BETTER is not replayed at all
     assert set(pd.read_parquet(run.path / "results.parquet")["policy"]) == {"baseline", SAME.id}
     # the library twin has the same default
-    assert evaluate(root=root, yes=True).report["candidates"] == report["candidates"]
+    assert evaluate(root=root, yes=True).report.document()["candidates"] == report["candidates"]
     write_update(root, BETTER.id)
     report = json.loads(cli("--root", str(root), "--json", "--concurrency", "16").stdout)["report"]
     assert [c["id"] for c in report["candidates"]] == [BETTER.id] and report["best"] == BETTER.id
     # the gate's K is the number of candidates evaluated: one, so the sign test runs at the full alpha
     dry = promote(root=root, dry_run=True)
     assert dry.candidate == BETTER.id and dry.decision.passed and dry.decision.settings.comparisons == 1
+
+
+def test_train_split_evidence_never_replaces_the_held_out_report_and_cannot_promote(tmp_path, sim, monkeypatch):
+    from selfimprove.stages.promote import promote
+
+    monkeypatch.setenv("SELFIMPROVE_NO_PROGRESS", "1")
+    root = tmp_path / "ws"
+    build_run(root, sim.base_url, n=24, test_every=2, candidates=[BETTER, SAME], max_calls=5000)
+    run = write_update(root, BETTER.id)
+    held_out = json.loads(cli("--root", str(root), "--json", "--concurrency", "16").stdout)["report"]
+    held_bytes = (run.path / "report.json").read_bytes()
+    res = cli("--root", str(root), "--json", "--concurrency", "16", "--split", "train", "--n", "12")
+    assert res.exit_code == 0, res.output
+    train = json.loads(res.stdout)
+    assert train["report"]["split"] == "train" and train["report"]["n_samples"] <= 12
+    assert train["artifacts"] == ["results.train.parquet", "report.train.json", "report.train.html"]
+    assert json.loads((run.path / "report.train.json").read_text())["split"] == "train"
+    assert (run.path / "report.json").read_bytes() == held_bytes  # the held-out evidence is untouched
+    stages = [s["stage"] for s in run.manifest()["stages"]]
+    assert stages[-2:] == ["evaluate", "evaluate.train"]  # its own record: the held-out one is still there
+    verify_run(run)
+    dry = promote(root=root, dry_run=True)  # promote reads only the held-out report, and says so
+    assert dry.split == "test" and dry.n_samples == held_out["n_samples"] and dry.candidate == BETTER.id
+    assert held_out["candidates"][0]["candidate_digest"].startswith("sha256:")
 
 
 def test_update_without_a_best_candidate_is_a_clear_usage_error(root, sim):

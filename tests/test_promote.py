@@ -13,6 +13,7 @@ from selfimprove.cli.app import app
 from selfimprove.core.canonical import short
 from selfimprove.core.errors import GateFailed, IntegrityError, UsageError
 from selfimprove.core.records import Candidate, Checkpoint, EvalSpec, Policy
+from selfimprove.core.report import Report, report_filename
 from selfimprove.stages.promote import promote
 from selfimprove.store.builds import build_name, list_builds, production, verify_builds
 from selfimprove.store.runs import Workspace
@@ -36,7 +37,7 @@ def ev(diff, ci, n=60, sprt="continue"):
 
 
 def make_run(root, *, base="You are a support agent.", cand="You are a support agent. Cite the order id.",
-             evals=None, guards=True, best=True, target="support", parent_build=None):
+             evals=None, guards=True, best=True, target="support", parent_build=None, split="test"):
     """A run with snapshot → update → evaluate artifacts in the contract's shapes; returns (run, candidate id)."""
     (root / "configs").mkdir(exist_ok=True)
     cfg = root / "configs" / f"{target}.toml"
@@ -58,17 +59,29 @@ def make_run(root, *, base="You are a support agent.", cand="You are a support a
     with run.stage("update", params={}, inputs=["checkpoint.json"]) as st:
         st.write_json(f"candidates/{cid}.json", {"schema": "selfimprove.candidate/1", **c.model_dump(mode="json")})
         st.write_text(f"candidates/{cid}.diff", "-a\n+b\n")
-    entry = {"id": cid, "policy_digest": cpol.digest, "passed_guards": guards, "pareto": True,
+    report = make_report(run, cid, cpol.digest, bpol.digest, evals=evals, guards=guards, best=best, split=split)
+    stage = "evaluate" if split == "test" else f"evaluate.{split}"
+    with run.stage(stage, params={}, inputs=["checkpoint.json", f"candidates/{cid}.json"]) as st:
+        st.write_json(report_filename(split), report.document())
+    return run, cid
+
+
+def make_report(run, cid, policy_digest, baseline_digest, *, evals=None, guards=True, best=True, split="test"):
+    """A report document in the contract's shape for one candidate of `run` (its file digest included)."""
+    from selfimprove.store.artifacts import file_digest
+
+    entry = {"id": cid, "policy_digest": policy_digest,
+             "candidate_digest": file_digest(run.path / f"candidates/{cid}.json")[0], "passed_guards": guards,
+             "pareto": True, "n_samples": 60,
              "evals": evals or {"policy": ev(0.2, (0.1, 0.3)), "tone": ev(0.0, (-0.05, 0.05))},
              "cost": {"per_call_usd": 0.0001, "baseline_per_call_usd": 0.0001, "tokens_per_call": 100,
                       "latency_ms_p50": 5.0}, "errors": {"generation": 0, "judgement": 0}}
-    report = {"schema": "selfimprove.report/1", "target": target, "run": run.run_id, "split": "test",
-              "primary_eval": "policy", "baseline": {"policy_digest": bpol.digest, "mode": "replay"},
-              "judge_override": None, "candidates": [entry], "best": cid if best else None, "calls": 240,
-              "cost_usd": 0.02}
-    with run.stage("evaluate", params={}, inputs=["checkpoint.json", f"candidates/{cid}.json"]) as st:
-        st.write_json("report.json", report)
-    return run, cid
+    return Report.model_validate({
+        "schema": "selfimprove.report/2", "target": run.target, "run": run.run_id, "split": split, "n_samples": 60,
+        "inputs": {"dataset": "sha256:" + "0" * 64, "checkpoint": file_digest(run.path / "checkpoint.json")[0]},
+        "primary_eval": "policy", "baseline": {"policy_digest": baseline_digest, "mode": "replay"},
+        "judge_override": None, "candidates": [entry], "best": cid if best else None, "calls": 240,
+        "cost_usd": 0.02, "settings": {"alpha": 0.05, "beta": 0.2, "min_effect": 0.05, "seed": 0}})
 
 
 def snapshot_tree(root):
@@ -178,6 +191,28 @@ def test_a_crash_after_the_build_does_not_duplicate_it(tmp_path):
     res = promote(root=tmp_path, run=run.run_id)
     assert res.builds_written == [] and res.build == "v0002"
     assert len(list_builds(Workspace(tmp_path).prompts_dir, "support")) == 2
+
+
+def test_evidence_from_another_split_is_refused_and_the_split_is_named(tmp_path):
+    from selfimprove.core.canonical import pretty_json
+
+    make_run(tmp_path)
+    res = runner.invoke(app, ["promote", "--root", str(tmp_path), "--dry-run", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["split"] == "test"
+    assert json.loads(res.stdout)["n_samples"] == 60
+    text = runner.invoke(app, ["promote", "--root", str(tmp_path), "--dry-run"])
+    assert "'test' split (held out), 60 samples" in text.output
+    # a report.json holding train evidence (as an older selfimprove wrote it with `evaluate --split train`)
+    run2, cid2 = make_run(tmp_path, cand="Another prompt.")
+    held = json.loads((run2.path / "report.json").read_text())
+    train = make_report(run2, cid2, held["candidates"][0]["policy_digest"], held["baseline"]["policy_digest"],
+                        split="train")
+    with run2.stage("evaluate", params={"split": "train"}, inputs=["checkpoint.json"]) as st:
+        st.write_text("report.json", pretty_json(train.document()))
+    res = runner.invoke(app, ["promote", "--root", str(tmp_path), "--run", run2.run_id, "--json"])
+    assert res.exit_code == 3, res.output
+    assert "'train' split, not the held-out 'test' split" in " ".join(res.output.split())
+    assert not (tmp_path / "prompts").exists()
 
 
 def test_tampered_evidence_is_never_promoted(tmp_path):

@@ -1,8 +1,9 @@
 """`evaluate`: replay held-out samples with each candidate and the current policy, re-judge, decide with statistics.
 
 Reads `checkpoint.json`, `dataset.parquet` (split `test` by default) and `candidates/*.json`; writes
-`results.parquet` (one row per sample × policy × eval, sorted), `report.json` (schema "selfimprove.report/1") and
-`report.html`. The baseline is the checkpoint's current policy, replayed now (`replay`, the default: no drift
+`results.parquet` (one row per sample × policy × eval, sorted), `report.json` (a selfimprove.core.report.Report) and
+`report.html`. Evidence from another split never takes the held-out report's place: `--split train` is its own
+stage (`evaluate.train`) writing `results.train.parquet`, `report.train.json` and `report.train.html`. The baseline is the checkpoint's current policy, replayed now (`replay`, the default: no drift
 between production time and now) or taken from the production outputs and scores (`stored`: cheaper, with a
 warning). Samples are scored in a seeded-random order in batches of `concurrency`; an SPRT on the primary eval per
 candidate stops its evaluation once the answer is clear (see evaluate_loop). Before spending, the worst-case
@@ -14,7 +15,6 @@ without paying twice.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from selfimprove.core.errors import UsageError
+from selfimprove.core.report import Report, report_filename
 
-REPORT_SCHEMA = "selfimprove.report/1"
 WRITTEN_COLUMNS_DROP = ("cached", "gen_cached")  # differ between a first run and a cached re-run
 
 
@@ -33,7 +33,7 @@ class EvalReport(BaseModel):
     target: str
     run: str
     reused: bool = False
-    report: dict[str, Any]
+    report: Report
     estimate: dict[str, Any] = Field(default_factory=dict)
     spent: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
@@ -44,7 +44,7 @@ class EvalReport(BaseModel):
 
         console.print(f"evaluate {self.target} · run {self.run}" + (" (reused)" if self.reused else ""),
                       highlight=False)
-        render_report(console, self.report, self.report.get("verdicts", {}), self.warnings)
+        render_report(console, self.report, self.warnings)
         if self.spent:
             console.print(f"spent now: {self.spent.get('calls', 0)} calls, {self.spent.get('cache_hits', 0)} cache "
                           f"hits, ${self.spent.get('cost_usd', 0.0):.4f}", highlight=False)
@@ -83,6 +83,7 @@ def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: in
     from selfimprove.core.canonical import digest, pretty_json
     from selfimprove.stages import evaluate_inputs as inputs
     from selfimprove.stages.dataset import load_checkpoint
+    from selfimprove.store.documents import read_model
 
     checkpoint = load_checkpoint(run)
     samples = inputs.load_samples(run, split)
@@ -104,27 +105,37 @@ def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: in
               "order": digest([s.sample_id for s in order]),
               "prices": {m: p.model_dump() for m, p in sorted(cfg.llm.prices.items())}, "gate": cfg.gate.model_dump()}
     stage_inputs = ["checkpoint.json", "dataset.parquet"] + cand_files
-    with run.stage("evaluate", params=params, inputs=stage_inputs, force=force) as st:
+    results, report_json, report_html = (report_filename(split, "results", ".parquet"), report_filename(split),
+                                         report_filename(split, suffix=".html"))
+    artifacts = [results, report_json, report_html]
+    with run.stage(stage_name(split), params=params, inputs=stage_inputs, force=force) as st:
         if st.reused:
-            report = json.loads((run.path / "report.json").read_text())
+            report = read_model(run.path / report_json, Report, "evaluation report")
             return EvalReport(target=cfg.target, run=run.run_id, reused=True, report=report, warnings=warnings,
-                              artifacts=["results.parquet", "report.json", "report.html"])
+                              artifacts=artifacts)
+        digests = {ref["path"]: ref["digest"] for ref in st.inputs}
         report, frame, estimate, spent, more = _score_and_report(
             cfg, run, checkpoint, chosen, order, evals, primary, concurrency=concurrency, mode=mode, split=split,
-            judge_override=judge_override, yes=yes, confirm=confirm, tags=tags)
+            judge_override=judge_override, yes=yes, confirm=confirm, tags=tags, digests=digests)
         warnings += more
         from selfimprove.stages.report_html import render_html
 
-        st.write_table("results.parquet", frame.drop(columns=list(WRITTEN_COLUMNS_DROP)))
-        st.write_text("report.json", pretty_json(report))
-        st.write_text("report.html", render_html(report))
+        st.write_table(results, frame.drop(columns=list(WRITTEN_COLUMNS_DROP)))
+        st.write_text(report_json, pretty_json(report.document()))
+        st.write_text(report_html, render_html(report))
     return EvalReport(target=cfg.target, run=run.run_id, report=report, estimate=estimate, spent=spent,
-                      warnings=warnings, artifacts=["results.parquet", "report.json", "report.html"])
+                      warnings=warnings, artifacts=artifacts)
+
+
+def stage_name(split: str) -> str:
+    """`evaluate` on the held-out split; `evaluate.<split>` on any other (its own record and files)."""
+    return "evaluate" if split == "test" else f"evaluate.{split}"
 
 
 def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], order: list[Any], evals: list[Any],
                       primary: Any, *, concurrency: int, mode: str, split: str, judge_override: Any, yes: bool,
-                      confirm: Any, tags: dict[str, str]) -> tuple[dict, Any, dict, dict, list[str]]:
+                      confirm: Any, tags: dict[str, str],
+                      digests: dict[str, str]) -> tuple[Report, Any, dict, dict, list[str]]:
     import asyncio
 
     from selfimprove.core.stats import SPRT
@@ -172,7 +183,7 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
              "cost_usd": round(snap.cost_usd, 6), "tokens": snap.tokens}
     frame = rows_to_frame(outcome.rows)
     report = inputs.build_report(cfg, run, checkpoint, chosen, arms, [e for e in judged if not e.label_only],
-                                 primary, outcome, mode, split, judge_override, tags, label_only=label_only)
+                                 primary, outcome, mode, split, judge_override, tags, digests, label_only=label_only)
     return report, frame, estimate, spent, warnings
 
 

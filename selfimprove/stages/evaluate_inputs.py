@@ -1,5 +1,5 @@
 """What `evaluate` reads and decides before and after scoring: samples, candidates, evals, sample
-order and focus, the spend estimate, and the report.json document."""
+order and focus, the spend estimate, and the report document."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Candidate, Checkpoint, EvalSpec, Policy, Sample
+from selfimprove.core.report import REPORT_SCHEMA, Report
 
 
 def load_samples(run: Any, split: str) -> list[Sample]:
@@ -146,10 +147,11 @@ def estimate(order: Sequence[Sample], baseline: Policy, candidates: Sequence[Pol
 
 def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Candidate], arms: Sequence[Any],
                  judged: Sequence[EvalSpec], primary: EvalSpec, outcome: Any, mode: str, split: str,
-                 judge_override: dict[str, Any] | None, tags: dict[str, str],
-                 label_only: Sequence[EvalSpec] = ()) -> dict[str, Any]:
-    """The report.json document (schema "selfimprove.report/1"); deterministic for the same scored rows.
-    `judged` are the scored evals (statistics, Pareto, gate); `label_only` evals get `label_agreement` only."""
+                 judge_override: dict[str, Any] | None, tags: dict[str, str], digests: dict[str, str],
+                 label_only: Sequence[EvalSpec] = ()) -> Report:
+    """The report.json document (selfimprove.core.report.Report); deterministic for the same scored rows.
+    `judged` are the scored evals (statistics, Pareto, gate); `label_only` evals get `label_agreement` only;
+    `digests` are the stage's input digests by relative path (dataset, checkpoint, candidate files)."""
     import statistics
 
     from selfimprove.core.gate import settings_from_config
@@ -176,7 +178,9 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
         evals[primary.name]["sprt"] = {"decision": live.decision, "n_used": live.n_used, "llr": round(live.llr, 6)}
         cost = rep.cost_summary(rep.generation_rows(rows, arm.id, set(used)))
         cost["baseline_per_call_usd"] = rep.cost_summary(rep.generation_rows(rows, rep.BASELINE, set(used)))["per_call_usd"]
-        entries.append({"id": arm.id, "policy_digest": arm.policy.digest, "passed_guards": by_id[arm.id].passed_guards,
+        entries.append({"id": arm.id, "policy_digest": arm.policy.digest,
+                        "candidate_digest": digests[f"candidates/{arm.id}.json"],
+                        "passed_guards": by_id[arm.id].passed_guards,
                         "parent": by_id[arm.id].parent, "evals": evals, "cost": cost,
                         "errors": rep.error_counts(rows, arm.id, set(used)), "n_samples": len(used)})
         if label_only:
@@ -209,9 +213,11 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
     gen_cost = {(r["policy"], r["sample_id"]): float(r.get("gen_cost_usd") or 0.0) for r in rows}
     cost_usd = sum(gen_cost[k] for k in gen_ok) + sum(float(r.get("cost_usd") or 0.0) for r in judge_ok)
     extra = {"label_only_evals": [e.name for e in label_only]} if label_only else {}
-    return {
+    return Report.model_validate({
         **extra,
-        "schema": "selfimprove.report/1", "target": cfg.target, "run": run.run_id, "split": split,
+        "schema": REPORT_SCHEMA, "target": cfg.target, "run": run.run_id, "split": split,
+        "n_samples": len(base_ids),
+        "inputs": {"dataset": digests["dataset.parquet"], "checkpoint": digests["checkpoint.json"]},
         "primary_eval": primary.name,
         "baseline": {"policy_digest": checkpoint.policy.digest, "mode": mode, "pareto": joint[rep.BASELINE],
                      "pareto_evals": per_eval[rep.BASELINE], "means": points[0][1], "cost": base_cost,
@@ -223,7 +229,7 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
         "stopped": outcome.stopped, "evals": [e.name for e in judged],
         "settings": {"alpha": ev.alpha, "beta": ev.beta, "min_effect": ev.min_effect, "seed": cfg.split.seed},
         "tags": {"before": _count(tags), "after": _count(after)},
-    }
+    })
 
 
 def _count(tags: dict[str, str]) -> dict[str, int]:

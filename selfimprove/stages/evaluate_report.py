@@ -1,4 +1,5 @@
-"""From scored rows to `report.json` and the terminal table: paired statistics per eval, cost, Pareto, best.
+"""From scored rows to the report document (selfimprove.core.report.Report) and the terminal table: paired
+statistics per eval, cost, Pareto, best.
 
 Rows are the dicts of `results.parquet` (see selfimprove.stages.replay.RESULT_COLUMNS): one per sample × policy
 × eval, the policy named by `policy` ("baseline" or a candidate id). Comparisons are paired on sample id, in the
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from selfimprove.core.records import EvalSpec
+from selfimprove.core.report import Report
 
 BASELINE = "baseline"
 
@@ -153,9 +155,9 @@ def label_agreement(rows: Iterable[Mapping[str, Any]], policy: str, sample_ids: 
     return out
 
 
-def render_report(console: Any, report: Mapping[str, Any], verdict_by_cand: Mapping[str, Mapping[str, str]],
-                  notes: Sequence[str] = ()) -> None:
+def render_report(console: Any, report: Report, notes: Sequence[str] = ()) -> None:
     """The terminal view: per candidate, eval | baseline | candidate | Δ | 95% CI | n | verdict; then cost."""
+    from rich import box
     from rich.table import Table
 
     def f(x: Any, fmt: str = "{:.3f}") -> str:
@@ -163,35 +165,33 @@ def render_report(console: Any, report: Mapping[str, Any], verdict_by_cand: Mapp
 
     for note in notes:
         console.print(f"[yellow]![/] {note}", markup=True, highlight=False)
-    for c in report.get("candidates", []):
-        title = f"{c['id']}" + ("" if c.get("passed_guards") else " (failed guards)") + \
-                (" ★ best" if report.get("best") == c["id"] else "") + (" · Pareto" if c.get("pareto") else "")
-        from rich import box
-
+    console.print(f"evidence: split '{report.split}'" + (" (held out)" if report.held_out else
+                  " (NOT held out: it cannot promote)") + f", {report.n_samples} samples", highlight=False, markup=False)
+    short = {"accept_h1": "H1", "accept_h0": "H0", "continue": "…"}
+    for c in report.candidates:
+        title = c.id + ("" if c.passed_guards else " (failed guards)") + \
+                (" ★ best" if report.best == c.id else "") + (" · Pareto" if c.pareto else "")
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
         for col in ("eval", "base", "cand", "Δ", "95% CI", "n", "SPRT", "verdict"):
             table.add_column(col, justify="left" if col in ("eval", "verdict", "SPRT") else "right",
                              no_wrap=col not in ("eval", "verdict"), overflow="fold")
-        short = {"accept_h1": "H1", "accept_h0": "H0", "continue": "…"}
-        for name, e in sorted(c["evals"].items(), key=lambda kv: (kv[0] != report.get("primary_eval"), kv[0])):
-            ci = e.get("ci") or [None, None]
-            sprt = e.get("sprt") or {}
-            label = name + ("*" if name == report.get("primary_eval") else "")
-            table.add_row(label, f(e.get("baseline_mean"), "{:.2f}"), f(e.get("candidate_mean"), "{:.2f}"),
-                          f(e.get("diff"), "{:+.3f}"),
-                          f"{f(ci[0], '{:+.2f}')}..{f(ci[1], '{:+.2f}')}", str(e.get("n")),
-                          f"{short.get(sprt.get('decision'), '–')}@{sprt.get('n_used', 0)}",
-                          verdict_by_cand.get(c["id"], {}).get(name, ""))
+        for name, e in sorted(c.evals.items(), key=lambda kv: (kv[0] != report.primary_eval, kv[0])):
+            ci = e.ci or (None, None)
+            label = name + ("*" if name == report.primary_eval else "")
+            sprt = f"{short[e.sprt.decision]}@{e.sprt.n_used}" if e.sprt else "–@0"
+            table.add_row(label, f(e.baseline_mean, "{:.2f}"), f(e.candidate_mean, "{:.2f}"), f(e.diff, "{:+.3f}"),
+                          f"{f(ci[0], '{:+.2f}')}..{f(ci[1], '{:+.2f}')}", str(e.n), sprt,
+                          report.verdicts.get(c.id, {}).get(name, ""))
         console.print(table)
-        for name, a in sorted((c.get("label_agreement") or {}).items()):
-            counts = " · ".join(f"{k} {a['baseline'].get(k, 0)}→{a['candidate'].get(k, 0)}" for k in a["baseline"])
-            console.print(f"  {name} (labels only, no score): same label on {a['agree']}/{a['n']} samples; "
+        for name, a in sorted(c.label_agreement.items()):
+            counts = " · ".join(f"{k} {a.baseline.get(k, 0)}→{a.candidate.get(k, 0)}" for k in a.baseline)
+            console.print(f"  {name} (labels only, no score): same label on {a.agree}/{a.n} samples; "
                           f"{counts}", highlight=False, markup=False)
-        cost, err = c.get("cost") or {}, c.get("errors") or {}
-        console.print(f"  tokens/call {f(cost.get('tokens_per_call'), '{:.0f}')} · cost/call "
-                      f"${f(cost.get('per_call_usd'), '{:.6f}')} (baseline ${f(cost.get('baseline_per_call_usd'), '{:.6f}')})"
-                      f" · latency p50 {f(cost.get('latency_ms_p50'), '{:.0f}')} ms · failed: "
-                      f"{err.get('generation', 0)} generation, {err.get('judgement', 0)} judgement", highlight=False)
+        cost, err = c.cost, c.errors
+        console.print(f"  tokens/call {f(cost.tokens_per_call, '{:.0f}')} · cost/call "
+                      f"${f(cost.per_call_usd, '{:.6f}')} (baseline ${f(cost.baseline_per_call_usd, '{:.6f}')})"
+                      f" · latency p50 {f(cost.latency_ms_p50, '{:.0f}')} ms · failed: "
+                      f"{err.generation} generation, {err.judgement} judgement", highlight=False)
     console.print(f"* primary eval · SPRT: H1 = better by ≥ min effect, H0 = not better, … = undecided, @ pairs "
-                  f"used\nbest: {report.get('best') or 'none'} · {report.get('calls', 0)} LLM calls · "
-                  f"${report.get('cost_usd', 0.0):.4f} at list prices", highlight=False)
+                  f"used\nbest: {report.best or 'none'} · {report.calls} LLM calls · "
+                  f"${report.cost_usd:.4f} at list prices", highlight=False)

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from selfimprove.core.errors import GateFailed, NothingNew, SelfimproveError
+from selfimprove.core.report import Report
 
 
 class Step(BaseModel):
@@ -163,8 +164,8 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
         evaluated = _stage("evaluate", lambda: evaluate(**common, run=run.run_id, candidates=candidates,
                                                         split="test", n=None, concurrency=None, baseline=None,
                                                         focus="all", yes=True, force=False, wait=False))
-        report = json.loads((run.path / "report.json").read_text())
-        result.evaluated = len(report.get("candidates") or [])
+        report = evaluated.report
+        result.evaluated = len(report.candidates)
         result.calls = _sum_attr("calls", updated, evaluated)
         result.cost_usd = _sum_attr("cost_usd", updated, evaluated)
         html = run.path / "report.html"
@@ -241,27 +242,25 @@ def _candidates(run_path: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((run_path / "candidates").glob("*.json"))]
 
 
-def _evaluate_detail(report: dict[str, Any], primary: str | None) -> str:
-    best = report.get("best")
-    entries = report.get("candidates", [])
-    entry = next((c for c in entries if c["id"] == best), entries[0] if len(entries) == 1 else None)
+def _evaluate_detail(report: Report, primary: str | None) -> str:
+    best = report.best
+    entries = report.candidates
+    entry = report.entry(best) or (entries[0] if len(entries) == 1 else None)
     if entry is None:
         return f"{len(entries)} candidate(s) evaluated; none passes the gate"
-    which = f"best {best}" if best else f"{entry['id']} (does not pass the gate)"
+    which = f"best {best}" if best else f"{entry.id} (does not pass the gate)"
     if len(entries) > 1:
         which = f"{len(entries)} candidates compared; {which}"
-    e = (entry.get("evals") or {}).get(primary) or {}
-    ci = e.get("ci") or [None, None]
-    ci_text = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if None not in ci else "-"
-    diff = e.get("diff")
-    if diff is None:
+    e = entry.evals.get(primary or report.primary_eval)
+    if e is None or e.diff is None:
         return f"{which}: no estimate for {primary}"
+    ci_text = f"[{e.ci[0]:+.3f}, {e.ci[1]:+.3f}]" if e.ci else "-"
 
     def num(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    return (f"{which}: {primary} {num(e.get('baseline_mean'))} → {num(e.get('candidate_mean'))} "
-            f"(Δ {diff:+.3f}, 95% CI {ci_text}, n={e.get('n')})")
+    return (f"{which}: {primary} {num(e.baseline_mean)} → {num(e.candidate_mean)} "
+            f"(Δ {e.diff:+.3f}, 95% CI {ci_text}, n={e.n})")
 
 
 def _spend(result: Any) -> str:

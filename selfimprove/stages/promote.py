@@ -1,8 +1,10 @@
 """`promote`: gate a candidate on its evaluate evidence; a pass becomes a new build and moves `production`.
 
 Contract:
-- Reads the run's `report.json`, `checkpoint.json` and `candidates/<id>.json`, after `verify_run` (evidence that
-  does not match its digests is never promoted: IntegrityError, exit 4).
+- Reads the run's `report.json` (a selfimprove.core.report.Report), `checkpoint.json` and `candidates/<id>.json`,
+  after `verify_run` (evidence that does not match its digests is never promoted: IntegrityError, exit 4).
+- Only held-out evidence promotes: a report whose split is not "test" is refused (GateFailed, exit 3), and the
+  result names the split and the number of samples the decision rests on.
 - A refusal raises `GateFailed` with every reason (exit 3) and writes and moves nothing; `--dry-run` decides the
   same way but never writes.
 - A pass writes `prompts/<target>/vNNNN.json` (policy, digest, parent build and its digest, the run, the run's
@@ -19,7 +21,6 @@ Contract:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from selfimprove.core.canonical import digest
 from selfimprove.core.errors import GateFailed, IntegrityError, UsageError
 from selfimprove.core.gate import GateDecision, decide, primary_evidence, settings_from_config
 from selfimprove.core.records import Build, Policy
+from selfimprove.core.report import HELD_OUT_SPLIT, CandidateEntry, Report
 from selfimprove.store import builds as store
 
 PROMOTION_SCHEMA = "selfimprove.promotion/1"
@@ -39,6 +41,8 @@ class PromoteResult(BaseModel):
     action: str  # "promoted" | "dry-run" | "rollback" | "already promoted" | "refused" (on GateFailed.result)
     run: str | None = None
     candidate: str | None = None
+    split: str | None = None
+    n_samples: int | None = None
     decision: GateDecision | None = None
     builds_written: list[str] = []
     build: str | None = None
@@ -87,36 +91,52 @@ def _move_to(ws, cfg, spec: str, *, dry_run: bool, push_phoenix: bool) -> Promot
 
 
 def _load_json(run, rel: str, hint: str) -> dict[str, Any]:
+    from selfimprove.store.documents import read_json
+
     path = run.path / rel
     if not path.is_file():
         raise UsageError(f"{path} not found", hint=hint)
-    return json.loads(path.read_text())
+    return read_json(path)
+
+
+def _load_report(run) -> Report:
+    """The run's held-out report; refused (exit 3) when it holds evidence from another split."""
+    from selfimprove.store.documents import read_model
+
+    path = run.path / "report.json"
+    if not path.is_file() and run.record("evaluate") is None:
+        raise UsageError(f"{path} not found", hint="run `selfimprove evaluate` first (on the held-out test split)")
+    report = read_model(path, Report, "evaluation report")
+    if not report.held_out:
+        why = "only held-out evidence can promote: the candidates were learned from the train split"
+        raise GateFailed(f"{path} holds evidence from the '{report.split}' split, not the held-out "
+                         f"'{HELD_OUT_SPLIT}' split", reasons=[why],
+                         hint="run `selfimprove evaluate` (its default --split test), then promote")
+    return report
 
 
 def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | None, *, dry_run: bool,
                  push_phoenix: bool) -> PromoteResult:
     from selfimprove.store.verify import verify_run
 
-    report = _load_json(run, "report.json", "run `selfimprove evaluate` first")
-    checkpoint = _load_json(run, "checkpoint.json", "run `selfimprove snapshot` first")
     verify_run(run)
-    primary = report.get("primary_eval") or cfg.evals.primary or checkpoint.get("primary_eval")
-    if not primary:
-        raise UsageError("the report names no primary eval", hint="set evals.primary in the config")
+    report = _load_report(run)
+    checkpoint = _load_json(run, "checkpoint.json", "run `selfimprove snapshot` first")
+    primary = report.primary_eval
     settings = settings_from_config(cfg.gate, primary, min_improvement=min_improvement, alpha=cfg.evaluate.alpha,
-                                    comparisons=len(report.get("candidates") or []))
+                                    comparisons=len(report.candidates))
     entry = _pick_candidate(report, candidate, settings)
-    cand_rel = f"candidates/{entry['id']}.json"
+    cand_rel = f"candidates/{entry.id}.json"
     cand = _load_json(run, cand_rel, "the report names a candidate that update did not write")
+    _check_candidate(run, cand_rel, cand, entry)
     policy = Policy.model_validate(cand["policy"])
-    if policy.digest != entry.get("policy_digest"):
-        raise IntegrityError(f"{cand_rel} holds policy {policy.digest}, the report evaluated {entry.get('policy_digest')}",
-                             path=str(run.path / cand_rel))
-    decision = decide(entry, settings)
+    facts = entry.model_dump(mode="json")
+    decision = decide(facts, settings)
     base = PromoteResult(target=cfg.target, action="dry-run" if dry_run else "promoted", run=run.run_id,
-                         candidate=entry["id"], decision=decision, primary=primary_evidence(entry, primary))
+                         candidate=entry.id, split=report.split, n_samples=report.n_samples, decision=decision,
+                         primary=primary_evidence(facts, primary))
     if not decision.passed:
-        exc = GateFailed(f"candidate {entry['id']} of run {run.run_id} did not pass the gate",
+        exc = GateFailed(f"candidate {entry.id} of run {run.run_id} did not pass the gate",
                          reasons=list(decision.reasons),
                          hint="see report.html; adjust the gate with --min-improvement or [gate] only with reason")
         exc.result = base.model_copy(update={"action": "refused"})  # the CLI prints the decision
@@ -126,10 +146,10 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
     if dry_run:
         base.production = base.previous
         return base
-    params = {"candidate": entry["id"], "gate": settings.model_dump(mode="json"), "push_phoenix": push_phoenix}
+    params = {"candidate": entry.id, "gate": settings.model_dump(mode="json"), "push_phoenix": push_phoenix}
     with run.stage("promote", params=params, inputs=["checkpoint.json", cand_rel, "report.json"]) as st:
         if st.reused:
-            done = json.loads((run.path / "promotion.json").read_text())
+            done = _load_json(run, "promotion.json", "re-run `selfimprove promote`")
             return base.model_copy(update={"action": "already promoted", "build": done["build"],
                                            "build_digest": done["build_digest"], "builds_written": [],
                                            "production": _prod_name(ws, cfg.target), "phoenix": done.get("phoenix")})
@@ -137,18 +157,20 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
         written, parent = _ensure_baseline(ws, cfg.target, Policy.model_validate(checkpoint["policy"]), run.run_id)
         build = _find_own_build(ws, cfg.target, run.run_id, policy)
         if build is None:
-            evidence = {**entry, "primary": base.primary, "baseline_policy_digest": parent.policy_digest,
-                        "report": {"digest": digest(report), "split": report.get("split"),
-                                   "baseline": report.get("baseline"), "judge_override": report.get("judge_override")},
+            doc = report.document()
+            evidence = {**facts, "primary": base.primary, "baseline_policy_digest": parent.policy_digest,
+                        "report": {"path": "report.json", "digest": digest(doc), "split": report.split,
+                                   "n_samples": report.n_samples, "baseline": doc["baseline"],
+                                   "judge_override": doc["judge_override"]},
                         "gate": {"settings": settings.model_dump(mode="json"), "warnings": list(decision.warnings)}}
             build = Build(target=cfg.target, version=_next_version(ws, cfg.target), policy=policy,
                           policy_digest=policy.digest, parent=parent.name, parent_digest=parent.digest,
                           run=run.run_id, run_manifest_digest=manifest["digest"], evidence=evidence)
             store.write_build(ws.prompts_dir, build)
             written.append(build.name)
-        store.move_ref(ws.prompts_dir, build, reason=f"promote {entry['id']} from run {run.run_id}")
+        store.move_ref(ws.prompts_dir, build, reason=f"promote {entry.id} from run {run.run_id}")
         phoenix = _push(cfg, build) if push_phoenix else None
-        st.write_json("promotion.json", {"schema": PROMOTION_SCHEMA, "candidate": entry["id"], "build": build.name,
+        st.write_json("promotion.json", {"schema": PROMOTION_SCHEMA, "candidate": entry.id, "build": build.name,
                                          "build_digest": build.digest, "parent": parent.name,
                                          "builds_written": written, "decision": decision.model_dump(mode="json"),
                                          "phoenix": phoenix})
@@ -156,21 +178,35 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
                                    "production": build.name, "phoenix": phoenix})
 
 
-def _pick_candidate(report: dict[str, Any], candidate: str | None, settings) -> dict[str, Any]:
-    entries = {c["id"]: c for c in report.get("candidates", [])}
+def _check_candidate(run, rel: str, cand: dict[str, Any], entry: CandidateEntry) -> None:
+    """The candidate file is the one the report evaluated (its digest) and holds the evaluated policy."""
+    from selfimprove.store.artifacts import file_digest
+
+    path = run.path / rel
+    if file_digest(path)[0] != entry.candidate_digest:
+        raise IntegrityError(f"{path} is not the candidate the report evaluated (digest {entry.candidate_digest})",
+                             path=str(path))
+    policy = Policy.model_validate(cand["policy"])
+    if policy.digest != entry.policy_digest:
+        raise IntegrityError(f"{rel} holds policy {policy.digest}, the report evaluated {entry.policy_digest}",
+                             path=str(path))
+
+
+def _pick_candidate(report: Report, candidate: str | None, settings) -> CandidateEntry:
+    entries = {c.id: c for c in report.candidates}
     if candidate is not None:
         if candidate not in entries:
             raise UsageError(f"candidate {candidate!r} is not in the report",
                              hint=f"evaluated candidates: {', '.join(entries) or 'none'}")
         return entries[candidate]
-    if report.get("best") in entries:
-        return entries[report["best"]]
+    if report.best in entries:
+        return entries[report.best]
     if not entries:
         raise GateFailed("the report holds no evaluated candidate", reasons=[("update produced no candidate that "
                          "passed its guards, or evaluate was run on none")])
     # No best: say why each candidate would fail, and promote nothing (choosing among losers after the fact
     # would be a multiple comparison the report's statistics do not cover).
-    reasons = [f"{cid}: {r}" for cid, e in entries.items() for r in decide(e, settings).reasons]
+    reasons = [f"{cid}: {r}" for cid, e in entries.items() for r in decide(e.model_dump(), settings).reasons]
     raise GateFailed("the report names no best candidate", reasons=reasons or ["evaluate chose none"],
                      hint="pass --candidate ID to gate one candidate explicitly")
 

@@ -1,4 +1,5 @@
-"""`report.html`: a self-contained page (inline SVG, no scripts, no external resources) drawn from report.json.
+"""`report.html`: a self-contained page (inline SVG, no scripts, no external resources) drawn from a report document
+(selfimprove.core.report.Report).
 
 Two plots per eval: each candidate's mean score with the 95% CI of its difference from the baseline (the CI is
 shifted onto the baseline's mean, so the dashed baseline line crossing a bar means "not significant"), and score
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any
+
+from selfimprove.core.report import Report
 
 W, H = 640, 40  # plot width, height per row
 PAD_L, PAD_R, PAD_T = 170, 30, 30
@@ -115,51 +118,46 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:f
 .muted{color:#666}"""
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The whole page for one report.json document."""
-    cands = report.get("candidates", [])
-    evals = sorted({e for c in cands for e in c.get("evals", {})},
-                   key=lambda e: (e != report.get("primary_eval"), e))
+def render_html(report: Report) -> str:
+    """The whole page for one report document."""
+    cands = report.candidates
+    evals = sorted({e for c in cands for e in c.evals}, key=lambda e: (e != report.primary_eval, e))
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>selfimprove evaluate: "
-             f"{escape(str(report.get('target')))}</title><style>{CSS}</style></head><body>"),
-             f"<h1>Evaluation of {escape(str(report.get('target')))}</h1>",
-             (f"<p class='muted'>run {escape(str(report.get('run')))} · split {escape(str(report.get('split')))} · "
-             f"baseline {escape(str((report.get('baseline') or {}).get('mode')))} · primary eval "
-             f"{escape(str(report.get('primary_eval')))} · best {escape(str(report.get('best')))} · "
-             f"{report.get('calls', 0)} calls · ${report.get('cost_usd', 0.0):.4f}</p>")]
-    if report.get("judge_override"):
-        parts.append(f"<p>Judge override: <code>{escape(str(report['judge_override']))}</code></p>")
+             f"{escape(report.target)}</title><style>{CSS}</style></head><body>"),
+             f"<h1>Evaluation of {escape(report.target)}</h1>",
+             (f"<p class='muted'>run {escape(report.run)} · split {escape(report.split)} (n={report.n_samples}) · "
+             f"baseline {escape(report.baseline.mode)} · primary eval "
+             f"{escape(report.primary_eval)} · best {escape(str(report.best))} · "
+             f"{report.calls} calls · ${report.cost_usd:.4f}</p>")]
+    if not report.held_out:
+        parts.append(f"<p><b>Not held-out evidence:</b> these samples come from the '{escape(report.split)}' split, "
+                     "which the candidates were learned from; it cannot promote.</p>")
+    if report.judge_override:
+        parts.append(f"<p>Judge override: <code>{escape(str(report.judge_override.model_dump()))}</code></p>")
     parts.append("<table><tr><th>candidate</th><th>eval</th><th>baseline</th><th>candidate</th><th>Δ</th>"
                  "<th>95% CI</th><th>n</th><th>W/T/L</th><th>sign p</th><th>SPRT</th></tr>")
     for c in cands:
         for name in evals:
-            e = c["evals"].get(name)
+            e = c.evals.get(name)
             if not e:
                 continue
-            ci = e.get("ci") or [None, None]
-            sprt = e.get("sprt") or {}
-            parts.append(f"<tr><td>{escape(c['id'])}</td><td>{escape(name)}</td><td>{_fmt(e.get('baseline_mean'))}</td>"
-                         f"<td>{_fmt(e.get('candidate_mean'))}</td><td>{_fmt(e.get('diff'))}</td>"
-                         f"<td>[{_fmt(ci[0])}, {_fmt(ci[1])}]</td><td>{e.get('n')}</td>"
-                         f"<td>{e.get('wins')}/{e.get('ties')}/{e.get('losses')}</td><td>{_fmt(e.get('sign_p'))}</td>"
-                         f"<td>{escape(str(sprt.get('decision', '–')))}</td></tr>")
+            ci = e.ci or (None, None)
+            parts.append(f"<tr><td>{escape(c.id)}</td><td>{escape(name)}</td><td>{_fmt(e.baseline_mean)}</td>"
+                         f"<td>{_fmt(e.candidate_mean)}</td><td>{_fmt(e.diff)}</td>"
+                         f"<td>[{_fmt(ci[0])}, {_fmt(ci[1])}]</td><td>{e.n}</td>"
+                         f"<td>{e.wins}/{e.ties}/{e.losses}</td><td>{_fmt(e.sign_p)}</td>"
+                         f"<td>{escape(e.sprt.decision if e.sprt else '–')}</td></tr>")
     parts.append("</table>")
     for name in evals:
-        rows = [{"id": c["id"], **c["evals"][name]} for c in cands if name in c.get("evals", {})]
-        base = next((r.get("baseline_mean") for r in rows if r.get("baseline_mean") is not None), None)
+        rows = [{"id": c.id, **c.evals[name].model_dump()} for c in cands if name in c.evals]
+        base = next((r["baseline_mean"] for r in rows if r["baseline_mean"] is not None), None)
         parts.append(f"<h2>{escape(name)}</h2>")
         parts.append(ci_plot(name, rows, base))
-        base_info = report.get("baseline") or {}
-        points = [{"id": "baseline", "baseline": True, "pareto": name in (base_info.get("pareto_evals") or []),
-                   "score": (base_info.get("means") or {}).get(name, base),
-                   "cost": (base_info.get("cost") or {}).get("per_call_usd")}]
-        points += [{"id": r["id"], "score": r.get("candidate_mean"),
-                    "pareto": name in (_cand(cands, r["id"]).get("pareto_evals") or []),
-                    "cost": (_cand(cands, r["id"]).get("cost") or {}).get("per_call_usd")} for r in rows]
+        b = report.baseline
+        points = [{"id": "baseline", "baseline": True, "pareto": name in b.pareto_evals,
+                   "score": b.means.get(name, base), "cost": b.cost.per_call_usd}]
+        points += [{"id": c.id, "score": c.evals[name].candidate_mean, "pareto": name in c.pareto_evals,
+                    "cost": c.cost.per_call_usd} for c in cands if name in c.evals]
         parts.append(pareto_plot(name, points))
     parts.append("</body></html>\n")
     return "".join(parts)
-
-
-def _cand(cands: list[dict[str, Any]], cid: str) -> dict[str, Any]:
-    return next(c for c in cands if c["id"] == cid)

@@ -27,6 +27,10 @@ def gate_table(decision: Any):
 
 
 def render_promotion(console: Any, result: Any) -> None:
+    if result.split is not None:
+        held = " (held out)" if result.split == "test" else ""
+        console.print(f"evidence: {result.candidate} on the '{result.split}' split{held}, {result.n_samples} samples",
+                      markup=False, highlight=False)
     if result.decision is not None:
         console.print(gate_table(result.decision))
         for w in result.decision.warnings:
