@@ -124,16 +124,20 @@ def test_show_and_log(chain):
     doc = json.loads(res.stdout)
     assert doc["schema"] == "selfimprove.show/1" and doc["build"]["name"] == "v0003" and doc["production"]
     assert doc["build"]["policy"]["system_prompt"] == P3 and doc["build"]["evidence"]["primary"]["diff"] == 0.10
-    res = cli("show", "v0001", "--root", str(chain))
-    assert res.exit_code == 0 and "Baseline build" in res.stderr
+    res = cli("show", "v0001", "--root", str(chain))  # the product goes to stdout (`show > build.txt`)
+    assert res.exit_code == 0 and "Baseline build" in res.stdout and res.stderr == ""
     res = cli("show", "v0002", "--root", str(chain))
-    assert res.exit_code == 0 and "Cite the order id." in res.stderr and "+0.200" in res.stderr
+    assert res.exit_code == 0 and "Cite the order id." in res.stdout and "+0.200" in res.stdout
+    assert P3 not in res.stdout and max(map(len, res.stdout.splitlines())) < 1000  # panels fit their text
     res = cli("show", "v0042", "--root", str(chain))
     assert res.exit_code == 2 and "no build v0042" in res.stderr
     res = cli("log", "--root", str(chain), "--json")
     doc = json.loads(res.stdout)
     assert [(b["name"], b["delta"], b["production"]) for b in doc["builds"]] == \
         [("v0001", None, False), ("v0002", 0.2, False), ("v0003", 0.1, True)]
+    res = cli("log", "--root", str(chain))  # off a terminal nothing is cut to 80 columns
+    assert res.exit_code == 0 and all(f"v000{i}" in res.stdout for i in (1, 2, 3))
+    assert "…" not in res.stdout
 
 
 def test_target_by_name_without_a_config(chain):

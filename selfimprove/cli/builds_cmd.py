@@ -37,7 +37,7 @@ def diff(
     tolerances = dict(gate.max_regression) if gate else {}
     default = gate.default_max_regression if gate else 0.02
     data = diff_builds(root, name, a, b, tolerances=tolerances, default_tolerance=default)
-    emit("selfimprove.diff/1", data, json_mode=json_output, render=lambda c: render_diff(c, data))
+    emit("selfimprove.diff/1", data, json_mode=json_output, render=lambda c: render_diff(c, data), product=True)
     if fail_on_regression and data["regresses"]:
         raise GateFailed(f"{data['b']['name']} regresses {data['a']['name']}", reasons=data["reasons"],
                          hint="promote a better candidate, or roll back with `selfimprove promote --to`")
@@ -57,4 +57,4 @@ def show(
 
     name, _ = resolve_target(root, target, set_)
     data = show_build(root, name, build)
-    emit("selfimprove.show/1", data, json_mode=json_output, render=lambda c: render_show(c, data))
+    emit("selfimprove.show/1", data, json_mode=json_output, render=lambda c: render_show(c, data), product=True)

@@ -1,4 +1,6 @@
-"""The single output sink: Rich on stderr for people, one JSON document on stdout for scripts.
+"""The single output sink. With --json, one JSON document on stdout for scripts. For people: what a command was
+asked to show (`show`, `diff`, `log`: the product) on stdout, so `show > build.txt` and `diff | less` work;
+everything else (progress, logs, stage summaries, errors) on stderr. Off a terminal nothing is cut to 80 columns.
 
 `handle_errors` is the one place that maps exceptions to exit codes: SelfimproveError subclasses carry
 theirs (2 usage, 3 gate, 4 integrity), anything unexpected exits 1. Tracebacks only with SELFIMPROVE_DEBUG=1.
@@ -15,28 +17,33 @@ from typing import Any
 
 import typer
 
-_console = None
+_consoles: dict[bool, Any] = {}
+UNBOUNDED_WIDTH = 10_000  # off a terminal: tables keep whole ids and lines, however long
 
 
-def console():
-    """A Rich console on stderr; plain (no colour, no progress) when stderr is not a terminal."""
-    global _console
-    if _console is None:
+def console(stdout: bool = False):
+    """A Rich console on stderr (or stdout); plain (no colour, no progress) and never wrapped at 80 columns
+    when its stream is not a terminal. The stream is looked up at each print (test runners swap it)."""
+    if stdout not in _consoles:
         from rich.console import Console
 
-        _console = Console(stderr=True, highlight=False)
-    return _console
+        stream = sys.stdout if stdout else sys.stderr
+        width = None if stream.isatty() else UNBOUNDED_WIDTH
+        _consoles[stdout] = Console(stderr=not stdout, highlight=False, width=width)
+    return _consoles[stdout]
 
 
-def emit(schema: str, data: dict[str, Any], *, json_mode: bool, render: Callable[[Any], None] | None = None) -> None:
-    """Print the result: `{"schema": ..., **data}` on stdout with --json, else `render(console)` on stderr."""
+def emit(schema: str, data: dict[str, Any], *, json_mode: bool, render: Callable[[Any], None] | None = None,
+         product: bool = False) -> None:
+    """Print the result: `{"schema": ..., **data}` on stdout with --json, else `render(console)` — on stdout
+    when the rendering is the product the user asked for (`product`), on stderr when it is a stage's summary."""
     if json_mode:
         from selfimprove.core.canonical import pretty_json
 
         sys.stdout.write(pretty_json({"schema": schema, **data}))
         sys.stdout.flush()
     elif render is not None:
-        render(console())
+        render(console(stdout=product))
 
 
 def progress_enabled() -> bool:

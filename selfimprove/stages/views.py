@@ -63,8 +63,8 @@ def render_show(console: Any, data: dict[str, Any]) -> None:
     b = data["build"]
     head = (f"{b['name']} of {b['target']}  {'(production)' if data['production'] else ''}\n"
             f"digest {b['digest']}\nparent {b.get('parent') or '-'}  run {b.get('run') or '-'}")
-    console.print(Panel(head, title="build"))
-    console.print(Panel(b["policy"]["system_prompt"], title="system prompt"))
+    console.print(Panel(head, title="build", expand=False))
+    console.print(Panel(b["policy"]["system_prompt"], title="system prompt", expand=False))
     for line in policy_lines(b["policy"]):
         console.print(f"  {line}", markup=False)
     if b["policy"].get("few_shot"):
@@ -155,7 +155,7 @@ def render_demo(console: Any, result: Any) -> None:
 
     label = getattr(result, "label", "SIMULATOR")  # or "REAL MODEL <task model> at <host>"
     source = "simulated" if label == "SIMULATOR" else label
-    console.print(Panel(result.notice, title=f"selfimprove demo · {label}", style="bold yellow"))
+    console.print(Panel(result.notice, title=f"selfimprove demo · {label}", style="bold yellow", expand=False))
     t = result.traffic
     if t:
         scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(t.get("scores", {}).items()))
@@ -173,7 +173,7 @@ def render_demo(console: Any, result: Any) -> None:
         console.print(f"  - {reason}", markup=False)
     if result.prompt_diff:
         console.print(Panel(Syntax(result.prompt_diff, "diff", theme="ansi_dark", word_wrap=True),
-                            title="prompt diff (baseline → promoted)"))
+                            title="prompt diff (baseline → promoted)", expand=False))
     if result.chain:
         table = Table(title="build chain")
         for col in ("build", "parent", "primary Δ", "95% CI", "production"):
