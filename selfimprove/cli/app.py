@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import typer
 
-from selfimprove.cli import builds_cmd, evaluate_cmd, loop_cmd, promote_cmd, pull_cmd, store_cmds, update_cmd
+from selfimprove.cli import (
+    builds_cmd,
+    evaluate_cmd,
+    loop_cmd,
+    phoenix_cmd,
+    promote_cmd,
+    pull_cmd,
+    store_cmds,
+    update_cmd,
+)
 
 app = typer.Typer(
     name="selfimprove",
@@ -32,6 +41,8 @@ app.command("diff")(builds_cmd.diff)
 app.command("show")(builds_cmd.show)
 app.command("run")(loop_cmd.run)
 app.command("demo")(loop_cmd.demo)
+app.add_typer(phoenix_cmd.app, name="phoenix", help="A local Phoenix server (sqlite on disk, loopback only) for trying "
+              "selfimprove without one of your own.")
 
 
 def _register_optional() -> None:

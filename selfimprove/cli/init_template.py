@@ -22,15 +22,15 @@ include = []                        # evals that count; empty = every eval found
 # primary = "correctness"           # the eval promotion must improve
 
 [llm.task]                          # replays candidates; never put a key here, only the variable's NAME
-api_key_env = "OPENAI_API_KEY"
-# base_url = "https://api.openai.com/v1"
+api_key_env = "{api_key_env}"
+{base_url_line}
 
 [llm.optimizer]                     # writes the prompt edits
-model = "gpt-4.1"
-api_key_env = "OPENAI_API_KEY"
+model = "{optimizer_model}"
+api_key_env = "{api_key_env}"
+{base_url_line}
 
-# [llm.judge]                       # override the captured judge model (recorded in the report)
-# model = "gpt-4.1"
+{judge_section}
 
 # [llm.prices.gpt-4o-mini]          # US dollars per million tokens, for cost accounting and the gate
 # input = 0.15
@@ -62,3 +62,21 @@ min_improvement = 0.02              # the primary eval must improve at least thi
 default_max_regression = 0.02       # allowed drop on any other eval
 # max_cost_per_call_usd = 0.01
 '''
+
+_JUDGE_DEFAULT = '''# [llm.judge]                       # override the captured judge model (recorded in the report)
+# model = "gpt-4.1"'''
+
+
+def render_config(*, target: str, source: str, endpoint: str, project: str, base_url: str | None = None,
+                  api_key_env: str = "OPENAI_API_KEY", optimizer_model: str = "gpt-4.1") -> str:
+    """The config text. `base_url` (an OpenAI-compatible endpoint: a gateway, vLLM, the simulator) is written
+    for the task, optimizer and judge calls alike; without it they go to OpenAI."""
+    if base_url:
+        base_url_line = f'base_url = "{base_url}"'
+        judge = (f'[llm.judge]                         # the judges run here too (models: the captured evals\' own)\n'
+                 f'{base_url_line}\napi_key_env = "{api_key_env}"')
+    else:
+        base_url_line, judge = '# base_url = "https://api.openai.com/v1"', _JUDGE_DEFAULT
+    return TEMPLATE.format(target=target, source=source, endpoint=endpoint, project=project,
+                           api_key_env=api_key_env, base_url_line=base_url_line, optimizer_model=optimizer_model,
+                           judge_section=judge)

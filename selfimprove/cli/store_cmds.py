@@ -17,12 +17,18 @@ def init(
     source: Annotated[str, typer.Option(help="Telemetry source: phoenix, arize or file.")] = "phoenix",
     endpoint: Annotated[str, typer.Option(help="Phoenix base URL.")] = "http://127.0.0.1:6006",
     project: Annotated[str | None, typer.Option(help="Phoenix project (default: the target name).")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        help="OpenAI-compatible endpoint for the task, optimizer and judge calls (a gateway, vLLM, the simulator: "
+        "see `selfimprove sim serve`). Default: OpenAI.")] = None,
+    api_key_env: Annotated[str, typer.Option(
+        help="NAME of the environment variable holding the endpoint's key (never the key).")] = "OPENAI_API_KEY",
+    optimizer_model: Annotated[str, typer.Option(help="Model that writes the prompt edits.")] = "gpt-4.1",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.")] = False,
     root: RootOpt = Path("."),
     json_output: JsonOpt = False,
 ) -> None:
     """Write a commented config for a new target to configs/NAME.toml."""
-    from selfimprove.cli.init_template import TEMPLATE
+    from selfimprove.cli.init_template import render_config
     from selfimprove.config.load import load_config
     from selfimprove.core.errors import UsageError
     from selfimprove.store.atomic import write_text
@@ -32,7 +38,8 @@ def init(
     path = root / "configs" / f"{name}.toml"
     if path.exists() and not force:
         raise UsageError(f"{path} already exists", hint="pass --force to overwrite it")
-    write_text(path, TEMPLATE.format(target=name, source=source, endpoint=endpoint, project=project or name))
+    write_text(path, render_config(target=name, source=source, endpoint=endpoint, project=project or name,
+                                   base_url=base_url, api_key_env=api_key_env, optimizer_model=optimizer_model))
     load_config(path)  # the template must always validate
     emit("selfimprove.init/1", {"target": name, "config": str(path)}, json_mode=json_output,
          render=lambda c: c.print(f"Wrote {path}. Edit it, then run `selfimprove pull --target {name}`."))
@@ -48,7 +55,7 @@ def log(
     from selfimprove.stages.history import target_history
 
     history = target_history(root, resolve_target(root, target)[0])
-    emit("selfimprove.log/1", history, json_mode=json_output, render=lambda c: _render_log(c, history))
+    emit("selfimprove.log/1", history, json_mode=json_output, render=lambda c: _render_log(c, history), product=True)
 
 
 def _render_log(c, history: dict) -> None:
