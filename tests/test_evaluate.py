@@ -90,7 +90,9 @@ def test_better_candidate_is_significantly_better_identical_is_not(root, sim):
     n_rows = sum(c["n_samples"] for c in report["candidates"]) * 3 + report["baseline"]["n_samples"] * 3
     assert len(frame) == n_rows
     html = (run.path / "report.html").read_text()
-    assert html.count("<svg") == 6 and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert html.count("<svg") == 2 and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # Δ chart each
+    assert html.index(f"Gate passed: {BETTER.id}") < html.index("<table")  # the verdict comes first
+    assert "SIMULATOR" in html and "What changed: baseline" in html and "<b>Fixed</b>" in html
     verify_run(run)
     # unchanged inputs: the stage is reused; forced: recomputed from the call cache and byte-identical; the only
     # calls paid again are speculative ones of the batch after the early stop (at most that batch's calls)

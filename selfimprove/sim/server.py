@@ -18,6 +18,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from selfimprove.llm.endpoint import SIMULATOR_OWNER
 from selfimprove.sim import models
 from selfimprove.sim.embeddings import BadEmbeddingsRequest, embeddings_response
 from selfimprove.sim.faults import FaultInjector, SimConfig, Stats
@@ -74,7 +75,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?")[0].rstrip("/")
         if path in ("/v1/models", "/models"):
-            data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "selfimprove-sim"} for m in MODEL_IDS]
+            data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": SIMULATOR_OWNER}
+                    for m in MODEL_IDS]
             self._send(200, {"object": "list", "data": data})
         elif path == "/sim/stats":
             snap = self.server.stats.snapshot()

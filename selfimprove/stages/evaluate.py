@@ -118,13 +118,27 @@ def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: in
             cfg, run, checkpoint, chosen, order, evals, primary, concurrency=concurrency, mode=mode, split=split,
             judge_override=judge_override, yes=yes, confirm=confirm, tags=tags, digests=digests)
         warnings += more
-        from selfimprove.stages.report_html import render_html
-
         st.write_table(results, frame.drop(columns=list(WRITTEN_COLUMNS_DROP)))
         st.write_text(report_json, pretty_json(report.document()))
-        st.write_text(report_html, render_html(report))
+        st.write_text(report_html, _page_html(cfg, report, frame, order, checkpoint.policy, chosen))
     return EvalReport(target=cfg.target, run=run.run_id, report=report, estimate=estimate, spent=spent,
                       warnings=warnings, artifacts=artifacts)
+
+
+def _page_html(cfg: Any, report: Report, frame: Any, samples: list[Any], baseline: Any, chosen: list[Any]) -> str:
+    """report.html: the report with the gate's verdict on the best candidate (as promote applies it), the prompt
+    diff, fixed and broken samples, and a SIMULATOR banner when the task endpoint says it is the simulator."""
+    from selfimprove.core.gate import decide
+    from selfimprove.llm.endpoint import is_simulator
+    from selfimprove.stages.promote import gate_settings
+    from selfimprove.stages.report_html import render_html
+    from selfimprove.stages.report_page import report_page
+
+    best = report.entry(report.best)
+    decision = decide(best.model_dump(mode="json"), gate_settings(cfg, report)) if best else None
+    page = report_page(report, frame.to_dict("records"), samples, baseline, {c.id: c.policy for c in chosen},
+                       decision=decision, simulated=is_simulator(cfg.llm.task.base_url))
+    return render_html(page)
 
 
 def stage_name(split: str) -> str:

@@ -123,8 +123,7 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
     report = _load_report(run)
     checkpoint = _load_json(run, "checkpoint.json", "run `selfimprove snapshot` first")
     primary = report.primary_eval
-    settings = settings_from_config(cfg.gate, primary, min_improvement=min_improvement, alpha=cfg.evaluate.alpha,
-                                    comparisons=len(report.candidates))
+    settings = gate_settings(cfg, report, min_improvement)
     entry = _pick_candidate(report, candidate, settings)
     cand_rel = f"candidates/{entry.id}.json"
     cand = _load_json(run, cand_rel, "the report names a candidate that update did not write")
@@ -209,6 +208,13 @@ def _pick_candidate(report: Report, candidate: str | None, settings) -> Candidat
     reasons = [f"{cid}: {r}" for cid, e in entries.items() for r in decide(e.model_dump(), settings).reasons]
     raise GateFailed("the report names no best candidate", reasons=reasons or ["evaluate chose none"],
                      hint="pass --candidate ID to gate one candidate explicitly")
+
+
+def gate_settings(cfg: Any, report: Report, min_improvement: float | None = None) -> Any:
+    """The gate's settings for a report: the target's [gate], its alpha, the report's primary eval and number of
+    candidates (promote decides with them; evaluate's report.html previews the same decision)."""
+    return settings_from_config(cfg.gate, report.primary_eval, min_improvement=min_improvement,
+                                alpha=cfg.evaluate.alpha, comparisons=len(report.candidates))
 
 
 def _ensure_baseline(ws, target: str, baseline: Policy, run_id: str) -> tuple[list[str], Build]:
