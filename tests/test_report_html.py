@@ -74,3 +74,34 @@ def test_delta_chart_draws_the_interval_around_delta_not_around_the_mean():
 def test_money_is_readable():
     assert [money(x) for x in (None, 0, 12.345, 0.0042, 0.0000312)] == ["unknown", "$0", "$12.35", "$0.0042",
                                                                         "$0.0000312"]
+
+
+def test_only_the_simulator_is_labelled_simulator():
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from selfimprove.llm.endpoint import is_simulator
+    from selfimprove.sim import start_server
+
+    class OtherProvider(BaseHTTPRequestHandler):
+        def do_GET(self):  # an OpenAI-compatible server that is not ours
+            body = json.dumps({"object": "list", "data": [{"id": "m", "owned_by": "vllm"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), OtherProvider)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    sim = start_server("support")
+    try:
+        assert is_simulator(sim.base_url)
+        assert not is_simulator(f"http://127.0.0.1:{other.server_address[1]}/v1")
+        assert not is_simulator(None) and not is_simulator("http://127.0.0.1:9/v1")  # OpenAI; nothing listening
+    finally:
+        sim.stop()
+        other.shutdown()
