@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fixtures.span_rows import workspace
-from fixtures.traffic import rest_spans, utc, wait_for_spans
+from fixtures.traffic import phoenix_ws, rest_spans, utc, wait_for_spans
 from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
@@ -31,11 +30,6 @@ def sim():
     server = start_server("support", seed=11)
     yield server
     server.stop()
-
-
-def phoenix_ws(root, phoenix, project, extra: str = ""):
-    return workspace(root, None, extra=f'[telemetry]\nsource = "phoenix"\n[telemetry.phoenix]\n'
-                                       f'endpoint = "{phoenix.url}"\nproject = "{project}"\n{extra}')
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,20 @@ class Evals(Section):
     min_agreement_pairs: int = Field(10, ge=1, description="fewer spans labelled by both: shown, not flagged")
 
 
+class Join(Section):
+    """How eval annotations reach the LLM spans they are about (apps that log evals on a chain/agent parent span or
+    the trace root). Modes: span (own span only), parent (the direct parent only), root (the trace root only),
+    auto (own span, else the nearest annotated ancestor)."""
+
+    default: Literal["auto", "span", "parent", "root"] = "auto"
+    evals: dict[str, Literal["auto", "span", "parent", "root"]] = Field(
+        default_factory=dict, description="per eval name, e.g. {correctness = 'root'}; others use `default`")
+    span_name: str | None = Field(None, description="when an annotated ancestor covers several LLM spans: prefer "
+                                  "the spans of this name")
+    metadata: dict[str, str] = Field(default_factory=dict, description="... and with this metadata")
+    pick: Literal["first", "last"] = Field("last", description="... then the first or the last by start time")
+
+
 class Split(Section):
     test_size: float = Field(0.3, gt=0, lt=1)
     seed: int = 0
@@ -145,6 +159,7 @@ class TargetConfig(Section):
     extends: str | None = None
     telemetry: Telemetry = Telemetry()
     evals: Evals = Evals()
+    join: Join = Join()
     llm: LLMs = LLMs()
     split: Split = Split()
     update: Update = Update()

@@ -61,7 +61,7 @@ def _api_key(base_url: str, api_key_env: str | None) -> str:
 
 
 def _send(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: str, policy: dict[str, Any],
-          seed: int, api_key_env: str | None = None) -> tuple[list[dict[str, str]], int]:
+          seed: int, api_key_env: str | None = None, chain: bool = False) -> tuple[list[dict[str, str]], int]:
     import openai
     from openinference.instrumentation.openai import OpenAIInstrumentor
     from phoenix.otel import register
@@ -76,23 +76,38 @@ def _send(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: s
     params = {k: policy[k] for k in ("temperature", "top_p", "max_tokens") if policy.get(k) is not None}
     try:
         client = openai.OpenAI(base_url=sim_base_url, api_key=_api_key(sim_base_url, api_key_env), max_retries=3)
+        tracer = tp.get_tracer("selfimprove.sim.traffic")
         for msgs in generate_inputs(world, n, seed):
             before = len(recorder.span_ids)
-            try:
-                r = client.chat.completions.create(
-                    model=policy["model"], messages=[{"role": "system", "content": policy["system_prompt"]}, *msgs],
-                    **params)
-            except openai.APIError:
-                errors += 1
-                continue
-            if len(recorder.span_ids) == before + 1:
-                rows.append({"span_id": recorder.span_ids[-1], "input": msgs[-1]["content"],
-                             "output": r.choices[0].message.content or ""})
+            with _chain_spans(tracer, chain) as parents:
+                try:
+                    r = client.chat.completions.create(
+                        model=policy["model"], messages=[{"role": "system", "content": policy["system_prompt"]},
+                                                         *msgs], **params)
+                except openai.APIError:
+                    errors += 1
+                    continue
+                if len(recorder.span_ids) == before + 1:
+                    rows.append({"span_id": recorder.span_ids[-1], "input": msgs[-1]["content"],
+                                 "output": r.choices[0].message.content or "", **parents})
     finally:
         instrumentor.uninstrument()
         tp.force_flush()
         tp.shutdown()
     return rows, errors
+
+
+@contextlib.contextmanager
+def _chain_spans(tracer: Any, chain: bool):
+    """With `chain`, the call runs inside an agent root span and a chain span under it, as an agent or chain app
+    traces it (OpenInference span kinds AGENT and CHAIN); yields {"parent_id", "root_id"} (empty without)."""
+    if not chain:
+        yield {}
+        return
+    with tracer.start_as_current_span("support-agent", attributes={"openinference.span.kind": "AGENT"}) as root, \
+            tracer.start_as_current_span("answer", attributes={"openinference.span.kind": "CHAIN"}) as parent:
+        yield {"parent_id": format(parent.get_span_context().span_id, "016x"),
+               "root_id": format(root.get_span_context().span_id, "016x")}
 
 
 def _wait_for_spans(client, project: str, span_ids: set[str], since: datetime, timeout: float) -> None:
@@ -140,16 +155,18 @@ def _eval_instrumentation():
 
 
 def _judge_and_log(world: str, rows: list[dict[str, str]], *, client, sim_base_url: str,
-                   judge_model: str = JUDGE_MODEL, api_key_env: str | None = None) -> tuple[dict[str, float], int]:
+                   judge_model: str = JUDGE_MODEL, api_key_env: str | None = None, eval_on: str = "span",
+                   humans: float = 0.0, human_flip: float = 0.0, seed: int = 0
+                   ) -> tuple[dict[str, float], int, dict[str, dict[str, int]]]:
     """Judge `rows` as a team would: evaluate_dataframe → to_annotation_dataframe → log_span_annotations_dataframe,
     with the EvalInstrumentor on, so each annotation's metadata carries its eval's spec (SPEC_KEY).
-    Returns ({eval: mean score}, annotations logged)."""
+    Returns ({eval: mean score}, annotations logged, {eval: {"reviewed", "disagree"}} of the simulated people)."""
     import pandas as pd
     import phoenix.evals as px_evals
     from phoenix.evals.utils import to_annotation_dataframe
 
     evaluators = world_evaluators(world, sim_base_url, judge_model=judge_model, api_key_env=api_key_env)
-    df = pd.DataFrame(rows).set_index("span_id")
+    df = pd.DataFrame([{k: r[k] for k in ("span_id", "input", "output")} for r in rows]).set_index("span_id")
     df.index.name = "context.span_id"
     with _eval_instrumentation():
         # looked up on the module inside the block: the instrumented function, as a team's code would call it
@@ -160,35 +177,87 @@ def _judge_and_log(world: str, rows: list[dict[str, str]], *, client, sim_base_u
         ["span_id", "annotation_name", "annotator_kind", "label", "score", "explanation", "metadata"]]
     means = pd.to_numeric(ann["score"], errors="coerce").groupby(ann["annotation_name"]).mean()
     scores = {e.name: float(means.get(e.name, float("nan"))) for e in evaluators}
+    if eval_on != "span":  # the app logs its evals on the chain parent or the trace root, not the LLM span
+        target = {r["span_id"]: r[f"{eval_on}_id"] for r in rows}
+        ann = ann.assign(span_id=ann["span_id"].map(target))
+    people: dict[str, dict[str, int]] = {}
+    if humans > 0:
+        reviews = human_reviews(world, ann, humans, human_flip, seed)
+        judged = {(r.span_id, r.annotation_name): r.label for r in ann.itertuples()}
+        for r in reviews.itertuples():
+            count = people.setdefault(r.annotation_name, {"reviewed": 0, "disagree": 0})
+            count["reviewed"] += 1
+            count["disagree"] += r.label != judged[(r.span_id, r.annotation_name)]
+        ann = pd.concat([ann.assign(identifier=""), reviews], ignore_index=True)
     if len(ann):
         client.spans.log_span_annotations_dataframe(dataframe=ann.reset_index(drop=True), sync=True)
-    return scores, len(ann)
+    return scores, len(ann), people
+
+
+def human_reviews(world: str, ann: Any, share: float, flip: float, seed: int) -> Any:
+    """Simulated people reviewing a seeded `share` of the judged calls, on the span the judge's annotation sits
+    on (Phoenix annotator_kind HUMAN, same eval name). A reviewer gives the judge's label, except on a seeded
+    `flip` share where they give the other one: a known disagreement to measure agreement against."""
+    import hashlib
+
+    import pandas as pd
+
+    def draw(*parts: Any) -> float:
+        return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:12], 16) / 16 ** 12
+
+    choices = {e["name"]: e["choices"] for e in world_evals(world)}
+    out = []
+    for row in ann.itertuples():
+        if share <= 0 or draw(seed, "review", row.span_id, row.annotation_name) >= share:
+            continue
+        label = row.label
+        if draw(seed, "flip", row.span_id, row.annotation_name) < flip:
+            labels = list(choices[row.annotation_name])
+            label = labels[(labels.index(label) + 1) % len(labels)] if label in labels else label
+        out.append({"span_id": row.span_id, "annotation_name": row.annotation_name, "annotator_kind": "HUMAN",
+                    "label": label, "score": choices[row.annotation_name].get(label),
+                    "explanation": f"reviewer: {label}", "metadata": {"reviewer": "sim"},
+                    "identifier": "review"})  # Phoenix upserts on (span, name, identifier): not the judge's ''
+    return pd.DataFrame(out, columns=[*ann.columns, "identifier"])
 
 
 def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: str,
                  policy: dict[str, Any] | None = None, seed: int = 0, evals: bool = True,
                  timeout: float = 120.0, api_key_env: str | None = None,
-                 judge_model: str = JUDGE_MODEL) -> dict[str, Any]:
+                 judge_model: str = JUDGE_MODEL, chain: bool = False, eval_on: str = "span",
+                 humans: float = 0.0, human_flip: float = 0.0) -> dict[str, Any]:
     """Send `n` calls of `policy` (default: the world's weak default policy) for `world`'s inputs, traced into
     Phoenix `project`; wait until Phoenix shows every span; then judge and annotate them (unless `evals=False`).
     `sim_base_url` may be any OpenAI-compatible base_url: with `api_key_env` naming the variable that holds its
     key, a real `policy["model"]` and `judge_model`, the calls and judges go to that endpoint.
 
-    Returns {world, project, calls, errors, spans, annotations, scores: {eval: mean}, span_ids, policy}.
+    An agent or chain app's shape: `chain=True` runs each call under an AGENT root and a CHAIN parent span;
+    `eval_on` ("span", "parent" or "root") is where the evals are logged; `humans` is the share of judged calls
+    that simulated people also review (annotator_kind HUMAN), giving the judge's label except on a `human_flip`
+    share.
+
+    Returns {world, project, calls, errors, spans, annotations, scores: {eval: mean}, span_ids, policy,
+    parents: {llm span id: {parent, root}} (with chain), reviews: {eval: {reviewed, disagree}} (with humans)}.
     """
     from phoenix.client import Client
 
     pol = {**default_policy(world), **(policy or {})}
     since = datetime.now(UTC) - timedelta(seconds=5)
+    if eval_on not in ("span", "parent", "root") or (eval_on != "span" and not chain):
+        raise SelfimproveError(f"eval_on={eval_on!r} needs chain=True and one of span, parent, root")
     rows, errors = _send(world, n, phoenix_url=phoenix_url, project=project, sim_base_url=sim_base_url,
-                         policy=pol, seed=seed, api_key_env=api_key_env)
+                         policy=pol, seed=seed, api_key_env=api_key_env, chain=chain)
     client = Client(base_url=phoenix_url)
     span_ids = [r["span_id"] for r in rows]
     if rows:
-        _wait_for_spans(client, project, set(span_ids), since, timeout)
-    scores, annotations = {}, 0
+        traced = {r[k] for r in rows for k in ("span_id", "parent_id", "root_id") if k in r}
+        _wait_for_spans(client, project, traced, since, timeout)
+    scores, annotations, people = {}, 0, {}
     if evals and rows:
-        scores, annotations = _judge_and_log(world, rows, client=client, sim_base_url=sim_base_url,
-                                             judge_model=judge_model, api_key_env=api_key_env)
+        scores, annotations, people = _judge_and_log(world, rows, client=client, sim_base_url=sim_base_url,
+                                             judge_model=judge_model, api_key_env=api_key_env, eval_on=eval_on,
+                                             humans=humans, human_flip=human_flip, seed=seed)
     return {"world": world, "project": project, "calls": n, "errors": errors, "spans": len(rows),
-            "annotations": annotations, "scores": scores, "span_ids": span_ids, "policy": pol}
+            "annotations": annotations, "scores": scores, "span_ids": span_ids, "policy": pol,
+            "parents": {r["span_id"]: {"parent": r["parent_id"], "root": r["root_id"]} for r in rows if chain},
+            "reviews": people}

@@ -162,7 +162,7 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
     budget = Budget(max_calls=ev.max_calls, max_usd=ev.max_usd)
     scorer = PolicyScorer.from_config(cfg, cache_dir=run.path / "cache" / "llm", evals=evals,
                                       concurrency=concurrency, budget=budget)
-    warnings = [f"eval '{name}' is not replayed: {why}" for name, why in scorer.skipped.items()]
+    warnings = [stored_only_warning(name, why, order) for name, why in scorer.skipped.items()]
     if primary.name in scorer.skipped:
         raise UsageError(f"the primary eval '{primary.name}' cannot be replayed: {scorer.skipped[primary.name]}",
                          hint="choose a replayable primary eval (evals.primary), e.g. an LLM judge or a code eval")
@@ -239,3 +239,13 @@ def _progress(total: int) -> Any:
             print(file=sys.stderr)
 
     return show
+
+
+def stored_only_warning(name: str, why: str, samples: list[Any]) -> str:
+    """What the report says of an eval it cannot replay (people's labels, an eval whose spec was not recorded):
+    why, and its stored baseline, the production verdicts of the current policy on these samples."""
+    scores = [s.evals[name].score for s in samples if name in s.evals and s.evals[name].score is not None]
+    stored = (f"stored baseline {sum(scores) / len(scores):.3f} (production, current policy) on {len(scores)} of "
+              f"{len(samples)} samples" if scores else f"no stored score on these {len(samples)} samples")
+    return f"eval '{name}' is not replayed: {why}; {stored}; it takes no part in the statistics or the gate"
+

@@ -177,8 +177,11 @@ class Puller:
 
         spans = spans.sort_values(["start_time", "span_id"], kind="stable",
                                   na_position="first").reset_index(drop=True)
-        run, annotations = self._write_run(desc, since_at, until_at, limit,
-                                           cursor if since_from == "cursor" else None, spans)
+        run, annotations, tree = self._write_run(desc, since_at, until_at, limit,
+                                                 cursor if since_from == "cursor" else None, spans)
+        if tree is not None and len(tree):
+            notes.append(f"{len(tree)} other spans of the pulled traces (parents, roots) kept in raw/tree.parquet, "
+                         "with their annotations, for evals logged on them")
         notes += [n for n in getattr(self.source, "notes", []) if n not in notes]
         advance_cursor(tdir, key, cursor, fetched["start_time"], fetched["span_id"], run.run_id, desc)
         times = spans["start_time"].dropna()
@@ -193,7 +196,7 @@ class Puller:
             seconds=round(time.monotonic() - started, 3))
 
     def _write_run(self, desc: dict[str, Any], since_at: datetime | None, until_at: datetime, limit: int | None,
-                   cursor: Any, spans: Any) -> tuple[Any, Any]:
+                   cursor: Any, spans: Any) -> tuple[Any, Any, Any]:
         """Open the run and write both tables. The annotations are fetched in a worker thread while the spans
         table is written and hashed, so the client's work overlaps the server's. A failure removes the run."""
         from concurrent.futures import ThreadPoolExecutor
@@ -208,18 +211,31 @@ class Puller:
                   "after_run": cursor.run if cursor else None}
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-annotations") as pool:
-                pending = pool.submit(self.source.fetch_annotations, spans["span_id"].tolist(),
-                                      on_progress=self.on_progress)
+                pending = pool.submit(self._tree_and_annotations, spans)
                 with run.stage("pull", params=params, force=True) as st:
                     file_digest(st.write_table("raw/spans.parquet", spans))  # hashed now, reused at commit
-                    annotations = pending.result().sort_values(
+                    tree, annotations = pending.result()
+                    annotations = annotations.sort_values(
                         ["span_id", "name", "identifier", "updated_at"], kind="stable",
                         na_position="first").reset_index(drop=True)
                     st.write_table("raw/annotations.parquet", annotations)
+                    if tree is not None:
+                        st.write_table("raw/tree.parquet", tree)
         except BaseException:
             shutil.rmtree(run.path, ignore_errors=True)  # no half-written runs
             raise
-        return run, annotations
+        return run, annotations, tree
+
+    def _tree_and_annotations(self, spans: Any) -> tuple[Any, Any]:
+        """(the other spans of the pulled traces, or None when the source sends whole traces anyway; every
+        annotation on the pulled spans and on those). Evals logged on a chain parent or the trace root are
+        annotations on spans outside the target's filter: without the tree they could not be joined."""
+        ids = spans["span_id"].tolist()
+        tree = None
+        if hasattr(self.source, "fetch_tree"):
+            tree = self.source.fetch_tree(spans["trace_id"].dropna().tolist(), known=ids)
+            ids += tree["span_id"].tolist()
+        return tree, self.source.fetch_annotations(ids, on_progress=self.on_progress)
 
     def _nothing_to_pull(self, desc: dict[str, Any], since_at: datetime | None, since_from: str, cursor: Any,
                          notes: list[str]) -> UsageError:

@@ -14,6 +14,7 @@ endpoint, or when it fails (a warning, never fatal), TF-IDF. The method is in th
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from selfimprove.core.errors import UsageError
 from selfimprove.stages.agreement import JudgeAgreement
+from selfimprove.stages.span_join import TREE, join_params
 
 CHECKPOINT_SCHEMA = "selfimprove.checkpoint/1"
 RAW_INPUTS = ["raw/annotations.parquet", "raw/spans.parquet"]
@@ -62,6 +64,13 @@ class SnapshotResult(BaseModel):
     counts: dict[str, int]
     bad: dict[str, int] = Field(default_factory=dict)
     bad_examples: dict[str, str] = Field(default_factory=dict)
+    joins: dict[str, dict[str, int]] = Field(default_factory=dict, description="eval -> how its annotations "
+                                             "reached an LLM span ('span', 'parent', 'root', 'ancestor') -> count")
+    unjoined: dict[str, int] = Field(default_factory=dict, description="annotations that reached no LLM span, "
+                                     "by reason")
+    unjoined_examples: dict[str, str] = Field(default_factory=dict)
+    ambiguous: dict[str, int] = Field(default_factory=dict, description="eval -> annotations on an ancestor of "
+                                      "several LLM spans (one was picked by [join])")
     agreement: list[JudgeAgreement] = Field(default_factory=list, description="LLM judges against human labels "
                                             "on the same spans (every annotated span of the window)")
     filters: list[str] = Field(default_factory=list)
@@ -122,7 +131,8 @@ def _snapshot(root: Path, cfg: Any, run: Any, test_size: float | None, seed: int
               "evals": {"include": list(cfg.evals.include), "primary": cfg.evals.primary,
                         "min_judge_kappa": cfg.evals.min_judge_kappa,
                         "min_agreement_pairs": cfg.evals.min_agreement_pairs},
-              "registry": {name: spec.digest for name, spec in sorted(registry.items())}}
+              "registry": {name: spec.digest for name, spec in sorted(registry.items())},
+              "join": join_params(cfg.join)}
     endpoint = cfg.split.embeddings if sel.diverse else None
     embedder = None
     if endpoint is not None:
@@ -130,7 +140,8 @@ def _snapshot(root: Path, cfg: Any, run: Any, test_size: float | None, seed: int
 
         params["embeddings"] = {"model": endpoint.model or DEFAULT_MODEL}  # not the host: like the call cache
         embedder = RunEmbedder(endpoint, run.path / "cache" / "llm")
-    with run.stage("snapshot", params=params, inputs=RAW_INPUTS, force=force) as st:
+    inputs = RAW_INPUTS + ([TREE] if (run.path / TREE).exists() else [])
+    with run.stage("snapshot", params=params, inputs=inputs, force=force) as st:
         if st.reused:
             result = SnapshotResult.model_validate_json((run.path / "snapshot.json").read_text())
             return result.model_copy(update={"run": run.run_id, "run_path": str(run.path), "reused": True,
@@ -181,24 +192,28 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
     from selfimprove.stages.dataset import samples_to_frame
     from selfimprove.stages.select import build_samples
     from selfimprove.stages.snapshot_report import markdown
+    from selfimprove.stages.span_join import join_run, read_tree
 
     # span rows straight from arrow (nulls as None, times as aware datetimes): ~2x faster than pandas' to_dict
     span_rows = pq.read_table(run_path / "raw/spans.parquet").to_pylist()
     annotations = pd.read_parquet(run_path / "raw/annotations.parquet")
     recovered = recover(annotations, registry, list(cfg.evals.include) or None)
+    joined = join_run(span_rows, read_tree(run_path), recovered.results, cfg.join)
+    recovered = replace(recovered, results=joined.results)
     built = build_samples(span_rows, recovered, sel, embedder)
     evals = sorted(built.specs)
     agreement = judge_agreements(recovered.results, {n: s.kind for n, s in recovered.specs.items()},
                                  cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)
     disagree, few = agreement_findings(agreement, cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)
-    warnings = built.warnings + _warnings(built, recovered) + disagree
+    warnings = built.warnings + _warnings(built, recovered) + disagree + _join_warnings(joined, cfg.join)
     result = SnapshotResult(
         target=cfg.target, policy_digest=built.policy.digest, policy_model=built.policy.model,
         primary_eval=built.primary, policies=[PolicySeen(**p) for p in built.policies],
         evals=[_eval_seen(name, built, recovered.spec_sources[name]) for name in evals],
         counts={**built.counts, **{k: v for k, v in recovered.counts.items()}}, bad=built.bad,
-        bad_examples=built.bad_examples, agreement=agreement, filters=[str(f) for f in sel.filters],
-        warnings=warnings, notes=built.notes + recovered.notes + few, diverse_method=built.diverse_method)
+        bad_examples=built.bad_examples, joins=joined.ways, unjoined=joined.unjoined,
+        unjoined_examples=joined.examples, ambiguous=joined.ambiguous, agreement=agreement,
+        filters=[str(f) for f in sel.filters], warnings=warnings, notes=built.notes + recovered.notes + few, diverse_method=built.diverse_method)
     checkpoint = Checkpoint(
         target=cfg.target, policy=built.policy, evals=tuple(built.specs[n] for n in evals),
         primary_eval=built.primary, train_ids=tuple(sorted(s.sample_id for s in built.samples if s.split == "train")),
@@ -242,4 +257,19 @@ def _warnings(built: Any, recovered: Any) -> list[str]:
     if built.primary and built.counts.get(f"missing.{built.primary}", 0):
         out.append(f"{built.counts[f'missing.{built.primary}']} samples have no {built.primary!r} result "
                    "(kept, marked missing)")
+    return out
+
+
+def _join_warnings(joined: Any, join_cfg: Any) -> list[str]:
+    from selfimprove.core.join import Selector
+
+    out = []
+    if joined.unjoined:
+        reasons = ", ".join(f"{k} {v}" for k, v in joined.unjoined.items())
+        out.append(f"{sum(joined.unjoined.values())} annotations reached no LLM span ({reasons}); see "
+                   "'unjoined' in snapshot.md, and [join] in the config")
+    for name, n in joined.ambiguous.items():
+        rule = Selector(join_cfg.span_name, dict(join_cfg.metadata), join_cfg.pick).describe()
+        out.append(f"{n} {name!r} annotations sit on an ancestor of several LLM spans: each went to {rule} "
+                   "([join] span_name, metadata, pick choose another)")
     return out

@@ -46,6 +46,18 @@ def markdown(result: Any, policy: Any, checkpoint: Any) -> str:
         star = " (primary)" if e.name == result.primary_eval else ""
         lines.append(f"| `{e.name}`{star} | {e.kind} | {e.spec_source} | {e.judge_model or '-'} | {e.scored} | "
                      f"{e.missing} | {_mean(e.mean_score)} | {labels} |")
+    if result.joins or result.unjoined:
+        lines += ["", "## How annotations reached the LLM spans", "",
+                  "| eval | span | parent | root | ancestor | ambiguous |", "|---|---|---|---|---|---|"]
+        for name, ways in result.joins.items():
+            lines.append(f"| `{name}` | " + " | ".join(str(ways.get(w, 0)) for w in ("span", "parent", "root",
+                                                                                  "ancestor"))
+                         + f" | {result.ambiguous.get(name, 0)} |")
+        if result.unjoined:
+            lines += ["", "Annotations that reached no LLM span (counted, not used):", "",
+                      "| reason | annotations | example |", "|---|---|---|"]
+            for reason, n in result.unjoined.items():
+                lines.append(f"| {reason} | {n} | {result.unjoined_examples.get(reason, '').replace('|', '/')} |")
     if result.agreement:
         lines += ["", "## Judges against people", "",
                   ("Where a human and the LLM judge labelled the same span. Humans cannot be replayed: their labels "

@@ -153,6 +153,14 @@ class PhoenixSource:
         where = f" matching {self.span_filter!r}" if self.span_filter else ""
         return f"no spans{where} in project {self.project!r} with start time in {window}"
 
+    # -- trees ------------------------------------------------------------------------------------------
+    def fetch_tree(self, trace_ids: Sequence[str], known: Sequence[str] = ()) -> pd.DataFrame:
+        """The other spans of `trace_ids` (parents, roots, LLM spans outside the window) as structure; see
+        `selfimprove.telemetry.phoenix_tree`."""
+        from selfimprove.telemetry.phoenix_tree import fetch_tree
+
+        return fetch_tree(self, trace_ids, known)
+
     # -- annotations ------------------------------------------------------------------------------------
     def fetch_annotations(self, span_ids: Sequence[str], *,
                           on_progress: ProgressCallback | None = None) -> pd.DataFrame:

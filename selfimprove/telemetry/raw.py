@@ -26,6 +26,8 @@ SPAN_COLUMNS = ("span_id", "trace_id", "parent_id", "name", "span_kind", "start_
                 "prompt_tokens", "completion_tokens", "metadata", "prompt_template", "tools")
 ANNOTATION_COLUMNS = ("span_id", "name", "annotator_kind", "label", "score", "explanation", "metadata",
                       "identifier", "created_at", "updated_at")
+# the other spans of the pulled traces (parents, roots): structure only, for joining annotations made on them
+TREE_COLUMNS = ("span_id", "trace_id", "parent_id", "name", "span_kind", "start_time")
 JSON_SPAN_COLUMNS = ("input_messages", "output_messages", "invocation_parameters", "metadata", "prompt_template",
                      "tools")
 _TIME = "datetime64[us, UTC]"
@@ -220,6 +222,18 @@ def normalize_phoenix_spans(df: pd.DataFrame, *, naive_is_utc: bool = False) -> 
     for name in ("start_time", "end_time"):
         out[name] = utc_times(df[name] if name in df.columns else [None] * len(df), name,
                               naive_is_utc=naive_is_utc)
+    out = out.drop_duplicates("span_id", keep="first")
+    return out.sort_values(["start_time", "span_id"], kind="stable", na_position="first").reset_index(drop=True)
+
+
+def tree_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Span structure rows (`TREE_COLUMNS`; times as datetimes or ISO strings) -> a frame ordered by (start_time,
+    span_id), first row per span id."""
+    import pandas as pd
+
+    columns = {c: [r.get(c) for r in rows] for c in TREE_COLUMNS}
+    out = _frame(columns, SPAN_DTYPES, TREE_COLUMNS)
+    out["start_time"] = utc_times(columns["start_time"], "start_time") if rows else pd.Series([], dtype=_TIME)
     out = out.drop_duplicates("span_id", keep="first")
     return out.sort_values(["start_time", "span_id"], kind="stable", na_position="first").reset_index(drop=True)
 
