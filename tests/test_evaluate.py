@@ -278,3 +278,37 @@ def test_killed_midway_rerun_finishes_without_paying_twice(root, sim):
     cached = len(list((run.path / "cache" / "llm").glob("??/*.json")))
     # every request paid for more than once was in flight at the kill (at most `concurrency` of them)
     assert 0 <= sim.stats()["by_status"]["200"] - cached <= 4
+
+
+def test_people_are_not_replayed_and_the_report_shows_their_agreement_with_the_judge(root, sim):
+    from selfimprove.core.agreement import agreement
+    from selfimprove.core.records import EvalResult
+    from selfimprove.stages.dataset import read_samples, samples_to_frame
+
+    run = Workspace(root).open_run("support")
+    ckpt = json.loads((run.path / "checkpoint.json").read_text())
+    tone = next(e for e in ckpt["evals"] if e["name"] == "tone")
+    ckpt["evals"].append({**tone, "name": "human.tone", "kind": "human", "template": None})
+    reviewed, samples, pairs = 0, [], []
+    for s in read_samples(run.path / "dataset.parquet"):
+        judge = s.evals.get("tone")
+        if judge is not None and reviewed < 20:  # 20 reviews; every fifth one disagrees with the judge
+            label = judge.label if reviewed % 5 else next(k for k in tone["choices"] if k != judge.label)
+            s = s.model_copy(update={"evals": {**s.evals, "human.tone": EvalResult(
+                label=label, score=tone["choices"][label], annotator_kind="HUMAN")}})
+            reviewed += 1
+            pairs.append((label, judge.label))
+        samples.append(s)
+    with run.stage("snapshot", params={"people": True}, force=True) as st:
+        st.write_table("dataset.parquet", samples_to_frame(samples))
+        st.write_json("checkpoint.json", ckpt)
+    res = cli("--root", str(root), "--json", "--candidates", BETTER.id, "--concurrency", "16")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)["report"]
+    [a] = report["human_agreement"]
+    assert (a["judge"], a["human"], a["n"], a["agree"]) == ("tone", "human.tone", 20, 16)
+    assert a["kappa"] == agreement(pairs).kappa and a["percent"] == 0.8
+    [stored] = report["stored_only"]
+    assert stored["name"] == "human.tone" and "people's labels cannot be replayed" in stored["why"]
+    assert stored["n"] == 20 and "human.tone" not in report["evals"]
+    assert all("human.tone" not in c["evals"] for c in report["candidates"])  # never in the gate

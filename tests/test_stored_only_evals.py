@@ -11,7 +11,7 @@ from fixtures.span_rows import T0, span_row, workspace, write_annotations, write
 from selfimprove.core.records import Checkpoint, EvalResult, EvalSpec, Message, Sample
 from selfimprove.evals.judges import JudgeEndpoint, build_judges
 from selfimprove.llm.accounting import Ledger
-from selfimprove.stages.evaluate import stored_only_warning
+from selfimprove.stages.evaluate import stored_only_entry, stored_only_warning
 from selfimprove.stages.pull import pull
 from selfimprove.stages.snapshot import snapshot
 
@@ -54,8 +54,10 @@ def test_the_report_states_the_stored_baseline():
         return Sample(sample_id=f"s{i}", span_id=f"s{i}", trace_id="t", history=(Message(role="user", content="q"),),
                       output=Message(role="assistant", content="a"), evals=evals)
 
-    text = stored_only_warning("human.ok", "people's labels cannot be replayed",
-                               [sample(0, 1.0), sample(1, 0.0), sample(2, 1.0), sample(3, None)])
-    assert "stored baseline 0.667 (production, current policy) on 3 of 4 samples" in text
+    entry = stored_only_entry("human.ok", "people's labels cannot be replayed",
+                              [sample(0, 1.0), sample(1, 0.0), sample(2, 1.0), sample(3, None)])
+    assert (entry.stored_mean, entry.n) == (0.666667, 3)
+    text = stored_only_warning(entry)
+    assert "stored baseline 0.667 (production, current policy) on 3 samples" in text
     assert "no part in the statistics or the gate" in text
-    assert "no stored score on these 1 samples" in stored_only_warning("x", "why", [sample(9, None)])
+    assert "no stored score" in stored_only_warning(stored_only_entry("x", "why", [sample(9, None)]))

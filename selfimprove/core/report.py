@@ -83,6 +83,32 @@ class LabelAgreement(Part):
     candidate: dict[str, int] = Field(default_factory=dict)
 
 
+class JudgeAgreement(Part):
+    """An LLM judge against people's labels of the same name (`human.<name>`) on the same spans: percent
+    agreement and Cohen's kappa (selfimprove.core.agreement), with n."""
+
+    judge: str
+    human: str
+    n: int = Field(description="spans both labelled")
+    agree: int
+    percent: float | None = Field(description="share of those spans with the same label (0..1)")
+    kappa: float | None = Field(description="Cohen's kappa; None when undefined (no spans, or one label only)")
+    categories: list[str] = Field(default_factory=list)
+    flagged: bool = Field(False, description="kappa below evals.min_judge_kappa on at least "
+                                             "evals.min_agreement_pairs spans: a judge people disagree with")
+
+
+class StoredOnly(Part):
+    """An eval that cannot be replayed (people's labels, an eval whose spec was not recorded, e.g. a server-side
+    evaluator): its stored production verdicts are feedback for update and a stored baseline here, never part
+    of the statistics or the gate."""
+
+    name: str
+    why: str
+    stored_mean: float | None = Field(None, description="the current policy's production mean on these samples")
+    n: int = Field(0, description="samples with a stored score")
+
+
 class CandidateEntry(Part):
     """One evaluated candidate: what it is (ids and digests) and its evidence (statistics, cost, errors)."""
 
@@ -162,6 +188,10 @@ class Report(Part):
     stopped: str | None = Field(None, description="why scoring ended: decided, exhausted, budget, unavailable")
     settings: Settings
     tags: Tags = Field(default_factory=Tags)
+    stored_only: list[StoredOnly] = Field(default_factory=list, description="evals not replayed: people cannot be "
+                                          "replayed, so the gate uses the replayable evals")
+    human_agreement: list[JudgeAgreement] = Field(default_factory=list, description="each LLM judge against "
+                                                  "people's labels on these samples' production verdicts")
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True,
                               serialize_by_alias=True)

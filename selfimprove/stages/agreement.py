@@ -11,24 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from selfimprove.core.agreement import agreement, paired_ratings
+from selfimprove.core.report import JudgeAgreement
 
 HUMAN_PREFIX = "human."
-
-
-class JudgeAgreement(BaseModel):
-    """One LLM judge against the human labels of the same name, on the spans both labelled."""
-
-    judge: str
-    human: str
-    n: int = Field(description="spans both labelled")
-    agree: int
-    percent: float | None = Field(description="share of those spans with the same label (0..1)")
-    kappa: float | None = Field(description="Cohen's kappa; None when undefined (no spans, or one label only)")
-    categories: list[str] = Field(default_factory=list)
-    flagged: bool = Field(False, description="kappa below the threshold on at least min_pairs spans")
 
 
 def judge_agreements(results: Mapping[str, Mapping[str, Any]], kinds: Mapping[str, str], min_kappa: float,

@@ -162,7 +162,8 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
     budget = Budget(max_calls=ev.max_calls, max_usd=ev.max_usd)
     scorer = PolicyScorer.from_config(cfg, cache_dir=run.path / "cache" / "llm", evals=evals,
                                       concurrency=concurrency, budget=budget)
-    warnings = [stored_only_warning(name, why, order) for name, why in scorer.skipped.items()]
+    not_replayed = [stored_only_entry(name, why, order) for name, why in scorer.skipped.items()]
+    warnings = [stored_only_warning(s) for s in not_replayed]
     if primary.name in scorer.skipped:
         raise UsageError(f"the primary eval '{primary.name}' cannot be replayed: {scorer.skipped[primary.name]}",
                          hint="choose a replayable primary eval (evals.primary), e.g. an LLM judge or a code eval")
@@ -197,7 +198,8 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
              "cost_usd": round(snap.cost_usd, 6), "tokens": snap.tokens}
     frame = rows_to_frame(outcome.rows)
     report = inputs.build_report(cfg, run, checkpoint, chosen, arms, [e for e in judged if not e.label_only],
-                                 primary, outcome, mode, split, judge_override, tags, digests, label_only=label_only)
+                                 primary, outcome, mode, split, judge_override, tags, digests, label_only=label_only,
+                                 stored_only=not_replayed, human_agreement=people_agreement(cfg, checkpoint, order))
     return report, frame, estimate, spent, warnings
 
 
@@ -241,11 +243,25 @@ def _progress(total: int) -> Any:
     return show
 
 
-def stored_only_warning(name: str, why: str, samples: list[Any]) -> str:
+def stored_only_entry(name: str, why: str, samples: list[Any]) -> Any:
     """What the report says of an eval it cannot replay (people's labels, an eval whose spec was not recorded):
     why, and its stored baseline, the production verdicts of the current policy on these samples."""
-    scores = [s.evals[name].score for s in samples if name in s.evals and s.evals[name].score is not None]
-    stored = (f"stored baseline {sum(scores) / len(scores):.3f} (production, current policy) on {len(scores)} of "
-              f"{len(samples)} samples" if scores else f"no stored score on these {len(samples)} samples")
-    return f"eval '{name}' is not replayed: {why}; {stored}; it takes no part in the statistics or the gate"
+    from selfimprove.core.report import StoredOnly
 
+    scores = [s.evals[name].score for s in samples if name in s.evals and s.evals[name].score is not None]
+    return StoredOnly(name=name, why=why, stored_mean=round(sum(scores) / len(scores), 6) if scores else None,
+                      n=len(scores))
+
+
+def stored_only_warning(entry: Any) -> str:
+    stored = (f"stored baseline {entry.stored_mean:.3f} (production, current policy) on {entry.n} samples"
+              if entry.stored_mean is not None else "no stored score on these samples")
+    return f"eval '{entry.name}' is not replayed: {entry.why}; {stored}; it takes no part in the statistics or the gate"
+
+
+def people_agreement(cfg: Any, checkpoint: Any, samples: list[Any]) -> list[Any]:
+    """Each LLM judge against people's labels, on these samples' production verdicts."""
+    from selfimprove.stages.agreement import judge_agreements
+
+    return judge_agreements({s.sample_id: s.evals for s in samples}, {e.name: e.kind for e in checkpoint.evals},
+                            cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)

@@ -148,7 +148,8 @@ def estimate(order: Sequence[Sample], baseline: Policy, candidates: Sequence[Pol
 def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Candidate], arms: Sequence[Any],
                  judged: Sequence[EvalSpec], primary: EvalSpec, outcome: Any, mode: str, split: str,
                  judge_override: dict[str, Any] | None, tags: dict[str, str], digests: dict[str, str],
-                 label_only: Sequence[EvalSpec] = ()) -> Report:
+                 label_only: Sequence[EvalSpec] = (), stored_only: Sequence[Any] = (),
+                 human_agreement: Sequence[Any] = ()) -> Report:
     """The report.json document (selfimprove.core.report.Report); deterministic for the same scored rows.
     `judged` are the scored evals (statistics, Pareto, gate); `label_only` evals get `label_agreement` only;
     `digests` are the stage's input digests by relative path (dataset, checkpoint, candidate files)."""
@@ -229,6 +230,7 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
         "stopped": outcome.stopped, "evals": [e.name for e in judged],
         "settings": {"alpha": ev.alpha, "beta": ev.beta, "min_effect": ev.min_effect, "seed": cfg.split.seed},
         "tags": {"before": _count(tags), "after": _count(after)},
+        "stored_only": list(stored_only), "human_agreement": list(human_agreement),
     })
 
 

@@ -192,6 +192,13 @@ def render_report(console: Any, report: Report, notes: Sequence[str] = ()) -> No
                       f"${f(cost.per_call_usd, '{:.6f}')} (baseline ${f(cost.baseline_per_call_usd, '{:.6f}')})"
                       f" · latency p50 {f(cost.latency_ms_p50, '{:.0f}')} ms · failed: "
                       f"{err.generation} generation, {err.judgement} judgement", highlight=False)
+    for a in report.human_agreement:
+        kappa = "undefined" if a.kappa is None else f"{a.kappa:.2f}"
+        console.print(f"judge {a.judge} vs people ({a.human}): {a.agree}/{a.n} agree, kappa {kappa}"
+                      + (" — DISAGREES with people" if a.flagged else ""), highlight=False, markup=False)
+    if report.stored_only:
+        console.print("not replayed (people cannot be; the gate uses the replayable evals): "
+                      + ", ".join(s.name for s in report.stored_only), highlight=False, markup=False)
     console.print(f"* primary eval · SPRT: H1 = better by ≥ min effect, H0 = not better, … = undecided, @ pairs "
                   f"used\nbest: {report.best or 'none'} · {report.calls} LLM calls · "
                   f"${report.cost_usd:.4f} at list prices", highlight=False)
