@@ -312,3 +312,17 @@ def test_people_are_not_replayed_and_the_report_shows_their_agreement_with_the_j
     assert stored["name"] == "human.tone" and "people's labels cannot be replayed" in stored["why"]
     assert stored["n"] == 20 and "human.tone" not in report["evals"]
     assert all("human.tone" not in c["evals"] for c in report["candidates"])  # never in the gate
+
+
+def test_the_library_works_inside_a_running_event_loop(root):
+    """A notebook cell runs inside an event loop, where asyncio.run refuses; the library function still works."""
+    import asyncio
+
+    from selfimprove.stages.evaluate import evaluate
+
+    async def notebook_cell():
+        asyncio.get_running_loop()  # as in Jupyter: a loop is running in this thread
+        return evaluate(root=root, candidates="all", concurrency=16)
+
+    result = asyncio.run(notebook_cell())
+    assert result.report.best == BETTER.id and not result.reused

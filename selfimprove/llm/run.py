@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 from selfimprove.core.errors import SelfimproveError
 from selfimprove.llm.types import ChatModel, ChatRequest, ChatResult
 
+T = TypeVar("T")
 Progress = Callable[[int, int, ChatResult], None]  # (done, total, the result just finished)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code — also where an event loop is already running in this
+    thread (a Jupyter notebook, an async web handler), where `asyncio.run` refuses: there it runs on a fresh loop
+    in a worker thread while the caller waits. Every library function that does async work goes through here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="selfimprove-run-sync") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def as_request(r: ChatRequest | Mapping[str, Any]) -> ChatRequest:
@@ -89,4 +104,4 @@ def run_many(
             if close is not None:
                 await close()
 
-    return asyncio.run(main())
+    return run_sync(main())

@@ -150,10 +150,9 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
                       primary: Any, *, concurrency: int, mode: str, split: str, judge_override: Any, yes: bool,
                       confirm: Any, tags: dict[str, str],
                       digests: dict[str, str]) -> tuple[Report, Any, dict, dict, list[str]]:
-    import asyncio
-
     from selfimprove.core.stats import SPRT
     from selfimprove.llm import Budget
+    from selfimprove.llm.run import run_sync
     from selfimprove.stages import evaluate_inputs as inputs
     from selfimprove.stages.evaluate_loop import Arm, run_sequential, stored_baseline_rows
     from selfimprove.stages.replay import PolicyScorer, rows_to_frame
@@ -189,7 +188,7 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
         finally:
             await scorer.llm.aclose()
 
-    outcome = asyncio.run(main())
+    outcome = run_sync(main())
     if outcome.stopped in ("budget", "unavailable"):
         warnings.append(f"evaluation stopped early ({outcome.message}); the report covers the "
                         f"{len(set(outcome.baseline_ids))} samples finished before; re-run to resume from the cache")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from selfimprove.core.records import EvalSpec, Policy, Sample
+from selfimprove.llm.run import run_sync
 
 RESULT_COLUMNS = ["sample_id", "policy", "policy_digest", "eval", "label", "score", "explanation", "error",
                   "output", "gen_error", "tokens", "cost_usd", "latency_ms", "cached", "gen_tokens",
@@ -83,7 +84,7 @@ async def areplay(policy: Policy, samples: Sequence[Sample], llm: Any, concurren
 def replay(policy: Policy, samples: Sequence[Sample], llm: Any, concurrency: int = 32,
            on_progress: Progress | None = None) -> list[Generation]:
     """Replay `policy` on `samples` (results in sample order) through `llm` (a ChatModel, e.g. OpenAIChat)."""
-    return asyncio.run(areplay(policy, samples, llm, concurrency, on_progress))
+    return run_sync(areplay(policy, samples, llm, concurrency, on_progress))
 
 
 class PolicyScorer:
@@ -195,5 +196,5 @@ def score_policy(policy: Policy, samples: Sequence[Sample], evals: Sequence[Eval
     evals=checkpoint.evals)`): calls already made are answered from the cache for free.
     """
     names = None if evals is None else [e.name if isinstance(e, EvalSpec) else e for e in evals]
-    rows = asyncio.run(scorer.ascore(policy, samples, label=label, evals=names, on_progress=on_progress))
+    rows = run_sync(scorer.ascore(policy, samples, label=label, evals=names, on_progress=on_progress))
     return rows_to_frame(rows)
