@@ -20,7 +20,10 @@ def make_report(direction="maximize", best="c1") -> Report:
         "baseline": {"policy_digest": "sha256:b", "mode": "replay", "cost": {"per_call_usd": 0.0000312}},
         "candidates": [{"id": "c1", "policy_digest": "sha256:p", "candidate_digest": "sha256:f", "passed_guards": True,
                         "n_samples": 4, "evals": {"q": stats}, "cost": {"per_call_usd": 0.0000421}}],
-        "best": best, "settings": {"alpha": 0.05, "beta": 0.1, "min_effect": 0.15, "seed": 0}})
+        "best": best, "settings": {"alpha": 0.05, "beta": 0.1, "min_effect": 0.15, "seed": 0},
+        "stored_only": [{"name": "human.q", "why": "people's labels cannot be replayed", "stored_mean": 0.5, "n": 3}],
+        "human_agreement": [{"judge": "q", "human": "human.q", "n": 12, "agree": 6, "percent": 0.5, "kappa": 0.1,
+                             "flagged": True}]})
 
 
 def samples():
@@ -59,6 +62,8 @@ def test_page_puts_the_verdict_first_and_escapes_user_text():
     assert "gain is not significant" in html and "SIMULATOR" in html
     assert "<script>" not in html and "&lt;script&gt;" in html and "why base s0 &lt;b&gt;" in html
     assert "+Quote the &lt;order&gt; id." in html
+    assert "Not replayed (not part of the gate)" in html and "people&#x27;s labels cannot be replayed" in html
+    assert "people disagree" in html and "<td>0.10</td>" in html  # the flagged judge and its kappa
     assert "$0.0000312" in html and not re.search(r"\d[eE]-\d", html)
 
 

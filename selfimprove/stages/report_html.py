@@ -55,6 +55,7 @@ def render_html(page: ReportPage) -> str:
         parts.append(f"<h2>What changed: baseline → {escape(r.best or '')}</h2>{_diff_html(page.prompt_diff)}")
     if page.examples:
         parts.append(_examples(page.examples, r.primary_eval))
+    parts.append(_people(r))
     parts.append(_cost(r))
     parts.append("</body></html>\n")
     return "".join(parts)
@@ -158,6 +159,24 @@ def _side(name: str, s: Side) -> str:
     return f"<div><b>{name}</b> · {verdict}<div class='out'>{body}</div>{why}</div>"
 
 
+def _people(r: Report) -> str:
+    """Evals that were not replayed (people, unrecorded specs) and how far each LLM judge agrees with people."""
+    out = []
+    if r.stored_only:
+        rows = "".join(f"<tr><td>{escape(e.name)}</td><td>{num(e.stored_mean)}</td><td>{e.n}</td><td>{escape(e.why)}"
+                       "</td></tr>" for e in r.stored_only)
+        out.append("<h2>Not replayed (not part of the gate)</h2><table><tr><th>eval</th><th>production mean</th>"
+                   f"<th>n</th><th>why</th></tr>{rows}</table>")
+    if r.human_agreement:
+        rows = "".join(
+            f"<tr><td>{escape(a.judge)}</td><td>{escape(a.human)}</td><td>{a.n}</td><td>{num(a.percent, 2)}</td>"
+            f"<td>{num(a.kappa, 2)}</td><td>{'<b class=del>people disagree</b>' if a.flagged else 'ok'}</td></tr>"
+            for a in r.human_agreement)
+        out.append("<h2>LLM judges against people</h2><table><tr><th>judge</th><th>people</th><th>n</th>"
+                   f"<th>agreement</th><th>Cohen's κ</th><th></th></tr>{rows}</table>")
+    return "".join(out)
+
+
 def _cost(r: Report) -> str:
     rows = [("baseline", r.baseline.cost)] + [(c.id, c.cost) for c in r.candidates]
     if all(c.per_call_usd in (None, 0) for _, c in rows):
@@ -166,7 +185,7 @@ def _cost(r: Report) -> str:
         note = ""
     pareto = {"baseline": r.baseline.pareto_evals, **{c.id: c.pareto_evals for c in r.candidates}}
     body = "".join(f"<tr><td>{escape(n)}</td><td>{money(c.per_call_usd)}</td><td>{num(c.tokens_per_call, 0)}</td>"
-                   f"<td>{num(c.latency_ms_p50, 0)} ms</td><td>{escape(', '.join(pareto[n]) or '–')}</td></tr>"
+                   f"<td>{num(c.latency_ms_p50, 0)}{' ms' if c.latency_ms_p50 is not None else ''}</td><td>{escape(', '.join(pareto[n]) or '–')}</td></tr>"
                    for n, c in rows)
     return ("<h2>Cost per call</h2><table><tr><th>policy</th><th>cost per call</th><th>tokens per call</th>"
             f"<th>median latency</th><th>on the score/cost Pareto front for</th></tr>{body}</table>{note}")
