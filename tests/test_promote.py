@@ -184,9 +184,16 @@ def test_promoting_twice_is_idempotent(tmp_path):
 def test_a_crash_after_the_build_does_not_duplicate_it(tmp_path):
     run, _ = make_run(tmp_path)
     promote(root=tmp_path, run=run.run_id)
-    # simulate a crash before the stage record: drop it from the manifest, as if never committed
-    with run.stage("evaluate", params={}, inputs=["checkpoint.json"], force=True) as st:
-        st.write_json("report.json", json.loads((run.path / "report.json").read_text()))
+    # simulate a crash before the stage record: the manifest as it stood before promote committed it
+    from selfimprove.store.atomic import write_json
+    from selfimprove.store.runs import manifest_digest
+
+    manifest = run.manifest()
+    manifest["stages"] = manifest["stages"][:-1]
+    manifest["digest"] = manifest_digest(manifest)
+    write_json(run.path / "manifest.json", manifest)
+    for rel in ("stages/promote.json", "promotion.json"):
+        (run.path / rel).unlink()
     assert [s["stage"] for s in run.manifest()["stages"]][-1] == "evaluate"
     res = promote(root=tmp_path, run=run.run_id)
     assert res.builds_written == [] and res.build == "v0002"

@@ -17,6 +17,9 @@ RootOpt = Annotated[Path, typer.Option("--root", help="Workspace folder holding 
                                        envvar="SELFIMPROVE_ROOT")]
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run id or folder (default: the latest run).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if this stage's key was already computed.")]
+ForkOpt = Annotated[bool, typer.Option("--fork", help="Run this stage in a new run that starts from the run's "
+                                      "earlier stages (copied) and names it as its origin: the way to re-run a stage "
+                                      "of a run a build was promoted from (such a run is sealed).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for another run of the target to finish instead of "
                                                       "failing at once.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending (for cron).")]

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.common import ForceOpt, JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt, YesOpt
+from selfimprove.cli.common import (
+    ForceOpt,
+    ForkOpt,
+    JsonOpt,
+    RootOpt,
+    RunOpt,
+    SetOpt,
+    TargetOpt,
+    WaitOpt,
+    YesOpt,
+)
 from selfimprove.cli.output import handle_errors
 
 
@@ -30,6 +40,7 @@ def evaluate(
     set_: SetOpt = None,
     root: RootOpt = Path("."),
     force: ForceOpt = False,
+    fork: ForkOpt = False,
     wait: WaitOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -38,6 +49,6 @@ def evaluate(
     from selfimprove.stages.evaluate import evaluate as run_evaluate
 
     result = run_evaluate(root=root, target=target, overrides=set_, run=run, candidates=candidates, split=split,
-                          n=n, concurrency=concurrency, baseline=baseline, focus=focus, yes=yes, force=force,
+                          n=n, concurrency=concurrency, baseline=baseline, focus=focus, yes=yes, force=force, fork=fork,
                           wait=wait)
     render_result("selfimprove.evaluate/1", result, json_output)

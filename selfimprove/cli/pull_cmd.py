@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from selfimprove.cli.common import ForceOpt, JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt
+from selfimprove.cli.common import ForceOpt, ForkOpt, JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt
 from selfimprove.cli.output import handle_errors
 
 
@@ -91,6 +91,7 @@ def snapshot(
     set_: SetOpt = None,
     root: RootOpt = Path("."),
     force: ForceOpt = False,
+    fork: ForkOpt = False,
     wait: WaitOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -103,5 +104,5 @@ def snapshot(
 
     result = run_snapshot(root=root, target=target, overrides=set_, run=run, test_size=test_size, seed=seed,
                           max_samples=max_samples, diverse=diverse, filters=filter_ or [], policy=policy,
-                          force=force, wait=wait)
+                          force=force, wait=wait, fork=fork)
     render_result("selfimprove.snapshot/1", result, json_output)

@@ -60,11 +60,15 @@ def log(
 
 def _render_log(c, history: dict) -> None:
     from rich.table import Table
+    from rich.text import Text as plain  # paths and messages are never markup
 
     builds = Table(title=f"Builds of {history['target']}")
     for col in ("build", "parent", "run", "primary eval", "Δ", "95% CI", "production"):
         builds.add_column(col)
     for b in history["builds"]:
+        if b.get("error"):
+            builds.add_row(b["name"], plain("DAMAGED: " + b["error"]), "", "", "", "", "")
+            continue
         ci = b.get("ci")
         builds.add_row(b["name"], b.get("parent") or "-", b.get("run") or "-", b.get("primary") or "-",
                        f"{b['delta']:+.3f}" if b.get("delta") is not None else "-",
@@ -73,9 +77,21 @@ def _render_log(c, history: dict) -> None:
     for col in ("run", "created", "stages", "parent build"):
         runs.add_column(col)
     for r in history["runs"]:
-        runs.add_row(r["run"], r.get("created_at") or "-", " → ".join(r["stages"]) or "-", r.get("parent_build") or "-")
+        if r.get("error"):
+            runs.add_row(r["run"], "-", plain("DAMAGED: " + r["error"]), "-")
+            continue
+        stages = " → ".join(r["stages"]) or "-"
+        if r.get("forked_from"):
+            stages = f"(fork of {r['forked_from']}) {stages}"
+        if r.get("superseded"):
+            stages += f" (superseded: {', '.join(r['superseded'])})"
+        runs.add_row(r["run"], r.get("created_at") or "-", plain(stages), r.get("parent_build") or "-")
     c.print(builds)
     c.print(runs)
+    if history.get("production_error"):
+        c.print(plain(f"production ref DAMAGED: {history['production_error']}"))
+    if any(x.get("error") for x in history["builds"] + history["runs"]):
+        c.print("`selfimprove verify` checks everything and names the first damaged file.")
 
 
 @handle_errors
@@ -86,23 +102,31 @@ def verify(
     root: RootOpt = Path("."),
     json_output: JsonOpt = False,
 ) -> None:
-    """Re-derive every digest of a run (or of all runs and builds of a target) and check the chain.
+    """Re-derive every digest of a run (or of all runs, builds and refs of a target) and check how they bind.
 
-    Exits 4 naming the first file that does not match.
+    Checks each run's manifest, stage records and outputs; each build's chain, the run manifest it recorded and
+    its evidence (report, candidate) by digest; each ref and the ref log. Exits 4 naming the first file that does
+    not match, 2 for a target that has no config, runs or builds.
     """
-    from selfimprove.store.builds import verify_builds
+    from selfimprove.core.errors import UsageError
     from selfimprove.store.runs import Workspace
-    from selfimprove.store.verify import verify_run
+    from selfimprove.store.verify import verify_run, verify_target
 
     ws = Workspace(root)
     if run and (Path(run) / "manifest.json").is_file():
-        runs = [ws.open_run("", run)]
-        name = runs[0].target
+        the_run = ws.open_run("", run)
+        result = {"target": the_run.target, "ok": True, "runs": [verify_run(the_run)], "builds": [], "refs": []}
     else:
-        name = resolve_target(root, target)[0]
-        runs = [ws.open_run(name, run)] if run else ws.runs(name)
-    checked = [verify_run(r) for r in runs]
-    builds = [] if run else [b.name for b in verify_builds(ws.prompts_dir, name)]
-    result = {"target": name, "ok": True, "runs": checked, "builds": builds}
+        name, cfg = resolve_target(root, target)
+        if cfg is None and not ws.target_dir(name).is_dir() and not (ws.prompts_dir / name).is_dir():
+            raise UsageError(f"unknown target '{name}': no config, runs or builds for it under {root}",
+                             hint="check --target (`ls configs/ runs/ prompts/`)")
+        if run:
+            result = {"target": name, "ok": True, "runs": [verify_run(ws.open_run(name, run))], "builds": [],
+                      "refs": []}
+        else:
+            result = verify_target(ws, name)
+    checked = result["runs"]
     emit("selfimprove.verify/1", result, json_mode=json_output, render=lambda c: c.print(
-        f"OK: {len(checked)} run(s), {sum(r['files'] for r in checked)} artifact(s), {len(builds)} build(s) verified."))
+        f"OK: {len(checked)} run(s), {sum(r['files'] for r in checked)} artifact(s), {len(result['builds'])} "
+        f"build(s), {len(result['refs'])} ref(s) verified.", markup=False))

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.common import ForceOpt, JsonOpt, RootOpt, RunOpt, SetOpt, TargetOpt, WaitOpt, YesOpt
+from selfimprove.cli.common import (
+    ForceOpt,
+    ForkOpt,
+    JsonOpt,
+    RootOpt,
+    RunOpt,
+    SetOpt,
+    TargetOpt,
+    WaitOpt,
+    YesOpt,
+)
 from selfimprove.cli.output import handle_errors
 
 
@@ -38,6 +48,7 @@ def update(
     set_: SetOpt = None,
     root: RootOpt = Path("."),
     force: ForceOpt = False,
+    fork: ForkOpt = False,
     wait: WaitOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -55,7 +66,7 @@ def update(
     confirm = (lambda msg: typer.confirm(msg, default=True, err=True)) if sys.stdin.isatty() else None
     log = (lambda msg: console().print(msg, markup=False, style="dim")) if progress_enabled() else None
     result = run_update(root=root, target=target, overrides=set_, run=run, trials=trials, optimizer=optimizer,
-                        rounds=rounds, max_calls=max_calls, seed=seed, yes=yes, force=force, wait=wait,
+                        rounds=rounds, max_calls=max_calls, seed=seed, yes=yes, force=force, wait=wait, fork=fork,
                         fewshot=fewshot, focus=focus, critique=critique, confirm=confirm,
                         log=log)
     render_result("selfimprove.update/1", result, json_output)

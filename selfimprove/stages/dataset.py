@@ -89,19 +89,20 @@ def _int(v: Any) -> int | None:
 
 def load_checkpoint(run: Any) -> Checkpoint:
     """The run's checkpoint.json (written by snapshot beside dataset.parquet); a UsageError when there is none."""
+    from selfimprove.store.documents import read_model
+
     path = run.path / "checkpoint.json"
-    if not path.is_file():
+    if not path.is_file() and run.record("snapshot") is None:
         raise UsageError(f"no checkpoint.json in run {run.run_id}", hint="run `selfimprove snapshot` first")
-    data = json.loads(path.read_text())
-    data.pop("schema", None)
-    return Checkpoint.model_validate(data)
+    return read_model(path, Checkpoint, "checkpoint", drop=("schema",))
 
 
 def read_samples(path: str | Path, split: str | None = None) -> list[Sample]:
-    """Samples from a dataset.parquet, optionally only one split ("train" or "test")."""
-    import pandas as pd
+    """Samples from a dataset.parquet, optionally only one split ("train" or "test"); read through what the table
+    digest covers (an IntegrityError naming the file when it cannot be read)."""
+    from selfimprove.store.documents import read_frame
 
-    frame = pd.read_parquet(path)
+    frame = read_frame(path)
     if split is not None:
         frame = frame[frame["split"] == split]
     return frame_to_samples(frame)

@@ -56,11 +56,13 @@ def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: li
              run: str | None = None, candidates: str = "best", split: str = "test", n: int | None = None,
              concurrency: int | None = None, baseline: str | None = None, focus: str = "all", yes: bool = False,
              force: bool = False, wait: bool = False, config: Any = None,
-             confirm: Any = None) -> EvalReport:
+             confirm: Any = None, fork: bool = False) -> EvalReport:
     """Evaluate the run's candidates (see the module docstring). `config` replaces loading the target config;
-    `confirm(message) -> bool` replaces the terminal question when the estimate exceeds the budget."""
+    `confirm(message) -> bool` replaces the terminal question when the estimate exceeds the budget; `fork`
+    evaluates in a new run forked from the run (store/seal.py: how a sealed run is evaluated again)."""
     from selfimprove.config.load import load_target
     from selfimprove.store.runs import Workspace
+    from selfimprove.store.seal import stage_run
 
     cfg = config if config is not None else load_target(Path(root), target, overrides)
     mode = baseline or cfg.evaluate.baseline
@@ -71,8 +73,7 @@ def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: li
     if split not in ("test", "train"):
         raise UsageError(f"--split must be test or train, not {split!r}")
     ws = Workspace(root)
-    with ws.lock(cfg.target, wait=wait):
-        the_run = ws.open_run(cfg.target, run)
+    with ws.lock(cfg.target, wait=wait), stage_run(ws, cfg.target, run, stage_name(split), fork) as the_run:
         return _evaluate(cfg, ws, the_run, candidates=candidates, split=split, n=n,
                          concurrency=concurrency or cfg.evaluate.concurrency, mode=mode, focus=focus, yes=yes,
                          force=force, confirm=confirm)

@@ -3,13 +3,13 @@ order and focus, the spend estimate, and the report document."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Candidate, Checkpoint, EvalSpec, Policy, Sample
 from selfimprove.core.report import REPORT_SCHEMA, Report
+from selfimprove.store.documents import read_frame, read_json, read_model
 
 
 def load_samples(run: Any, split: str) -> list[Sample]:
@@ -27,9 +27,7 @@ def select_candidates(run: Any, which: str) -> tuple[list[Candidate], list[str]]
     folder = run.path / "candidates"
     found = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        data = json.loads(path.read_text())
-        data.pop("schema", None)
-        found[path.stem] = Candidate.model_validate(data)
+        found[path.stem] = read_model(path, Candidate, "candidate", drop=("schema",))
     if not found:
         raise UsageError(f"no candidates in run {run.run_id}", hint="run `selfimprove update` first")
     if which == "all":
@@ -39,7 +37,7 @@ def select_candidates(run: Any, which: str) -> tuple[list[Candidate], list[str]]
                              "evaluate it anyway")
     elif which == "best":
         upd = run.path / "update.json"
-        best = json.loads(upd.read_text()).get("best") if upd.is_file() else None
+        best = read_json(upd, "update result").get("best") if upd.is_file() else None
         if best not in found:
             why = ("update named no best candidate: none beat the current policy on its validation slice"
                    if upd.is_file() and best is None else
@@ -96,7 +94,7 @@ def prior_tags(ws: Any, target: str, run: Any, samples: Sequence[Sample], primar
         path = other.path / "results.parquet"
         if not path.is_file():
             continue
-        frame = pd.read_parquet(path, columns=["sample_id", "policy_digest", "eval", "score"])
+        frame = read_frame(path, columns=["sample_id", "policy_digest", "eval", "score"])
         frame = frame[(frame["eval"] == primary.name) & frame["sample_id"].isin(ids)]
         for sid, pol, score in zip(frame["sample_id"], frame["policy_digest"], frame["score"]):
             matrix[sid][pol] = normalized(None if pd.isna(score) else float(score), primary)

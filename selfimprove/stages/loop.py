@@ -20,7 +20,6 @@ Contract:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from pydantic import BaseModel
 
 from selfimprove.core.errors import GateFailed, NothingNew, SelfimproveError
 from selfimprove.core.report import Report
+from selfimprove.store.documents import read_json
 
 
 class Step(BaseModel):
@@ -235,11 +235,11 @@ def _new_samples(run_path: Path, current: str, primary: str | None) -> tuple[int
 def _update_best(run_path: Path) -> str | None:
     """The candidate update chose on its validation slice (`update.json` "best"), or None."""
     path = run_path / "update.json"
-    return json.loads(path.read_text()).get("best") if path.is_file() else None
+    return read_json(path, "update result").get("best") if path.is_file() else None
 
 
 def _candidates(run_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((run_path / "candidates").glob("*.json"))]
+    return [read_json(p, "candidate") for p in sorted((run_path / "candidates").glob("*.json"))]
 
 
 def _evaluate_detail(report: Report, primary: str | None) -> str:

@@ -146,12 +146,11 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
         base.production = base.previous
         return base
     params = {"candidate": entry.id, "gate": settings.model_dump(mode="json"), "push_phoenix": push_phoenix}
+    if run.record("promote") is not None and _find_own_build(ws, cfg.target, run.run_id, policy) is not None:
+        return _already_promoted(ws, cfg, run, base)  # whatever the key now (a newer selfimprove, other flags)
     with run.stage("promote", params=params, inputs=["checkpoint.json", cand_rel, "report.json"]) as st:
         if st.reused:
-            done = _load_json(run, "promotion.json", "re-run `selfimprove promote`")
-            return base.model_copy(update={"action": "already promoted", "build": done["build"],
-                                           "build_digest": done["build_digest"], "builds_written": [],
-                                           "production": _prod_name(ws, cfg.target), "phoenix": done.get("phoenix")})
+            return _already_promoted(ws, cfg, run, base)
         manifest = run.manifest()
         written, parent = _ensure_baseline(ws, cfg.target, Policy.model_validate(checkpoint["policy"]), run.run_id)
         build = _find_own_build(ws, cfg.target, run.run_id, policy)
@@ -175,6 +174,13 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
                                          "phoenix": phoenix})
     return base.model_copy(update={"builds_written": written, "build": build.name, "build_digest": build.digest,
                                    "production": build.name, "phoenix": phoenix})
+
+
+def _already_promoted(ws, cfg, run, base: PromoteResult) -> PromoteResult:
+    done = _load_json(run, "promotion.json", "re-run `selfimprove promote`")
+    return base.model_copy(update={"action": "already promoted", "build": done["build"],
+                                   "build_digest": done["build_digest"], "builds_written": [],
+                                   "production": _prod_name(ws, cfg.target), "phoenix": done.get("phoenix")})
 
 
 def _check_candidate(run, rel: str, cand: dict[str, Any], entry: CandidateEntry) -> None:

@@ -91,17 +91,18 @@ def snapshot(root: str | Path = ".", target: str | None = None, overrides: list[
              run: str | None = None, test_size: float | None = None, seed: int | None = None,
              max_samples: int | None = None, diverse: bool = False, filters: list[str] | tuple = (),
              policy: str | None = None, force: bool = False, wait: bool = False,
-             config: Any = None) -> SnapshotResult:
-    """Build the checkpoint of a run (the latest run of the target unless `run` names one)."""
+             config: Any = None, fork: bool = False) -> SnapshotResult:
+    """Build the checkpoint of a run (the latest run of the target unless `run` names one); with `fork`, in a
+    new run forked from it (store/seal.py: the way to re-run a stage of a sealed run)."""
     from selfimprove.store.runs import Workspace
+    from selfimprove.store.seal import stage_run
 
     if config is None:
         from selfimprove.config.load import load_target
 
         config = load_target(Path(root), target, overrides)
     ws = Workspace(root)
-    with ws.lock(config.target, wait=wait):
-        the_run = ws.open_run(config.target, run)
+    with ws.lock(config.target, wait=wait), stage_run(ws, config.target, run, "snapshot", fork) as the_run:
         if the_run.record("pull") is None:
             raise UsageError(f"run {the_run.run_id} has no pulled spans", hint="start a run with `selfimprove pull`")
         return _snapshot(Path(root), config, the_run, test_size, seed, max_samples, diverse, list(filters),

@@ -72,11 +72,13 @@ def update(root: str | Path = ".", target: str | None = None, overrides: list[st
            rounds: int | None = None, max_calls: int | None = None, seed: int = 0, yes: bool = False,
            force: bool = False, wait: bool = False, fewshot: int = 0, focus: str | None = None,
            critique: bool | None = None, config: Any = None, scorer: Any = None, confirm: Callable[[str], bool] | None = None,
-           log: Callable[[str], None] | None = None) -> UpdateResult:
+           log: Callable[[str], None] | None = None, fork: bool = False) -> UpdateResult:
     """Propose candidates for the latest run of the target (or `run`). `scorer` replaces the replay scorer (a
     `selfimprove.optimizers.base.Scorer`); `confirm(message)` is asked before spending unless `yes`; `critique`
-    (default: config update.critique) asks the optimizer model for a critique of each minibatch sample first."""
+    (default: config update.critique) asks the optimizer model for a critique of each minibatch sample first;
+    `fork` works in a new run forked from the run (store/seal.py: how a sealed run's update is re-run)."""
     from selfimprove.store.runs import Workspace
+    from selfimprove.store.seal import stage_run
 
     if config is None:
         from selfimprove.config.load import load_target
@@ -86,8 +88,7 @@ def update(root: str | Path = ".", target: str | None = None, overrides: list[st
     if name not in ("builtin", "gepa"):
         raise UsageError(f"unknown optimizer {name!r}", hint="use --optimizer builtin or --optimizer gepa")
     ws = Workspace(root)
-    with ws.lock(config.target, wait=wait):
-        the_run = ws.open_run(config.target, run)
+    with ws.lock(config.target, wait=wait), stage_run(ws, config.target, run, "update", fork) as the_run:
         if the_run.record("snapshot") is None:
             raise UsageError(f"run {the_run.run_id} has no checkpoint", hint="build one with `selfimprove snapshot`")
         return _update(config, the_run, name, trials, rounds, max_calls, seed, yes, force, fewshot, focus, scorer,

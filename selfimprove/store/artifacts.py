@@ -1,7 +1,10 @@
-"""Artifact references `{path, digest, rows}`: how every stage record names its inputs and outputs.
+"""Artifact references `{path, digest, rows, bytes}`: how every stage record names its inputs and outputs.
 
 Parquet files are hashed by content (store/tables.py); JSON files by their parsed canonical form, so
-re-indenting a file does not change its digest but changing a value does; anything else by its bytes.
+re-indenting a file does not change its digest but changing a value does; anything else by its bytes. A table's
+reference also carries `bytes`, the digest of the file's bytes: the content digest says "same data" across
+writers and compressions, the bytes digest lets `verify` catch a flipped byte anywhere in the file (footer
+statistics, embedded pandas metadata), not only in what the content digest decodes.
 """
 
 from __future__ import annotations
@@ -54,7 +57,24 @@ def artifact_ref(root: Path, relpath: str) -> dict[str, Any]:
     ref: dict[str, Any] = {"path": relpath, "digest": d}
     if rows is not None:
         ref["rows"] = rows
+        ref["bytes"] = digest((root / relpath).read_bytes())
     return ref
+
+
+def ref_mismatch(root: Path, ref: dict[str, Any]) -> str | None:
+    """Why the file `ref` names under `root` does not match it (missing, unreadable, other content or other
+    bytes), or None when it matches."""
+    path = root / ref["path"]
+    if not path.is_file():
+        return f"{path} is missing"
+    if "bytes" in ref and digest(path.read_bytes()) != ref["bytes"]:
+        return f"{path} does not match its recorded bytes digest"
+    try:
+        if file_digest(path)[0] != ref["digest"]:
+            return f"{path} does not match its recorded digest"
+    except IntegrityError as exc:
+        return exc.message
+    return None
 
 
 def sorted_refs(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:

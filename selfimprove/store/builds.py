@@ -47,11 +47,22 @@ def read_named_build(prompts_dir: Path, target: str, name: str) -> Build:
 
 
 def read_build(path: Path) -> Build:
-    data = json.loads(path.read_text())
+    """A build file, checked against its own digest; IntegrityError naming it when missing, corrupt or edited."""
+    from pydantic import ValidationError
+
+    from selfimprove.store.documents import read_json
+
+    data = read_json(path, "build")
+    if not isinstance(data, dict):
+        raise IntegrityError(f"build {path} is not a build document", path=str(path))
     recorded = data.pop("digest", None)
     data.pop("schema", None)
-    build = Build.model_validate(data)
-    if recorded != build.digest:
+    try:
+        build = Build.model_validate(data)
+    except ValidationError as exc:
+        raise IntegrityError(f"build {path} is not a valid build document: {exc.errors()[0]['msg']}",
+                             path=str(path)) from exc
+    if recorded != build.digest or path.stem != build.name:
         raise IntegrityError(f"build {path} does not match its digest", path=str(path))
     return build
 
@@ -65,13 +76,37 @@ def write_build(prompts_dir: Path, build: Build) -> Path:
     return path
 
 
+def read_ref(ref_path: Path) -> tuple[str, str]:
+    """(build name, build digest) a ref file records; IntegrityError naming it when it is damaged."""
+    from selfimprove.store.documents import read_json
+
+    data = read_json(ref_path, "ref")
+    if not isinstance(data, dict) or not isinstance(data.get("build"), str) or not isinstance(data.get("digest"), str):
+        raise IntegrityError(f"ref {ref_path} is not a ref document (build and digest)", path=str(ref_path))
+    try:
+        name = build_name(data["build"])
+    except UsageError as exc:
+        raise IntegrityError(f"ref {ref_path} names no build: {exc.message}", path=str(ref_path)) from exc
+    return name, data["digest"]
+
+
 def production(prompts_dir: Path, target: str, ref: str = "production") -> Build | None:
-    """The build the ref points at, or None before the first promotion."""
+    """The build the ref points at, or None before the first promotion. IntegrityError naming the ref when the
+    build it names is missing or is not the build whose digest the ref records (a ref edited by hand)."""
     ref_path = build_dir(prompts_dir, target) / f"{ref}.ref.json"
     if not ref_path.is_file():
         return None
-    name = json.loads(ref_path.read_text())["build"]
-    return read_build(build_dir(prompts_dir, target) / f"{name}.json")
+    name, recorded = read_ref(ref_path)
+    path = build_dir(prompts_dir, target) / f"{name}.json"
+    if not path.is_file():
+        raise IntegrityError(f"ref {ref_path} points at {name}, but {path} is missing", path=str(path),
+                             hint="`selfimprove promote --to vNNNN` moves the ref to an existing build")
+    build = read_build(path)
+    if build.digest != recorded:
+        raise IntegrityError(f"ref {ref_path} points at {name} but records another digest than that build's "
+                             f"({recorded} ≠ {build.digest})", path=str(ref_path),
+                             hint="the ref was edited: `selfimprove promote --to vNNNN` moves it the recorded way")
+    return build
 
 
 def move_ref(prompts_dir: Path, build: Build, ref: str = "production", reason: str = "") -> Path:

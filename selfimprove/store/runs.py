@@ -4,6 +4,11 @@ Layout: `<root>/runs/<target>/<run-id>/` holds each stage's artifacts, `stages/<
 `manifest.json` (the records in order, the parent build, and the manifest's own digest) and `meta.json` (volatile
 facts: times, host, durations — outside every digest). A stage whose key — digest of (stage, params, input digests,
 code version) — was already computed, in this run or another run of the target, is reused unless forced.
+
+Re-running a recorded stage with another key replaces its record and drops the stages that consumed its outputs
+(directly or through another stage); the replaced and dropped records are not lost silently: the manifest lists
+them under `superseded` and their record files move to `stages/superseded/`. A run a build names is sealed
+(store/seal.py): there a recorded stage may only be reused.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from pathlib import Path
 from typing import Any, Self
 
 from selfimprove.core.canonical import digest
-from selfimprove.core.errors import UsageError
+from selfimprove.core.errors import IntegrityError, UsageError
 from selfimprove.store import atomic
-from selfimprove.store.artifacts import artifact_ref, file_digest, sorted_refs
+from selfimprove.store.artifacts import artifact_ref, ref_mismatch, sorted_refs
+from selfimprove.store.documents import read_json
 
 MANIFEST_SCHEMA = "selfimprove.manifest/1"
 RECORD_SCHEMA = "selfimprove.stage/1"
@@ -62,12 +68,15 @@ class Workspace:
             return []
         return [Run(self, target, p.name) for p in sorted(tdir.iterdir()) if (p / "manifest.json").is_file()]
 
-    def new_run(self, target: str, *, parent_build: dict[str, Any] | None = None) -> Run:
+    def new_run(self, target: str, *, parent_build: dict[str, Any] | None = None,
+                forked_from: dict[str, Any] | None = None) -> Run:
         run_id = self._next_run_id(target)
         run = Run(self, target, run_id)
         run.path.mkdir(parents=True, exist_ok=False)
         manifest = {"schema": MANIFEST_SCHEMA, "target": target, "run": run_id,
                     "parent_build": parent_build, "stages": []}
+        if forked_from is not None:
+            manifest["forked_from"] = forked_from
         manifest["digest"] = manifest_digest(manifest)
         atomic.write_json(run.path / "manifest.json", manifest)
         atomic.write_json(run.path / "meta.json", {"run": run_id, "created_at": _utcnow(),
@@ -98,6 +107,9 @@ class Workspace:
         if (candidate / "manifest.json").is_file():
             return Run(Workspace(candidate.parent.parent.parent), candidate.parent.name, candidate.name)
         found = Run(self, target, run)
+        if found.path.is_dir() and not (found.path / "manifest.json").exists():
+            raise IntegrityError(f"run folder {found.path} has no manifest.json", path=str(found.path / "manifest.json"),
+                                 hint="restore the file, or remove the damaged run folder")
         if not (found.path / "manifest.json").is_file():
             raise UsageError(f"run '{run}' not found for target '{target}'", hint="list runs with `selfimprove log`")
         return found
@@ -114,36 +126,68 @@ class Run:
         return f"Run({self.target}/{self.run_id})"
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.path / "manifest.json").read_text())
+        """The parsed manifest; IntegrityError naming it when it is missing, truncated or not a manifest."""
+        path = self.path / "manifest.json"
+        data = read_json(path, "run manifest")
+        if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA or not isinstance(
+                data.get("stages"), list):
+            raise IntegrityError(f"{path} is not a {MANIFEST_SCHEMA} document", path=str(path))
+        return data
 
     def record(self, stage: str) -> dict[str, Any] | None:
-        path = self.path / "stages" / f"{stage}.json"
-        if not any(e["stage"] == stage for e in self.manifest()["stages"]):
-            return None
-        return json.loads(path.read_text())
+        entry = next((e for e in self.manifest()["stages"] if e["stage"] == stage), None)
+        return None if entry is None else read_json(self.path / entry["record"], "stage record")
 
     def stage(self, name: str, *, params: dict[str, Any], inputs: list[str] = (), force: bool = False) -> Stage:
         return Stage(self, name, params=params, inputs=list(inputs), force=force)
 
     def _commit(self, record: dict[str, Any], timing: dict[str, Any]) -> None:
         rel = f"stages/{record['stage']}.json"
-        atomic.write_json(self.path / rel, record)
+        entry = {"stage": record["stage"], "record": rel, "digest": digest(record)}
         manifest = self.manifest()
-        kept = []
-        for entry in manifest["stages"]:
-            if entry["stage"] == record["stage"]:
-                break  # re-running a stage invalidates the stages recorded after it
-            kept.append(entry)
-        kept.append({"stage": record["stage"], "record": rel, "digest": digest(record)})
-        manifest["stages"] = kept
-        manifest["digest"] = manifest_digest(manifest)
-        atomic.write_json(self.path / "manifest.json", manifest)
+        if entry not in manifest["stages"]:  # a reused record changes nothing
+            self._supersede(manifest, record)
+            atomic.write_json(self.path / rel, record)
+            manifest["stages"].append(entry)
+            manifest["digest"] = manifest_digest(manifest)
+            atomic.write_json(self.path / "manifest.json", manifest)
         meta_path = self.path / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"stages": {}}
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):  # volatile facts: a damaged meta.json is replaced, never fatal
+            meta = {"run": self.run_id}
         meta.setdefault("stages", {})[record["stage"]] = timing
         atomic.write_json(meta_path, meta)
         cache = self.workspace.target_dir(self.target) / ".stage-cache" / f"{record['key'][7:]}.json"
         atomic.write_json(cache, {"run": self.run_id, "stage": record["stage"]})
+
+
+    def _supersede(self, manifest: dict[str, Any], record: dict[str, Any]) -> None:
+        """Take the stage's old record, and every record that consumed its outputs (transitively), out of the
+        manifest's chain into its `superseded` list; their record files move to stages/superseded/."""
+        stages = manifest["stages"]
+        old = next((e for e in stages if e["stage"] == record["stage"]), None)
+        if old is None:
+            return
+        from selfimprove.store.seal import check_unsealed
+
+        check_unsealed(self, record["stage"])
+        changed = {o["path"] for o in read_json(self.path / old["record"], "stage record")["outputs"]}
+        changed |= {o["path"] for o in record["outputs"]}
+        dropped = [old]
+        for e in stages[stages.index(old) + 1:]:
+            rec = read_json(self.path / e["record"], "stage record")
+            if any(i["path"] in changed for i in rec["inputs"]):
+                dropped.append(e)
+                changed |= {o["path"] for o in rec["outputs"]}
+        history = manifest.setdefault("superseded", [])
+        for e in dropped:
+            moved = f"stages/superseded/{e['stage']}.{e['digest'][7:19]}.json"
+            (self.path / moved).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path / e["record"], self.path / moved)
+            history.append({"stage": e["stage"], "record": moved, "digest": e["digest"],
+                            "reason": "re-run" if e is old else f"consumed outputs of re-run '{record['stage']}'"})
+        manifest["stages"] = [e for e in stages if e not in dropped]
 
 
 class Stage:
@@ -163,24 +207,35 @@ class Stage:
                            "inputs": [i["digest"] for i in self.inputs]})
         self.outputs: dict[str, None] = {}
         self.started = time.time()
-        self.reused = False if force else self._try_reuse()
+        self.reused = self._try_reuse(force)
 
-    def _try_reuse(self) -> bool:
-        """Reuse this run's record, or copy the outputs of another run's record, with the same key."""
+    def _try_reuse(self, force: bool) -> bool:
+        """Reuse this run's record, or copy the outputs of another run's record, with the same key. A recorded
+        stage that is not reused is checked against sealing first (nothing is written in a sealed run)."""
         own = self.run.record(self.name)
-        if own and own["key"] == self.key and _outputs_intact(self.run.path, own):
+        if not force and own and own["key"] == self.key and _outputs_intact(self.run.path, own):
             self.record = own
             return True
+        if own is not None:
+            from selfimprove.store.seal import check_unsealed
+
+            check_unsealed(self.run, self.name)
+        if force:
+            return False
         cache = self.run.workspace.target_dir(self.run.target) / ".stage-cache" / f"{self.key[7:]}.json"
         if not cache.is_file():
             return False
-        source = Run(self.run.workspace, self.run.target, json.loads(cache.read_text())["run"])
-        theirs = source.record(self.name) if (source.path / "manifest.json").is_file() else None
-        if not theirs or theirs["key"] != self.key or not _outputs_intact(source.path, theirs):
+        try:  # another run's damage is no reason to fail here: it is just not reused
+            source = Run(self.run.workspace, self.run.target, json.loads(cache.read_text())["run"])
+            theirs = source.record(self.name) if (source.path / "manifest.json").is_file() else None
+            if not theirs or theirs["key"] != self.key or not _outputs_intact(source.path, theirs):
+                return False
+        except (IntegrityError, OSError, ValueError, KeyError):
             return False
         for out in theirs["outputs"]:
             dest = self.run.path / out["path"]
             dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.unlink(missing_ok=True)  # never write through a hard link a fork shares with its origin
             shutil.copy2(source.path / out["path"], dest)
             self.outputs[out["path"]] = None
         self.record = None
@@ -226,8 +281,4 @@ class Stage:
 
 
 def _outputs_intact(root: Path, record: dict[str, Any]) -> bool:
-    for out in record["outputs"]:
-        path = root / out["path"]
-        if not path.is_file() or file_digest(path)[0] != out["digest"]:
-            return False
-    return True
+    return all(ref_mismatch(root, out) is None for out in record["outputs"])
