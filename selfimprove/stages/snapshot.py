@@ -184,8 +184,6 @@ class RunEmbedder:
 def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = None
           ) -> tuple[SnapshotResult, Any, Any, str]:
     """Read the raw tables of a run folder and build (result, dataset frame, Checkpoint, markdown report)."""
-    import pandas as pd
-    import pyarrow.parquet as pq
 
     from selfimprove.core.records import Checkpoint
     from selfimprove.evals.recover import recover
@@ -194,10 +192,11 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
     from selfimprove.stages.select import build_samples
     from selfimprove.stages.snapshot_report import markdown
     from selfimprove.stages.span_join import join_run, read_tree
+    from selfimprove.store.documents import read_frame, read_rows
 
     # span rows straight from arrow (nulls as None, times as aware datetimes): ~2x faster than pandas' to_dict
-    span_rows = pq.read_table(run_path / "raw/spans.parquet").to_pylist()
-    annotations = pd.read_parquet(run_path / "raw/annotations.parquet")
+    span_rows = read_rows(run_path / "raw/spans.parquet")
+    annotations = read_frame(run_path / "raw/annotations.parquet")
     recovered = recover(annotations, registry, list(cfg.evals.include) or None)
     joined = join_run(span_rows, read_tree(run_path), recovered.results, cfg.join)
     recovered = replace(recovered, results=joined.results)

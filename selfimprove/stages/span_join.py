@@ -48,9 +48,9 @@ def read_tree(run_path: Path) -> list[dict[str, Any]]:
     path = run_path / TREE
     if not path.exists():
         return []
-    import pyarrow.parquet as pq
+    from selfimprove.store.documents import read_rows
 
-    return pq.read_table(path).to_pylist()
+    return read_rows(path)
 
 
 def join_run(span_rows: list[dict[str, Any]], tree_rows: list[dict[str, Any]], results: dict[str, Any],

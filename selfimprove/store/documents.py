@@ -66,4 +66,17 @@ def read_frame(path: str | Path, columns: list[str] | None = None) -> Any:
         raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path), hint=_HINT) from exc
 
 
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """A parquet table's rows as dicts straight from arrow (nulls as None, times as aware datetimes)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise IntegrityError(f"table {path} is missing", path=str(path), hint=_HINT)
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # a truncated or corrupted parquet file (pyarrow raises several kinds)
+        raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path), hint=_HINT) from exc
+
+
 _HINT = "`selfimprove verify` checks every artifact; re-create the run's damaged stage (or restore the file)"

@@ -65,10 +65,3 @@ def write_table(path: str | Path, frame: Any) -> Path:
 
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     return write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-
-
-def read_table(path: str | Path) -> Any:
-    """Read a parquet file into a pandas DataFrame."""
-    import pandas as pd
-
-    return pd.read_parquet(path)
