@@ -55,6 +55,15 @@ def test_the_same_key_is_still_reused_in_a_sealed_run_and_changes_nothing(ws):
         run.stage("update", params={"trials": 1}, inputs=["checkpoint.json", "dataset.parquet"], force=True)
 
 
+def test_a_damaged_output_of_a_sealed_stage_is_an_integrity_failure_not_a_rerun(ws):
+    _, run, _ = ws
+    from selfimprove.core.errors import IntegrityError
+
+    (run.path / "update.json").write_text("{}")
+    with pytest.raises(IntegrityError, match="update.json"):
+        run.stage("update", params={"trials": 1}, inputs=["checkpoint.json", "dataset.parquet"])
+
+
 def test_a_new_stage_may_be_added_to_a_sealed_run_without_unbinding_the_build(ws):
     root, run, _ = ws
     with run.stage("evaluate.train", params={"split": "train"}, inputs=["dataset.parquet"]) as st:

@@ -217,8 +217,12 @@ class Stage:
             self.record = own
             return True
         if own is not None:
-            from selfimprove.store.seal import check_unsealed
+            from selfimprove.store.seal import check_unsealed, sealing_builds
 
+            damage = [(out["path"], why) for out in own["outputs"] if (why := ref_mismatch(self.run.path, out))]
+            if damage and own["key"] == self.key and sealing_builds(self.run):  # evidence damaged, not re-run
+                raise IntegrityError(damage[0][1], path=str(self.run.path / damage[0][0]),
+                                     hint="`selfimprove verify` names every damaged file; restore it, or --fork")
             check_unsealed(self.run, self.name)
         if force:
             return False
