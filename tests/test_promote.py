@@ -222,6 +222,16 @@ def test_evidence_from_another_split_is_refused_and_the_split_is_named(tmp_path)
     assert not (tmp_path / "prompts").exists()
 
 
+def test_a_report_from_an_older_selfimprove_is_a_usage_error_saying_to_evaluate_again(tmp_path):
+    run, _ = make_run(tmp_path, cand="Yet another prompt.")
+    old = {**json.loads((run.path / "report.json").read_text()), "schema": "selfimprove.report/1"}
+    with run.stage("evaluate", params={"old": True}, inputs=["checkpoint.json"]) as st:
+        st.write_json("report.json", old)
+    res = runner.invoke(app, ["promote", "--root", str(tmp_path), "--run", run.run_id, "--json"])
+    assert res.exit_code == 2 and "older selfimprove" in json.loads(res.stdout)["error"]
+    assert "evaluate --fork" in json.loads(res.stdout)["hint"]
+
+
 def test_tampered_evidence_is_never_promoted(tmp_path):
     run, _ = make_run(tmp_path, evals={"policy": ev(0.0, (-0.1, 0.1))})
     path = run.path / "report.json"

@@ -101,11 +101,16 @@ def _load_json(run, rel: str, hint: str) -> dict[str, Any]:
 
 def _load_report(run) -> Report:
     """The run's held-out report; refused (exit 3) when it holds evidence from another split."""
-    from selfimprove.store.documents import read_model
+    from selfimprove.store.documents import read_json, read_model
 
     path = run.path / "report.json"
     if not path.is_file() and run.record("evaluate") is None:
         raise UsageError(f"{path} not found", hint="run `selfimprove evaluate` first (on the held-out test split)")
+    raw = read_json(path, "evaluation report")
+    if isinstance(raw, dict) and raw.get("schema") == "selfimprove.report/1":
+        raise UsageError(f"{path} was written by an older selfimprove (selfimprove.report/1: no split check, no "
+                         "candidate digest)", hint="evaluate again: `selfimprove evaluate --fork` (or --force "
+                                                   "in a run no build was promoted from)")
     report = read_model(path, Report, "evaluation report")
     if not report.held_out:
         why = "only held-out evidence can promote: the candidates were learned from the train split"
