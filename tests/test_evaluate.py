@@ -162,6 +162,29 @@ def test_train_split_evidence_never_replaces_the_held_out_report_and_cannot_prom
     assert held_out["candidates"][0]["candidate_digest"].startswith("sha256:")
 
 
+def test_a_promoted_run_is_sealed_and_a_fork_re_evaluates_it_from_the_copied_call_cache(root, sim):
+    from selfimprove.stages.promote import promote
+    from selfimprove.store.verify import verify_target
+
+    run = write_update(root, BETTER.id)
+    assert cli("--root", str(root), "--json", "--concurrency", "16").exit_code == 0
+    assert promote(root=root).build == "v0002"
+    sealed = (run.path / "report.json").read_bytes()
+    refused = cli("--root", str(root), "--json", "--force")
+    assert refused.exit_code == 2 and "v0002" in json.loads(refused.stdout)["error"]
+    before = sim.stats()["requests"]
+    res = cli("--root", str(root), "--json", "--concurrency", "16", "--force", "--fork")
+    assert res.exit_code == 0, res.output
+    forked = json.loads(res.stdout)
+    assert forked["run"] != run.run_id and forked["report"]["best"] == BETTER.id
+    assert forked["spent"]["cache_hits"] > 0 and forked["spent"]["calls"] <= 16 * 3 * 2  # only speculative calls
+    assert sim.stats()["requests"] - before <= forked["spent"]["calls"]
+    fork = Workspace(root).open_run("support", forked["run"])
+    assert fork.manifest()["forked_from"]["run"] == run.run_id
+    assert (run.path / "report.json").read_bytes() == sealed
+    verify_target(Workspace(root), "support")
+
+
 def test_update_without_a_best_candidate_is_a_clear_usage_error(root, sim):
     write_update(root, None)
     res = cli("--root", str(root), "--json")
