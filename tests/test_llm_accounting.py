@@ -135,3 +135,16 @@ def test_cache_round_trip_sharded_and_atomic(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left behind
     path.write_text(json.dumps({**entry, "key": "sha256:other"}))
     assert cache.get(key) is None  # an entry must name its own key
+
+
+def test_models_called_without_a_price_are_named_in_one_warning():
+    from selfimprove.llm.accounting import price_warning
+
+    ledger = Ledger(prices={"priced": {"input": 1.0, "output": 2.0}})
+    for model in ("priced", "sim-small", "sim-judge"):
+        ledger.settle(ledger.reserve(model, {"messages": []}), ok=True, usage=None, latency_ms=1.0)
+    ledger.record_hit("cached-only")
+    assert ledger.unpriced() == ["cached-only", "sim-judge", "sim-small"]
+    text = price_warning(ledger.unpriced())
+    assert "cached-only, sim-judge, sim-small" in text and '[llm.prices."cached-only"]' in text
+    assert price_warning(Ledger(prices={"priced": {"input": 1, "output": 1}}).unpriced()) is None

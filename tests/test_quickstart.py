@@ -37,6 +37,7 @@ def test_quickstart_runs_as_written(tmp_path):
                           timeout=840)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Promoted" in proc.stderr and "OK: 1 run(s)" in proc.stderr
+    assert "no price for sim-" in " ".join(proc.stderr.split())  # the quick start sets no prices: it is told
     shown = (tmp_path / "build.txt").read_text("utf-8")
     assert "v0002 of support" in shown and "(production)" in shown and "system prompt" in shown
     build = json.loads((tmp_path / "prompts" / "support" / "v0002.json").read_text("utf-8"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,10 @@ class PriceTable:
 
     def knows(self, model: str) -> bool:
         return model in self._prices
+
+    def unpriced(self, models: Iterable[str]) -> list[str]:
+        """The models among `models` this table has no price for, sorted."""
+        return sorted({m for m in models if m and m not in self._prices})
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         inp, out = self._prices.get(model, (0.0, 0.0))
@@ -188,6 +192,12 @@ class Ledger:
             m["latency_ms"] += latency_ms
             self._settled.notify_all()
 
+    def unpriced(self) -> list[str]:
+        """Models this ledger booked calls or cache hits for without a price: their cost shows as $0."""
+        with self._lock:
+            used = [m for m, v in self._by_model.items() if v["calls"] or v["cache_hits"]]
+        return self.prices.unpriced(used)
+
     def record_hit(self, model: str) -> None:
         with self._lock:
             self._by_model[model]["cache_hits"] += 1
@@ -207,3 +217,12 @@ def _usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int]:
     if not usage:
         return 0, 0
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def price_warning(unpriced: Sequence[str]) -> str | None:
+    """The warning for models called without a price, or None when every model had one."""
+    if not unpriced:
+        return None
+    names = ", ".join(unpriced)
+    return (f"no price for {names}: their calls cost $0 in every figure and budget here; add "
+            f"[llm.prices.\"{unpriced[0]}\"] input = ... / output = ... (US dollars per million tokens) to the config")

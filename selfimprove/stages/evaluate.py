@@ -153,6 +153,7 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
                       digests: dict[str, str]) -> tuple[Report, Any, dict, dict, list[str]]:
     from selfimprove.core.stats import SPRT
     from selfimprove.llm import Budget
+    from selfimprove.llm.accounting import price_warning
     from selfimprove.llm.run import run_sync
     from selfimprove.stages import evaluate_inputs as inputs
     from selfimprove.stages.evaluate_loop import Arm, run_sequential, stored_baseline_rows
@@ -194,6 +195,8 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
         warnings.append(f"evaluation stopped early ({outcome.message}); the report covers the "
                         f"{len(set(outcome.baseline_ids))} samples finished before; re-run to resume from the cache")
     snap = scorer.ledger.snapshot()
+    if unpriced := price_warning(scorer.ledger.unpriced()):
+        warnings.append(unpriced)
     spent = {"calls": snap.calls, "cache_hits": snap.cache_hits, "failed": snap.failed,
              "cost_usd": round(snap.cost_usd, 6), "tokens": snap.tokens}
     frame = rows_to_frame(outcome.rows)

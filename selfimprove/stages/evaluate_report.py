@@ -164,7 +164,7 @@ def render_report(console: Any, report: Report, notes: Sequence[str] = ()) -> No
         return "–" if x is None else fmt.format(x)
 
     for note in notes:
-        console.print(f"[yellow]![/] {note}", markup=True, highlight=False)
+        console.print(f"! {note}", style="yellow", markup=False, highlight=False)  # user text: never markup
     console.print(f"evidence: split '{report.split}'" + (" (held out)" if report.held_out else
                   " (NOT held out: it cannot promote)") + f", {report.n_samples} samples", highlight=False, markup=False)
     short = {"accept_h1": "H1", "accept_h0": "H0", "continue": "…"}

@@ -60,6 +60,7 @@ class UpdateResult(BaseModel):
     tokens: int = 0
     cost_usd: float = 0.0
     seconds: float = 0.0
+    warnings: list[str] = Field(default_factory=list)
 
     def render(self, console: Any) -> None:
         from selfimprove.stages.update_view import render_update
@@ -139,7 +140,7 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
                   focus: str | None, scorer: Any, log: Any) -> tuple[UpdateResult, dict[str, str]]:
     """Run the optimizer on the checkpoint's train split; (result, {relative path: file text})."""
     from selfimprove.llm.accounting import Budget as LedgerBudget
-    from selfimprove.llm.accounting import Ledger
+    from selfimprove.llm.accounting import Ledger, price_warning
     from selfimprove.llm.cache import CallCache
     from selfimprove.optimizers.base import Budget, OptimizeContext
     from selfimprove.stages.dataset import read_samples
@@ -185,7 +186,9 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
         from selfimprove.optimizers.textgrad import TextGradOptimizer
 
         out = TextGradOptimizer(settings).optimize(ctx)
-    return summarize(cfg.target, run_path.name, name, checkpoint.policy, out, ctx.budget, limit)
+    result, files = summarize(cfg.target, run_path.name, name, checkpoint.policy, out, ctx.budget, limit)
+    unpriced = price_warning(ledger.unpriced())
+    return (result.model_copy(update={"warnings": [unpriced]}) if unpriced else result), files
 
 
 def _optimizer_lm(cfg: Any, cache: Any, ledger: Any) -> Any:
