@@ -107,7 +107,7 @@ def main() -> None:
         # 3. the real thing: default settings, calls from the cache
         real = evaluate(root=root, target="support", candidates="all", concurrency=CONCURRENCY, yes=True, force=True)
         for c in real.report["candidates"]:
-            s = c["evals"]["policy_compliance"]["sprt"]
+            s = c["evals"]["policy_compliance"]["test"]
             print(f"evaluate with SPRT on: {c['id']} stopped with {s['decision']} after {s['n_used']} pairs "
                   f"({c['n_samples']} samples scored, batches of {CONCURRENCY})")
     finally:

@@ -11,7 +11,7 @@ def write(path, text):
 
 def test_defaults_and_seed_parameters(tmp_path):
     cfg = load_config(write(tmp_path / "support.toml", 'target = "support"\n'))
-    assert (cfg.evaluate.alpha, cfg.evaluate.beta, cfg.evaluate.min_effect) == (0.05, 0.10, 0.15)
+    assert (cfg.evaluate.alpha, cfg.evaluate.beta, cfg.evaluate.min_effect) == (0.05, 0.05, 0.15)
     assert cfg.telemetry.source == "phoenix"
 
 

@@ -73,13 +73,24 @@ def test_better_candidate_is_significantly_better_identical_is_not(root, sim):
     entries = {c["id"]: c for c in report["candidates"]}
     assert set(entries) == {BETTER.id, SAME.id}  # the failed-guards candidate is skipped unless named
     better = entries[BETTER.id]["evals"]["policy_compliance"]
-    assert better["ci"][0] > 0 and better["sprt"]["decision"] == "accept_h1" and better["diff"] > 0.2
+    assert better["ci"][0] > 0 and better["test"]["decision"] == "accept_h1" and better["diff"] > 0.2
     same = entries[SAME.id]["evals"]["policy_compliance"]
-    assert same["ci"][0] <= 0 <= same["ci"][1] and same["sprt"]["decision"] != "accept_h1"
+    assert same["ci"][0] <= 0 <= same["ci"][1] and same["test"]["decision"] != "accept_h1"
     assert report["best"] == BETTER.id
-    # the SPRT stopped both early: fewer samples than the 50 held out, recorded per candidate
+    # the sequential test stopped both early: fewer samples than the 50 held out, recorded per candidate
     assert all(c["n_samples"] < 50 for c in report["candidates"])
-    assert better["sprt"]["n_used"] <= better["n"] == entries[BETTER.id]["n_samples"]
+    assert better["test"]["n_used"] <= better["n"] == entries[BETTER.id]["n_samples"]
+    # every decision states n, clusters, the test, its correction and why it stopped; the gate used that p
+    decision = entries[BETTER.id]["decision"]
+    assert decision["passed"] and decision["stop"] == "efficacy" and decision["reason"].startswith("decided at n = ")
+    assert decision["n"] == better["test"]["n_used"] and decision["clusters"] >= 1
+    assert decision["p_value"] == better["test"]["p_value"] <= decision["p_adjusted"] <= decision["level"]
+    assert decision["level"] == pytest.approx(0.05) and decision["p_adjusted"] == pytest.approx(
+        min(1.0, 2 * min(better["test"]["p_value"], same["test"]["p_value"])) if better["test"]["p_value"] <=
+        same["test"]["p_value"] else decision["p_adjusted"])
+    assert "Holm over 2 candidate(s)" in report["decision"]["correction"]
+    assert better["test"]["level"] == pytest.approx(0.025)  # alpha / 2 candidates: the first Holm step
+    assert not entries[SAME.id]["decision"]["passed"] and entries[SAME.id]["decision"]["reasons"]
     cost = entries[BETTER.id]["cost"]
     assert cost["per_call_usd"] > cost["baseline_per_call_usd"] > 0  # the longer prompt costs more per call
     run = Workspace(root).open_run("support")
@@ -129,7 +140,7 @@ def test_default_evaluates_only_the_updates_best_so_the_gate_compares_one(root, 
     assert [c["id"] for c in report["candidates"]] == [SAME.id]  # BETTER is not replayed at all
     assert set(pd.read_parquet(run.path / "results.parquet")["policy"]) == {"baseline", SAME.id}
     # the library twin has the same default
-    assert evaluate(root=root, yes=True).report.document()["candidates"] == report["candidates"]
+    assert evaluate(root=root, yes=True, concurrency=16).report.document()["candidates"] == report["candidates"]
     write_update(root, BETTER.id)
     report = json.loads(cli("--root", str(root), "--json", "--concurrency", "16").stdout)["report"]
     assert [c["id"] for c in report["candidates"]] == [BETTER.id] and report["best"] == BETTER.id

@@ -49,7 +49,9 @@ def test_scored_sample_value_flips_minimize_and_normalises_rails():
     r = ScoredSample("s", (), "o", {"a": Verdict(2.0), "b": Verdict(1.0)})
     assert r.value(specs) == pytest.approx(0.5)
     assert r.failed_evals(specs) == ["b"]
-    assert ScoredSample("s", (), "o", {}).value(specs) == 0.5  # missing minimize verdict counts as 0 -> 1
+    # a missing verdict is the worst score after normalisation (core.scores), for a minimize eval too (it used
+    # to count as raw 0, which the flip turned into the best score)
+    assert ScoredSample("s", (), "o", {}).value(specs) == 0.0
 
 
 def test_taxonomy_clusters_by_explanation_with_counts():

@@ -28,12 +28,15 @@ min_improvement = 0.05
 """
 
 
-def ev(diff, ci, n=60, sprt="continue"):
-    """An eval entry whose wins and losses match the diff (1 + |diff|·n on the side the diff points to)."""
+def ev(diff, ci, n=60):
+    """An eval entry as evaluate writes it (normalised scores); the decision test's p is small exactly when the
+    CI excludes 0 upward, the p of a drop exactly when it excludes 0 downward."""
     wins, losses = 1 + max(0, round(diff * n)), 1 + max(0, round(-diff * n))
-    return {"direction": "maximize", "baseline_mean": 0.5, "candidate_mean": 0.5 + diff, "diff": diff,
-            "ci": list(ci), "n": n, "wins": wins, "ties": n - wins - losses, "losses": losses, "sign_p": 0.01,
-            "sprt": {"decision": sprt, "n_used": n}}
+    return {"scale": "normalized", "direction": "maximize", "baseline_mean": 0.5, "candidate_mean": 0.5 + diff,
+            "diff": diff, "ci": list(ci), "n": n, "clusters": n, "n_dropped": 0, "wins": wins,
+            "ties": n - wins - losses, "losses": losses, "p_regression": 0.001 if ci[1] < 0 else 0.4,
+            "test": {"p_value": 0.001 if ci[0] > 0 else 0.4, "estimate": diff, "estimate_corrected": diff,
+                     "stop": "efficacy", "reason": f"decided at n = {n // 2} of {n}"}}
 
 
 def make_run(root, *, base="You are a support agent.", cand="You are a support agent. Cite the order id.",
@@ -139,7 +142,7 @@ def test_refusal_raises_with_every_reason_and_moves_nothing(tmp_path):
     before = snapshot_tree(tmp_path)
     with pytest.raises(GateFailed) as err:
         promote(root=tmp_path, run=run.run_id)
-    assert len(err.value.reasons) == 4  # too small, CI includes 0, sign test, tone regressed
+    assert len(err.value.reasons) == 3  # too small, the decision test not significant, tone regressed
     assert err.value.result.action == "refused"
     assert snapshot_tree(tmp_path) == before
     assert production(Workspace(tmp_path).prompts_dir, "support") is None
@@ -273,7 +276,7 @@ def test_cli_exit_codes_and_json(tmp_path):
     assert res.exit_code == 3, res.output
     doc = json.loads(res.stdout)
     assert doc["schema"] == "selfimprove.promote/1" and doc["action"] == "refused"
-    assert doc["decision"]["passed"] is False and len(doc["decision"]["reasons"]) == 3
+    assert doc["decision"]["passed"] is False and len(doc["decision"]["reasons"]) == 2
     assert "not significant" in res.stderr
     run2, _ = make_run(tmp_path)
     res = runner.invoke(app, ["promote", "--root", str(tmp_path), "--run", run2.run_id, "--dry-run"])

@@ -14,13 +14,11 @@ from selfimprove.core.stats import (
     SPRT,
     classify_samples,
     fixed_sample_size,
-    paired_bootstrap,
     pareto_front,
-    sign_test,
     sprt_run,
-    summarize_eval,
     wald_bounds,
 )
+from selfimprove.core.stats.clustered import cluster_bootstrap
 from selfimprove.core.stats.sprt import constrained_log_likelihood, first_crossing, llr_from_counts
 
 DELTA = 0.15
@@ -214,7 +212,7 @@ def test_sprt_rejects_scores_out_of_range():
     assert SPRT(score_range=(0.0, 10.0), min_effect=1.5).update(0.0, 10.0) == "continue"
 
 
-# ---- bootstrap, sign test, summary ------------------------------------------------------------------------
+# ---- the cluster bootstrap --------------------------------------------------------------------------------
 
 
 def test_bootstrap_ci_covers_the_true_difference_about_95_percent():
@@ -227,46 +225,37 @@ def test_bootstrap_ci_covers_the_true_difference_about_95_percent():
     for i in range(runs):
         b = rng.choice(levels, n, p=pb)
         c = rng.choice(levels, n, p=pc)
-        ci = paired_bootstrap(b, c, seed=i)
+        ci = cluster_bootstrap(c - b, list(range(n)), seed=i)
         hits += ci.low <= true_diff <= ci.high
     assert 0.92 <= hits / runs <= 0.98, f"coverage {hits / runs:.3f}"
 
 
+def test_clustered_bootstrap_covers_under_intra_cluster_correlation():
+    """20 clusters of 5, ICC 0.5: the cluster bootstrap keeps its coverage, resampling samples does not."""
+    rng = np.random.default_rng(12)
+    runs, g, m, hits, naive_hits = 300, 20, 5, 0, 0
+    ks = np.repeat(np.arange(g), m).tolist()
+    for i in range(runs):
+        d = (rng.standard_normal(g)[:, None] + rng.standard_normal((g, m))).ravel() * 0.3
+        hits += (ci := cluster_bootstrap(d, ks, seed=i)).low <= 0 <= ci.high
+        naive_hits += (ci := cluster_bootstrap(d, list(range(g * m)), seed=i)).low <= 0 <= ci.high
+    assert hits / runs >= 0.9 and naive_hits / runs < 0.85, (hits / runs, naive_hits / runs)
+
+
 def test_bootstrap_is_deterministic_and_brackets_the_mean():
     rng = np.random.default_rng(3)
-    b, c = rng.random(50), rng.random(50)
-    one, two = paired_bootstrap(b, c, seed=5), paired_bootstrap(b, c, seed=5)
+    d = rng.random(50) - rng.random(50)
+    one, two = cluster_bootstrap(d, list(range(50)), seed=5), cluster_bootstrap(d, list(range(50)), seed=5)
     assert one == two
     assert one.low <= one.mean_diff <= one.high
-    assert one.mean_diff == pytest.approx(float((c - b).mean()))
-    assert paired_bootstrap(b, c, seed=6) != one
-    flat = paired_bootstrap([0.5, 0.5], [1.0, 1.0])
+    assert one.mean_diff == pytest.approx(float(d.mean()))
+    assert cluster_bootstrap(d, list(range(50)), seed=6) != one
+    flat = cluster_bootstrap([0.5, 0.5], [0, 1])
     assert (flat.low, flat.mean_diff, flat.high) == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError):
-        paired_bootstrap([], [])
+        cluster_bootstrap([], [])
     with pytest.raises(ValueError):
-        paired_bootstrap([1.0, 0.0], [1.0])
-
-
-def test_sign_test_counts_and_exact_p():
-    b = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
-    c = [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1]
-    st = sign_test(b, c)
-    assert (st.wins, st.ties, st.losses) == (8, 2, 2)
-    assert st.p_value == pytest.approx(0.109375)  # 2 * P(X <= 2), X ~ Bin(10, 0.5) = 2 * 56 / 1024
-    assert sign_test(b, c, alternative="greater").p_value == pytest.approx(56 / 1024)
-    assert sign_test([1, 1], [1, 1]).p_value == 1.0
-
-
-def test_summarize_eval_drops_incomplete_pairs():
-    s = summarize_eval([0.0, 1.0, None, 1.0, float("nan"), 0.0], [1.0, 1.0, 1.0, 0.0, 0.0, 1.0])
-    assert (s.n, s.n_dropped) == (4, 2)
-    assert s.baseline_mean == 0.5 and s.candidate_mean == 0.75 and s.diff == 0.25
-    assert (s.wins, s.ties, s.losses) == (2, 1, 1)
-    assert s.ci_low <= s.diff <= s.ci_high
-    empty = summarize_eval([None], [1.0])
-    assert empty.n == 0 and empty.diff is None and empty.sign_p == 1.0
-    assert canonical_json(s.model_dump()) and canonical_json(empty.model_dump())
+        cluster_bootstrap([1.0, 0.0], [1])
 
 
 # ---- Pareto front and sample classes --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from selfimprove.cli import (
     evaluate_cmd,
     loop_cmd,
     phoenix_cmd,
+    power_cmd,
     promote_cmd,
     pull_cmd,
     store_cmds,
@@ -34,6 +35,7 @@ app.command("snapshot")(pull_cmd.snapshot)
 app.command("update")(update_cmd.update)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("promote")(promote_cmd.promote)
+app.command("power")(power_cmd.power)
 app.command("init")(store_cmds.init)
 app.command("log")(store_cmds.log)
 app.command("verify")(store_cmds.verify)

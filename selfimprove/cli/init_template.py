@@ -53,13 +53,15 @@ constitution = []                   # lines every candidate must keep verbatim
 [evaluate]
 concurrency = 32
 max_calls = 2000
-alpha = 0.05                        # SPRT false-positive rate
-beta = 0.10                         # SPRT false-negative rate
-min_effect = 0.15                   # the smallest improvement worth detecting
+alpha = 0.05                        # false-promotion rate, shared by the candidates and the planned looks
+beta = 0.05                         # futility error of the sequential test (its power is at most 1 - beta)
+min_effect = 0.15                   # the smallest improvement worth detecting (`selfimprove power` sizes it)
+cluster_by = "trace"                # turns of one trace are not independent: resampled and tested together
 
 [gate]
 min_improvement = 0.02              # the primary eval must improve at least this much, significantly
 default_max_regression = 0.02       # allowed drop on any other eval
+looks = 1                           # planned re-evaluations of one candidate against one baseline (cron)
 # max_cost_per_call_usd = 0.01
 '''
 

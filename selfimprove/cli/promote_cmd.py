@@ -30,9 +30,10 @@ def promote(
 ) -> None:
     """Promote a candidate that passes the gate to a new build and move the production ref (exit 3 if not).
 
-    The gate: the primary eval gains at least --min-improvement with significance (95% CI above 0 or SPRT
-    accepted); no eval drops beyond its tolerance with a CI excluding 0; cost per call within the ceiling; the
-    guards passed. The first promotion of a target also records the baseline as v0001.
+    The gate: the primary eval gains at least --min-improvement (corrected for early stopping) and its decision
+    test is significant (p, Holm-adjusted over the candidates compared, within this look's alpha); no eval drops
+    beyond its tolerance significantly (Holm over the regression checks); cost per call within the ceiling; the
+    guards passed. See docs/statistics.md. The first promotion of a target also records the baseline as v0001.
     """
     from selfimprove.cli.render import render_result
     from selfimprove.core.errors import GateFailed

@@ -132,9 +132,12 @@ class Evaluate(Section):
     max_usd: float | None = Field(None, ge=0)
     baseline: Literal["replay", "stored"] = "replay"
     alpha: float = Field(0.05, gt=0, lt=1)
-    beta: float = Field(0.10, gt=0, lt=1)
+    beta: float = Field(0.05, gt=0, lt=1, description="the sequential test's futility error: its power is at most "
+                                                      "1 - beta")
     min_effect: float = Field(0.15, gt=0, le=1)
     bootstrap_resamples: int = Field(2000, ge=100)
+    cluster_by: Literal["trace", "sample"] = Field("trace", description="the unit of independence: samples of one "
+                                                   "trace are resampled and tested together")
 
 
 class Gate(Section):
@@ -142,6 +145,8 @@ class Gate(Section):
     max_regression: dict[str, float] = Field(default_factory=dict, description="per eval; default below")
     default_max_regression: float = Field(0.02, ge=0)
     max_cost_per_call_usd: float | None = Field(None, ge=0)
+    looks: int = Field(1, ge=1, description="planned looks at one candidate against one baseline (e.g. nightly "
+                                            "re-evaluations); each spends evaluate.alpha / looks")
 
 
 class Trigger(Section):

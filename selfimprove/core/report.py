@@ -33,28 +33,96 @@ class Part(BaseModel):
 
 
 class Sprt(Part):
-    """The sequential test on the primary eval's normalised pairs, in evaluation order."""
+    """Legacy (reports before the decision test): the per-pair SPRT's outcome. Not written any more."""
 
     decision: Literal["accept_h1", "accept_h0", "continue"]
     n_used: int
     llr: float | None = None
 
 
-class EvalStats(Part):
-    """One eval's paired comparison, candidate minus baseline in the eval's own units."""
+class DecisionTest(Part):
+    """The primary eval's decision test (core.stats.sequential): what it decided, when and why it stopped, its one
+    p-value (the gate compares it, Holm-adjusted, with the look's alpha) and the effect corrected for early
+    stopping."""
 
+    test: str
+    level: float = Field(description="the level this test ran at: alpha / (candidates x planned looks)")
+    beta: float
+    min_effect: float
+    stop: Literal["efficacy", "final", "futility", "exhausted"]
+    decision: Literal["accept_h1", "accept_h0", "continue"]
+    p_value: float
+    llr: float
+    n_used: int = Field(description="samples up to the cluster at which the test stopped")
+    n_available: int = Field(description="samples planned (the held-out set in evaluation order)")
+    clusters_used: int
+    clusters_available: int
+    estimate: float | None = Field(None, description="mean paired difference over the samples used")
+    estimate_corrected: float | None = Field(None, description="the same, corrected for early stopping (Whitehead)")
+    reason: str
+
+
+class EvalStats(Part):
+    """One eval's paired comparison, candidate minus baseline: on normalised scores ([0, 1], 1 best, core.scores)
+    when `scale` is "normalized", in the eval's own units in older reports."""
+
+    scale: Literal["normalized"] | None = None
     direction: Literal["maximize", "minimize"] = "maximize"
     baseline_mean: float | None = None
     candidate_mean: float | None = None
     diff: float | None = None
-    ci: tuple[float, float] | None = Field(None, description="95% paired bootstrap CI on `diff`")
+    ci: tuple[float, float] | None = Field(None, description="95% CI on `diff` (bootstrap over clusters)")
     n: int = Field(0, description="pairs with a score on both sides")
     n_dropped: int = Field(0, description="pairs left out because one side has no score")
+    clusters: int = Field(0, description="clusters (traces) those pairs come from")
+    se: float | None = Field(None, description="cluster-robust (CR1) standard error of `diff`")
     wins: int = 0
     ties: int = 0
     losses: int = 0
-    sign_p: float | None = None
-    sprt: Sprt | None = None
+    p_regression: float | None = Field(None, description="one-sided cluster-robust p of 'this eval dropped' "
+                                                          "(the gate Holm-adjusts it over the guardrail evals)")
+    test: DecisionTest | None = Field(None, description="the decision test (primary eval only)")
+    sign_p: float | None = Field(None, description="legacy: not written any more")
+    sprt: Sprt | None = Field(None, description="legacy: not written any more")
+
+
+class CandidateDecision(Part):
+    """What the gate made of one candidate, with the evidence it used: n, clusters, the test, its p before and
+    after correction, the level, when and why it stopped, the corrected effect, every reason."""
+
+    passed: bool
+    test: str | None = None
+    stop: str | None = None
+    reason: str | None = None
+    n: int | None = None
+    n_available: int | None = None
+    clusters: int | None = None
+    clusters_available: int | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    level: float | None = None
+    estimate: float | None = None
+    estimate_corrected: float | None = None
+    n_dropped: int | None = None
+    reasons: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class DecisionPlan(Part):
+    """How every decision in the report was made (docs/statistics.md)."""
+
+    test: str
+    alpha: float
+    beta: float
+    min_effect: float
+    candidates: int = Field(description="candidates compared on the same samples (the Holm family)")
+    look: int = Field(description="which look at these comparisons this is (earlier reports counted)")
+    looks: int = Field(description="planned looks (gate.looks); each spends alpha / looks")
+    level_per_test: float
+    cluster_by: str
+    correction: str
+    regression_checks: str
+    scores: str
 
 
 class Cost(Part):
@@ -124,6 +192,7 @@ class CandidateEntry(Part):
     pareto: bool = False
     pareto_evals: list[str] = Field(default_factory=list)
     label_agreement: dict[str, LabelAgreement] = Field(default_factory=dict)
+    decision: CandidateDecision | None = None
 
 
 class Baseline(Part):
@@ -157,6 +226,8 @@ class Settings(Part):
     beta: float
     min_effect: float
     seed: int
+    cluster_by: str = "trace"
+    looks: int = 1
 
 
 class Tags(Part):
@@ -192,6 +263,8 @@ class Report(Part):
                                           "replayed, so the gate uses the replayable evals")
     human_agreement: list[JudgeAgreement] = Field(default_factory=list, description="each LLM judge against "
                                                   "people's labels on these samples' production verdicts")
+    decision: DecisionPlan | None = Field(None, description="how the decisions were made: the test, the "
+                                          "corrections, the clusters, the score scale")
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True,
                               serialize_by_alias=True)

@@ -89,32 +89,23 @@ class ScoredSample:
     error: str | None = None
 
     def value(self, evals: Sequence[EvalSpec]) -> float:
-        """The sample's aggregate reward in [0, 1]: mean over evals of the score, flipped for `minimize` evals."""
-        vals = []
-        for spec in evals:
-            v = self.verdicts.get(spec.name)
-            s = 0.0 if v is None or v.score is None else float(v.score)
-            if spec.choices:
-                lo, hi = min(spec.choices.values()), max(spec.choices.values())
-                s = (s - lo) / (hi - lo) if hi > lo else s
-            vals.append(1.0 - s if spec.direction == "minimize" else s)
-        return sum(vals) / len(vals) if vals else 0.0
+        """The sample's reward in [0, 1] (core.scores.reward: normalised scores averaged over evals, a missing
+        verdict counted as 0, so a candidate never gains by making calls fail)."""
+        from selfimprove.core.scores import reward
+
+        return reward({name: v.score for name, v in self.verdicts.items()}, evals)
 
     def failed_evals(self, evals: Sequence[EvalSpec], stored: Sequence[EvalSpec] = ()) -> list[str]:
         """Names of the evals this sample did not fully pass (a missing verdict counts as failed), then the
-        `stored` (feedback-only) evals whose verdict is present and not a full pass."""
-        return [spec.name for spec in evals if _norm(self.verdicts.get(spec.name), spec) < 1.0] + [
-            spec.name for spec in stored if spec.name in self.verdicts and _norm(self.verdicts[spec.name], spec) < 1.0]
+        `stored` (feedback-only) evals whose verdict is present and not a full pass (core.scores)."""
+        from selfimprove.core.scores import normalize_or_worst
 
+        def below(spec: EvalSpec) -> bool:
+            v = self.verdicts.get(spec.name)
+            return normalize_or_worst(None if v is None else v.score, spec) < 1.0
 
-def _norm(v: Verdict | None, spec: EvalSpec) -> float:
-    if v is None or v.score is None:
-        return 0.0
-    s = float(v.score)
-    if spec.choices:
-        lo, hi = min(spec.choices.values()), max(spec.choices.values())
-        s = (s - lo) / (hi - lo) if hi > lo else s
-    return 1.0 - s if spec.direction == "minimize" else s
+        return [spec.name for spec in evals if below(spec)] + [
+            spec.name for spec in stored if spec.name in self.verdicts and below(spec)]
 
 
 @dataclass

@@ -93,7 +93,7 @@ def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: in
     primary = inputs.primary_eval(cfg, checkpoint, evals)
     warnings: list[str] = []
     tags = inputs.prior_tags(ws, cfg.target, run, samples, primary, checkpoint.policy.digest) if focus != "all" else {}
-    order, focus_note = inputs.order_samples(samples, cfg.split.seed, n, focus, tags)
+    order, focus_note = inputs.order_samples(samples, cfg.split.seed, n, focus, tags, cfg.evaluate.cluster_by)
     if focus_note:
         warnings.append(focus_note)
     if mode == "stored":
@@ -116,7 +116,7 @@ def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: in
                               artifacts=artifacts)
         digests = {ref["path"]: ref["digest"] for ref in st.inputs}
         report, frame, estimate, spent, more = _score_and_report(
-            cfg, run, checkpoint, chosen, order, evals, primary, concurrency=concurrency, mode=mode, split=split,
+            cfg, ws, run, checkpoint, chosen, order, evals, primary, concurrency=concurrency, mode=mode, split=split,
             judge_override=judge_override, yes=yes, confirm=confirm, tags=tags, digests=digests)
         warnings += more
         st.write_table(results, frame.drop(columns=list(WRITTEN_COLUMNS_DROP)))
@@ -147,16 +147,16 @@ def stage_name(split: str) -> str:
     return "evaluate" if split == "test" else f"evaluate.{split}"
 
 
-def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], order: list[Any], evals: list[Any],
+def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list[Any], order: list[Any], evals: list[Any],
                       primary: Any, *, concurrency: int, mode: str, split: str, judge_override: Any, yes: bool,
                       confirm: Any, tags: dict[str, str],
                       digests: dict[str, str]) -> tuple[Report, Any, dict, dict, list[str]]:
-    from selfimprove.core.stats import SPRT
+    from selfimprove.core.stats.sequential import SequentialMonitor
     from selfimprove.llm import Budget
     from selfimprove.llm.accounting import price_warning
     from selfimprove.llm.run import run_sync
     from selfimprove.stages import evaluate_inputs as inputs
-    from selfimprove.stages.evaluate_loop import Arm, run_sequential, stored_baseline_rows
+    from selfimprove.stages.evaluate_loop import Arm, cluster_of, run_sequential, stored_baseline_rows
     from selfimprove.stages.replay import PolicyScorer, rows_to_frame
 
     ev = cfg.evaluate
@@ -177,8 +177,15 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
                  "its label agreement with the baseline reported, but it takes no part in the statistics, the "
                  "Pareto front or the gate" for e in label_only]
     estimate = inputs.estimate(order, checkpoint.policy, [c.policy for c in chosen], judged, mode, scorer.ledger.prices)
+    clusters = {s.sample_id: cluster_of(s, ev.cluster_by) for s in order}
+    estimate["power"], power_note = inputs.power_check(order, clusters, primary, ev, len(chosen), cfg.gate.looks)
+    if power_note:
+        warnings.append(power_note)
+        print(f"warning: {power_note}", file=sys.stderr)
     _check_budget(estimate, ev, yes, confirm)
-    arms = [Arm(c.id, c.policy, SPRT(ev.alpha, ev.beta, ev.min_effect)) for c in chosen]
+    look = inputs.prior_looks(ws, cfg.target, run, checkpoint.policy.digest, [c.policy.digest for c in chosen])
+    level = inputs.test_level(ev.alpha, len(chosen), cfg.gate.looks)
+    arms = [Arm(c.id, c.policy, SequentialMonitor(level, ev.beta, ev.min_effect)) for c in chosen]
     stored = stored_baseline_rows(order, judged, checkpoint.policy, scorer.ledger.prices) if mode == "stored" else None
     progress = _progress(len(order))
 
@@ -186,7 +193,7 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
         try:
             return await run_sequential(scorer, baseline=checkpoint.policy if mode == "replay" else None,
                                         stored=stored, arms=arms, order=order, batch_size=concurrency,
-                                        primary=primary, on_batch=progress)
+                                        primary=primary, on_batch=progress, cluster_by=ev.cluster_by)
         finally:
             await scorer.llm.aclose()
 
@@ -202,7 +209,8 @@ def _score_and_report(cfg: Any, run: Any, checkpoint: Any, chosen: list[Any], or
     frame = rows_to_frame(outcome.rows)
     report = inputs.build_report(cfg, run, checkpoint, chosen, arms, [e for e in judged if not e.label_only],
                                  primary, outcome, mode, split, judge_override, tags, digests, label_only=label_only,
-                                 stored_only=not_replayed, human_agreement=people_agreement(cfg, checkpoint, order))
+                                 stored_only=not_replayed, human_agreement=people_agreement(cfg, checkpoint, order),
+                                 clusters=clusters, look=look)
     return report, frame, estimate, spent, warnings
 
 

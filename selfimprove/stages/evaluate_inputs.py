@@ -81,8 +81,8 @@ def prior_tags(ws: Any, target: str, run: Any, samples: Sequence[Sample], primar
     production verdicts and every results.parquet of the target's runs. Empty with fewer than two policies."""
     import pandas as pd
 
+    from selfimprove.core.scores import normalize as normalized
     from selfimprove.core.stats import classify_samples
-    from selfimprove.stages.evaluate_report import normalized
 
     ids = {s.sample_id for s in samples}
     matrix: dict[str, dict[str, float | None]] = {sid: {} for sid in ids}
@@ -104,10 +104,10 @@ def prior_tags(ws: Any, target: str, run: Any, samples: Sequence[Sample], primar
 
 
 def order_samples(samples: Sequence[Sample], seed: int, n: int | None, focus: str,
-                  tags: dict[str, str]) -> tuple[list[Sample], str | None]:
+                  tags: dict[str, str], cluster_by: str = "trace") -> tuple[list[Sample], str | None]:
     from selfimprove.stages.evaluate_loop import seeded_order
 
-    order = seeded_order(samples, seed)
+    order = seeded_order(samples, seed, cluster_by)
     note = None
     if focus == "discriminative":
         chosen = [s for s in order if tags.get(s.sample_id) == "discriminative"]
@@ -147,34 +147,42 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
                  judged: Sequence[EvalSpec], primary: EvalSpec, outcome: Any, mode: str, split: str,
                  judge_override: dict[str, Any] | None, tags: dict[str, str], digests: dict[str, str],
                  label_only: Sequence[EvalSpec] = (), stored_only: Sequence[Any] = (),
-                 human_agreement: Sequence[Any] = ()) -> Report:
+                 human_agreement: Sequence[Any] = (), *, clusters: dict[str, str] | None = None,
+                 look: int = 1) -> Report:
     """The report.json document (selfimprove.core.report.Report); deterministic for the same scored rows.
     `judged` are the scored evals (statistics, Pareto, gate); `label_only` evals get `label_agreement` only;
-    `digests` are the stage's input digests by relative path (dataset, checkpoint, candidate files)."""
+    `digests` are the stage's input digests by relative path (dataset, checkpoint, candidate files); `clusters`
+    maps every planned sample to its cluster; `look` is which look at these comparisons this is."""
     import statistics
 
-    from selfimprove.core.gate import settings_from_config
+    from selfimprove.core.gate import settings_for_report
+    from selfimprove.core.scores import normalize
     from selfimprove.core.stats import classify_samples
+    from selfimprove.core.stats.multiple import correction_text
+    from selfimprove.core.stats.sequential import TEST_NAME
     from selfimprove.stages import evaluate_report as rep
 
     ev = cfg.evaluate
     rows = outcome.rows
     idx = rep.score_index(rows)
     base_ids = list(dict.fromkeys(outcome.baseline_ids))
-    gate = settings_from_config(cfg.gate, primary.name)
     by_id = {c.id: c for c in chosen}
+    looks = cfg.gate.looks
+    level = test_level(ev.alpha, len(arms), looks)
     entries = []
     for arm in arms:
         used = list(dict.fromkeys(arm.used))
+        ks = [(clusters or {}).get(sid, sid) for sid in used]
         evals = {}
         for spec in judged:
             base = [idx.get((rep.BASELINE, spec.name, sid)) for sid in used]
             cand = [idx.get((arm.id, spec.name, sid)) for sid in used]
-            evals[spec.name] = rep.eval_entry(spec, base, cand, alpha=ev.alpha, beta=ev.beta,
-                                              min_effect=ev.min_effect, n_resamples=ev.bootstrap_resamples,
+            test = rep.primary_test(spec, base, cand, ks, level=level, beta=ev.beta, min_effect=ev.min_effect,
+                                    seed=cfg.split.seed, n_available=len(clusters or {}),
+                                    clusters_available=len(set((clusters or {}).values()))
+                                    ) if spec.name == primary.name else None
+            evals[spec.name] = rep.eval_entry(spec, base, cand, ks, test=test, n_resamples=ev.bootstrap_resamples,
                                               seed=cfg.split.seed)
-        live = arm.sprt.result()
-        evals[primary.name]["sprt"] = {"decision": live.decision, "n_used": live.n_used, "llr": round(live.llr, 6)}
         cost = rep.cost_summary(rep.generation_rows(rows, arm.id, set(used)))
         cost["baseline_per_call_usd"] = rep.cost_summary(rep.generation_rows(rows, rep.BASELINE, set(used)))["per_call_usd"]
         entries.append({"id": arm.id, "policy_digest": arm.policy.digest,
@@ -188,7 +196,7 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
     def means(policy: str, ids: Sequence[str]) -> dict[str, float | None]:
         out = {}
         for spec in judged:
-            vals = [v for v in (idx.get((policy, spec.name, sid)) for sid in ids) if v is not None]
+            vals = [v for v in (normalize(idx.get((policy, spec.name, sid)), spec) for sid in ids) if v is not None]
             out[spec.name] = statistics.fmean(vals) if vals else None
         return out
 
@@ -202,7 +210,7 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
     matrix: dict[str, dict[str, float | None]] = {}
     for (pol, name, sid), score in idx.items():
         if name == primary.name:
-            matrix.setdefault(sid, {})[pol] = rep.normalized(score, primary)
+            matrix.setdefault(sid, {})[pol] = normalize(score, primary)
     after = classify_samples(matrix)
     llm_names = {e.name for e in (*judged, *label_only) if e.kind == "llm"}
     gen_ok = {(r["policy"], r["sample_id"]) for r in rows if not r.get("gen_error")
@@ -212,8 +220,17 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
     gen_cost = {(r["policy"], r["sample_id"]): float(r.get("gen_cost_usd") or 0.0) for r in rows}
     cost_usd = sum(gen_cost[k] for k in gen_ok) + sum(float(r.get("cost_usd") or 0.0) for r in judge_ok)
     extra = {"label_only_evals": [e.name for e in label_only]} if label_only else {}
+    decision = {"test": TEST_NAME, "alpha": ev.alpha, "beta": ev.beta, "min_effect": ev.min_effect,
+                "candidates": len(arms), "look": look, "looks": looks, "level_per_test": level,
+                "cluster_by": ev.cluster_by, "correction": correction_text(len(arms), look, looks, ev.alpha),
+                "regression_checks": "Holm over each candidate's guardrail evals, one-sided cluster-robust t test",
+                "scores": "normalized: [0, 1], 1 best, missing pairs dropped and counted (core.scores)"}
+    gate = settings_for_report(cfg.gate, {"candidates": entries, "decision": decision}, primary.name,
+                               alpha=ev.alpha)
+    for e in entries:
+        e["decision"] = rep.decision_summary(e, gate)
     return Report.model_validate({
-        **extra,
+        **extra, "decision": decision,
         "schema": REPORT_SCHEMA, "target": cfg.target, "run": run.run_id, "split": split,
         "n_samples": len(base_ids),
         "inputs": {"dataset": digests["dataset.parquet"], "checkpoint": digests["checkpoint.json"]},
@@ -226,7 +243,8 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
         "verdicts": {e["id"]: rep.verdicts(e, gate) for e in entries},
         "calls": len(gen_ok) + len(judge_ok), "cost_usd": round(cost_usd, 6),
         "stopped": outcome.stopped, "evals": [e.name for e in judged],
-        "settings": {"alpha": ev.alpha, "beta": ev.beta, "min_effect": ev.min_effect, "seed": cfg.split.seed},
+        "settings": {"alpha": ev.alpha, "beta": ev.beta, "min_effect": ev.min_effect, "seed": cfg.split.seed,
+                     "cluster_by": ev.cluster_by, "looks": looks},
         "tags": {"before": _count(tags), "after": _count(after)},
         "stored_only": list(stored_only), "human_agreement": list(human_agreement),
     })
@@ -234,3 +252,68 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
 
 def _count(tags: dict[str, str]) -> dict[str, int]:
     return {t: sum(1 for v in tags.values() if v == t) for t in ("trivial", "discriminative", "challenging")}
+
+
+def test_level(alpha: float, candidates: int, looks: int) -> float:
+    """The level each candidate's sequential test runs at: alpha shared by the candidates (the first Holm step)
+    and the planned looks (core.stats.multiple)."""
+    return alpha / (max(1, candidates) * max(1, looks))
+
+
+def prior_looks(ws: Any, target: str, run: Any, baseline_digest: str, candidate_digests: Sequence[str]) -> int:
+    """Which look at these comparisons this evaluation is: 1 + the most earlier runs of the target whose report
+    compared one of these candidates with the same baseline (the alpha-spending count, core.stats.multiple)."""
+    wanted = set(candidate_digests)
+    seen: dict[str, int] = {}
+    for other in ws.runs(target):
+        if other.run_id == run.run_id or not (other.path / "report.json").is_file():
+            continue
+        try:
+            report = json.loads((other.path / "report.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (report.get("baseline") or {}).get("policy_digest") != baseline_digest:
+            continue
+        for c in report.get("candidates") or []:
+            if c.get("policy_digest") in wanted:
+                seen[c["policy_digest"]] = seen.get(c["policy_digest"], 0) + 1
+    return 1 + max(seen.values(), default=0)
+
+
+def power_check(order: Sequence[Sample], clusters: dict[str, str], primary: EvalSpec, ev: Any, candidates: int,
+                looks: int) -> tuple[dict[str, Any], str | None]:
+    """The power of this evaluation for the configured minimum effect (evaluate.min_effect), from the production
+    scores of the held-out samples (baseline rate, ICC) and their clusters; a warning below 80%."""
+    import math
+    import statistics
+
+    from selfimprove.core.scores import normalize
+    from selfimprove.core.stats.clustered import icc_anova
+    from selfimprove.core.stats.power import achieved_power, diff_sd, plan_fixed
+
+    if not order:
+        return {}, None
+    scored = [(v, clusters[s.sample_id]) for s in order if s.evals.get(primary.name) is not None
+              and (v := normalize(s.evals[primary.name].score, primary)) is not None]
+    p0 = statistics.fmean(v for v, _ in scored) if scored else 0.5
+    p0 = min(max(p0, 0.0), 1.0 - ev.min_effect)
+    n_clusters = len({clusters[s.sample_id] for s in order})
+    size = max(1, round(len(order) / n_clusters))
+    icc = icc_anova([v for v, _ in scored], [k for _, k in scored]) if size > 1 and len(scored) > 2 else 0.0
+    sd = diff_sd(p0, ev.min_effect)
+    power = achieved_power(len(order), ev.min_effect, sd, alpha=ev.alpha, cluster_size=size, icc=icc,
+                           candidates=candidates, looks=looks, beta=ev.beta, paths=1000)
+    need = plan_fixed(ev.min_effect, sd, alpha=ev.alpha, power=0.8, cluster_size=size, icc=icc,
+                      candidates=candidates, looks=looks)
+    out = {"samples": len(order), "clusters": n_clusters, "cluster_size": size, "icc": round(icc, 3),
+           "baseline_rate": round(p0, 3), "min_effect": ev.min_effect, "power": round(power, 3),
+           "fixed_n_for_80": need}
+    note = None
+    if power < 0.8:
+        note = (f"the {len(order)} held-out samples ({n_clusters} clusters) give only {power:.0%} power to detect "
+                f"the minimum effect {ev.min_effect:g} (baseline {p0:.2f}, ICC {icc:.2f}); a fixed-size test would "
+                f"need about {need}: the test will likely end undecided. See `selfimprove power --baseline "
+                f"{p0:.2f} --effect {ev.min_effect:g} --cluster-size {size} --icc {icc:.2f}`")
+    if not math.isfinite(power):
+        out["power"] = None
+    return out, note

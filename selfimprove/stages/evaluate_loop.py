@@ -1,8 +1,10 @@
-"""The sequential evaluation loop: samples in a seeded-random order, in batches, an SPRT per candidate.
+"""The sequential evaluation loop: clusters in a seeded-random order, in batches, a sequential test per candidate.
 
-Each batch scores the baseline (unless stored) and every still-undecided candidate on the next `batch_size`
-samples, all calls at once under the scorer's one concurrency limit. After the batch, each candidate's SPRT on
-the primary eval takes the batch's pairs in sample order; a candidate whose SPRT has decided gets no more samples,
+Samples are ordered cluster by cluster (a cluster's samples together, clusters shuffled by the seed), so the
+sequential test (core.stats.sequential) sees whole clusters. Each batch scores the baseline (unless stored) and
+every still-undecided candidate on the next `batch_size` samples, all calls at once under the scorer's one
+concurrency limit. After the batch, each candidate's test on the primary eval takes the batch's finished clusters
+in order; a candidate whose test has decided gets no more samples,
 and the loop ends when no candidate is left undecided or the samples run out. A systemic failure (budget used up,
 endpoint down) ends the loop after cancelling the batch in flight: rows of finished batches are kept, and every
 finished call is in the cache, so a re-run resumes without paying twice.
@@ -17,21 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfimprove.core.records import EvalSpec, Policy, Sample
-from selfimprove.stages.evaluate_report import BASELINE, normalized
+from selfimprove.core.scores import normalize
+from selfimprove.stages.evaluate_report import BASELINE
 
 
 @dataclass
 class Arm:
-    """One candidate under test: its policy, its SPRT and the sample ids it was scored on (in order)."""
+    """One candidate under test: its policy, its sequential test (a SequentialMonitor) and the sample ids it was
+    scored on (in order)."""
 
     id: str
     policy: Policy
-    sprt: Any
+    test: Any
     used: list[str] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
-        return self.sprt.decision == "continue"
+        return self.test.decision == "continue"
 
 
 @dataclass
@@ -42,11 +46,20 @@ class LoopOutcome:
     message: str | None = None
 
 
-def seeded_order(samples: Sequence[Sample], seed: int) -> list[Sample]:
-    """The samples in a random order fixed by `seed` (independent of their order on disk)."""
-    ordered = sorted(samples, key=lambda s: s.sample_id)
-    random.Random(seed).shuffle(ordered)
-    return ordered
+def cluster_of(sample: Sample, cluster_by: str = "trace") -> str:
+    """The sample's unit of independence: its trace (default) or itself."""
+    return sample.trace_id if cluster_by == "trace" else sample.sample_id
+
+
+def seeded_order(samples: Sequence[Sample], seed: int, cluster_by: str = "trace") -> list[Sample]:
+    """The samples cluster by cluster: clusters in a random order fixed by `seed` (independent of the order on
+    disk), a cluster's samples together in conversation order (step, then id)."""
+    groups: dict[str, list[Sample]] = {}
+    for s in sorted(samples, key=lambda s: (s.step, s.sample_id)):
+        groups.setdefault(cluster_of(s, cluster_by), []).append(s)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    return [s for k in keys for s in groups[k]]
 
 
 class PriorityLimit:
@@ -125,7 +138,8 @@ async def _cancel(tasks: Sequence[asyncio.Task]) -> None:
 
 async def run_sequential(scorer: Any, *, baseline: Policy | None, stored: dict[str, list[dict[str, Any]]] | None,
                          arms: list[Arm], order: Sequence[Sample], batch_size: int, primary: EvalSpec,
-                         on_batch: Callable[[int, int, list[Arm]], None] | None = None) -> LoopOutcome:
+                         on_batch: Callable[[int, int, list[Arm]], None] | None = None,
+                         cluster_by: str = "trace") -> LoopOutcome:
     """Score `order` batch by batch until every arm's SPRT has decided. `baseline` None means `stored` holds the
     baseline's rows per sample id (production outputs and scores).
 
@@ -171,13 +185,17 @@ async def run_sequential(scorer: Any, *, baseline: Policy | None, stored: dict[s
             baseline_ids += [s.sample_id for s in batch]
             primary_score = {(r["policy"], r["sample_id"]): r["score"] for r in batch_rows
                              if r["eval"] == primary.name}
+            following = batches[k + 1][0] if k + 1 < len(batches) else None
+            open_cluster = cluster_of(batch[-1], cluster_by) if following is not None and \
+                cluster_of(following, cluster_by) == cluster_of(batch[-1], cluster_by) else None
             for arm in active:
                 for s in batch:
                     arm.used.append(s.sample_id)
-                    b = normalized(primary_score.get((BASELINE, s.sample_id)), primary)
-                    c = normalized(primary_score.get((arm.id, s.sample_id)), primary)
+                    b = normalize(primary_score.get((BASELINE, s.sample_id)), primary)
+                    c = normalize(primary_score.get((arm.id, s.sample_id)), primary)
                     if b is not None and c is not None:
-                        arm.sprt.update(b, c)  # ignored once decided: the batch's later pairs still count in the CI
+                        arm.test.add(c - b, cluster_of(s, cluster_by))
+                arm.test.check(open_cluster)  # the batch's pairs after the stop still count in the CI
             nxt = started.get(k + 1, {})
             for arm in active:
                 if not arm.active and arm.id in nxt:

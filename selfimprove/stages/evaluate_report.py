@@ -16,20 +16,9 @@ from typing import Any
 
 from selfimprove.core.records import EvalSpec
 from selfimprove.core.report import Report
+from selfimprove.core.scores import normalize
 
 BASELINE = "baseline"
-
-
-def normalized(score: float | None, spec: EvalSpec) -> float | None:
-    """A score mapped onto [0, 1] with 1 the best (through the spec's choices range; flipped for "minimize")."""
-    if score is None or (isinstance(score, float) and math.isnan(score)):
-        return None
-    s = float(score)
-    if spec.choices:
-        lo, hi = min(spec.choices.values()), max(spec.choices.values())
-        s = (s - lo) / (hi - lo) if hi > lo else s
-    s = min(1.0, max(0.0, s))
-    return 1.0 - s if spec.direction == "minimize" else s
 
 
 def score_index(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], float | None]:
@@ -41,21 +30,54 @@ def score_index(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str],
     return out
 
 
-def eval_entry(spec: EvalSpec, base: Sequence[float | None], cand: Sequence[float | None], *, alpha: float,
-               beta: float, min_effect: float, n_resamples: int, seed: int) -> dict[str, Any]:
-    """One eval's paired comparison (report.json's `evals.<name>`); `sprt` runs on the normalized pairs in order."""
-    from selfimprove.core.stats import sprt_run, summarize_eval
+def eval_entry(spec: EvalSpec, base: Sequence[float | None], cand: Sequence[float | None],
+               clusters: Sequence[str], *, test: dict[str, Any] | None, n_resamples: int, seed: int) -> dict[str, Any]:
+    """One eval's paired comparison (report.json's `evals.<name>`), on normalised scores (core.scores): means,
+    the mean difference with its cluster-bootstrap CI, n, clusters, the pairs dropped for a missing score,
+    wins/ties/losses, the cluster-robust p of "it dropped" (the gate's regression check) and, for the primary
+    eval, `test` (the decision test; see `primary_test`). `clusters` gives each position's cluster."""
+    from selfimprove.core.stats.clustered import ClusteredMean, cluster_bootstrap
 
-    cmp = summarize_eval(base, cand, n_resamples=n_resamples, seed=seed)
-    pairs = [(normalized(b, spec), normalized(c, spec)) for b, c in zip(base, cand)]
-    pairs = [(b, c) for b, c in pairs if b is not None and c is not None]
-    sprt = sprt_run(pairs, alpha=alpha, beta=beta, min_effect=min_effect)
-    return {
-        "direction": spec.direction, "baseline_mean": _r(cmp.baseline_mean), "candidate_mean": _r(cmp.candidate_mean),
-        "diff": _r(cmp.diff), "ci": None if cmp.ci_low is None else [_r(cmp.ci_low), _r(cmp.ci_high)],
-        "n": cmp.n, "n_dropped": cmp.n_dropped, "wins": cmp.wins, "ties": cmp.ties, "losses": cmp.losses,
-        "sign_p": _r(cmp.sign_p), "sprt": {"decision": sprt.decision, "n_used": sprt.n_used, "llr": _r(sprt.llr)},
-    }
+    pairs = [(normalize(b, spec), normalize(c, spec), k) for b, c, k in zip(base, cand, clusters)]
+    kept = [(b, c, k) for b, c, k in pairs if b is not None and c is not None]
+    out: dict[str, Any] = {"scale": "normalized", "direction": spec.direction, "n": len(kept),
+                           "n_dropped": len(pairs) - len(kept)}
+    if not kept:
+        return {**out, "clusters": 0, "baseline_mean": None, "candidate_mean": None, "diff": None, "ci": None,
+                "se": None, "wins": 0, "ties": 0, "losses": 0, "p_regression": None,
+                **({"test": test} if test is not None else {})}
+    d = [c - b for b, c, _ in kept]
+    ks = [k for _, _, k in kept]
+    ci = cluster_bootstrap(d, ks, n_resamples=n_resamples, seed=seed)
+    cm = ClusteredMean(d, ks)
+    out.update({
+        "clusters": cm.clusters, "baseline_mean": _r(statistics.fmean(b for b, _, _ in kept)),
+        "candidate_mean": _r(statistics.fmean(c for _, c, _ in kept)), "diff": _r(ci.mean_diff),
+        "ci": [_r(ci.low), _r(ci.high)], "se": _r(cm.se) if math.isfinite(cm.se) else None,
+        "wins": sum(x > 0 for x in d), "ties": sum(x == 0 for x in d), "losses": sum(x < 0 for x in d),
+        "p_regression": _r(cm.p_below(0.0)),
+    })
+    if test is not None:
+        out["test"] = test
+    return out
+
+
+def primary_test(spec: EvalSpec, base: Sequence[float | None], cand: Sequence[float | None],
+                 clusters: Sequence[str], *, level: float, beta: float, min_effect: float,
+                 seed: int, n_available: int | None = None, clusters_available: int | None = None) -> dict[str, Any]:
+    """The decision test on the primary eval's complete pairs, in evaluation order: what it decided, when and
+    why it stopped, its p-value, and the effect corrected for early stopping."""
+    from selfimprove.core.stats.sequential import sequential_test
+
+    kept = [(nc - nb, k) for b, c, k in zip(base, cand, clusters)
+            if (nb := normalize(b, spec)) is not None and (nc := normalize(c, spec)) is not None]
+    res = sequential_test([d for d, _ in kept], [k for _, k in kept], level=level, beta=beta,
+                          min_effect=min_effect, seed=seed, n_available=n_available,
+                          clusters_available=clusters_available)
+    out = res.model_dump()
+    for key in ("p_value", "llr", "estimate", "estimate_corrected"):
+        out[key] = _r(out[key])
+    return {**out, "reason": res.reason()}
 
 
 def _r(x: float | None, digits: int = 6) -> float | None:
@@ -104,12 +126,11 @@ def pareto_flags(points: list[tuple[str, dict[str, float | None], float | None]]
                 continue
             obj = {f"e:{n}": float(means[n]) for n in names}
             obj["cost"] = float(cost)
-            dirs = {f"e:{n}": spec_dir[n] for n in names}
+            dirs = {f"e:{n}": "maximize" for n in names}  # normalised means: 1 is best for every eval
             dirs["cost"] = "minimize"
             pts.append((pid, obj, dirs))
         return set(pareto_front(pts))
 
-    spec_dir = {s.name: s.direction for s in evals}
     names = [s.name for s in evals]
     joint = front(names)
     per_eval = {pid: [n for n in names if pid in front([n])] for pid, _, _ in points}
@@ -126,6 +147,24 @@ def choose_best(entries: Sequence[Mapping[str, Any]], gate_settings: Any) -> str
             gain, ci = directed((e.get("evals") or {}).get(gate_settings.primary_eval) or {})
             passing.append((gain or 0.0, ci[0] if ci else 0.0, e["id"]))
     return max(passing)[2] if passing else None
+
+
+def decision_summary(entry: Mapping[str, Any], gate_settings: Any) -> dict[str, Any]:
+    """What the gate decided for one candidate and on what evidence: n, clusters, the test, its p before and
+    after correction, the level, when and why the test stopped, the corrected effect, every reason."""
+    from selfimprove.core.gate import decide
+
+    d = decide(entry, gate_settings)
+    primary = next((c for c in d.checks if c.role == "primary"), None)
+    ev = (entry.get("evals") or {}).get(gate_settings.primary_eval) or {}
+    test = ev.get("test") or {}
+    return {"passed": d.passed, "test": test.get("test"), "stop": test.get("stop"), "reason": test.get("reason"),
+            "n": test.get("n_used"), "n_available": test.get("n_available"), "clusters": test.get("clusters_used"),
+            "clusters_available": test.get("clusters_available"), "p_value": test.get("p_value"),
+            "p_adjusted": None if primary is None or primary.p_adjusted is None else _r(primary.p_adjusted),
+            "level": None if primary is None or primary.level is None else _r(primary.level, 8),
+            "estimate": test.get("estimate"), "estimate_corrected": test.get("estimate_corrected"),
+            "n_dropped": ev.get("n_dropped"), "reasons": list(d.reasons), "warnings": list(d.warnings)}
 
 
 def verdicts(entry: Mapping[str, Any], gate_settings: Any) -> dict[str, str]:
@@ -167,22 +206,29 @@ def render_report(console: Any, report: Report, notes: Sequence[str] = ()) -> No
         console.print(f"! {note}", style="yellow", markup=False, highlight=False)  # user text: never markup
     console.print(f"evidence: split '{report.split}'" + (" (held out)" if report.held_out else
                   " (NOT held out: it cannot promote)") + f", {report.n_samples} samples", highlight=False, markup=False)
-    short = {"accept_h1": "H1", "accept_h0": "H0", "continue": "…"}
     for c in report.candidates:
         title = c.id + ("" if c.passed_guards else " (failed guards)") + \
                 (" ★ best" if report.best == c.id else "") + (" · Pareto" if c.pareto else "")
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-        for col in ("eval", "base", "cand", "Δ", "95% CI", "n", "SPRT", "verdict"):
-            table.add_column(col, justify="left" if col in ("eval", "verdict", "SPRT") else "right",
+        for col in ("eval", "base", "cand", "Δ", "95% CI", "n", "clusters", "p", "verdict"):
+            table.add_column(col, justify="left" if col in ("eval", "verdict") else "right",
                              no_wrap=col not in ("eval", "verdict"), overflow="fold")
         for name, e in sorted(c.evals.items(), key=lambda kv: (kv[0] != report.primary_eval, kv[0])):
             ci = e.ci or (None, None)
-            label = name + ("*" if name == report.primary_eval else "")
-            sprt = f"{short[e.sprt.decision]}@{e.sprt.n_used}" if e.sprt else "–@0"
-            table.add_row(label, f(e.baseline_mean, "{:.2f}"), f(e.candidate_mean, "{:.2f}"), f(e.diff, "{:+.3f}"),
-                          f"{f(ci[0], '{:+.2f}')}..{f(ci[1], '{:+.2f}')}", str(e.n), sprt,
-                          report.verdicts.get(c.id, {}).get(name, ""))
+            is_primary = name == report.primary_eval
+            p = e.test.p_value if is_primary and e.test else (None if is_primary else e.p_regression)
+            table.add_row(name + ("*" if is_primary else ""), f(e.baseline_mean, "{:.2f}"),
+                          f(e.candidate_mean, "{:.2f}"), f(e.diff, "{:+.3f}"),
+                          f"{f(ci[0], '{:+.2f}')}..{f(ci[1], '{:+.2f}')}", str(e.n), str(e.clusters),
+                          f(p, "{:.3g}") + ("" if is_primary else "↓"), report.verdicts.get(c.id, {}).get(name, ""))
         console.print(table)
+        dec = c.decision
+        if dec is not None and dec.reason:
+            adj = f" · Holm-adjusted p {dec.p_adjusted:.4g} vs level {dec.level:.4g}" \
+                if dec.p_adjusted is not None and dec.level is not None else ""
+            est = f" · effect corrected for early stopping {dec.estimate_corrected:+.3f}" \
+                if dec.estimate_corrected is not None else ""
+            console.print(f"  test: {dec.reason}{adj}{est}", highlight=False, markup=False)
         for name, a in sorted(c.label_agreement.items()):
             counts = " · ".join(f"{k} {a.baseline.get(k, 0)}→{a.candidate.get(k, 0)}" for k in a.baseline)
             console.print(f"  {name} (labels only, no score): same label on {a.agree}/{a.n} samples; "
@@ -199,6 +245,8 @@ def render_report(console: Any, report: Report, notes: Sequence[str] = ()) -> No
     if report.stored_only:
         console.print("not replayed (people cannot be; the gate uses the replayable evals): "
                       + ", ".join(s.name for s in report.stored_only), highlight=False, markup=False)
-    console.print(f"* primary eval · SPRT: H1 = better by ≥ min effect, H0 = not better, … = undecided, @ pairs "
-                  f"used\nbest: {report.best or 'none'} · {report.calls} LLM calls · "
-                  f"${report.cost_usd:.4f} at list prices", highlight=False)
+    plan = report.decision
+    how = f"decided by {plan.test}; {plan.correction}; " if plan else ""
+    console.print(f"* primary eval, {how}p↓: cluster-robust p of a drop · scores normalised to [0, 1], 1 best\n"
+                  f"best: {report.best or 'none'} · {report.calls} LLM calls · ${report.cost_usd:.4f} at list prices",
+                  highlight=False)

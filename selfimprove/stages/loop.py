@@ -11,7 +11,7 @@ Contract:
   `evaluate.max_calls`/`max_usd`). Promote applies the gate; a refusal is the outcome "refused" (the CLI exits 3)
   and moves nothing.
 - Evaluate tests `candidates` (default `best`: the one update chose on its validation slice of train), so the
-  held-out test compares one candidate and the gate's Bonferroni divisor K stays 1; `all` compares every candidate
+  held-out test compares one candidate and the gate's Holm family has one member; `all` compares every candidate
   that passed its guards (K = their number). When update found no candidate better than the current policy
   (`best` null), nothing is evaluated and the outcome is "refused" (no candidate earned promotion).
 - Every step's status, detail and duration are in the result, read from the run's artifacts (the contracts

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from selfimprove.core.canonical import digest
 from selfimprove.core.errors import GateFailed, IntegrityError, UsageError
-from selfimprove.core.gate import GateDecision, decide, primary_evidence, settings_from_config
+from selfimprove.core.gate import GateDecision, decide, primary_evidence, settings_for_report
 from selfimprove.core.records import Build, Policy
 from selfimprove.core.report import HELD_OUT_SPLIT, CandidateEntry, Report
 from selfimprove.store import builds as store
@@ -222,10 +222,11 @@ def _pick_candidate(report: Report, candidate: str | None, settings) -> Candidat
 
 
 def gate_settings(cfg: Any, report: Report, min_improvement: float | None = None) -> Any:
-    """The gate's settings for a report: the target's [gate], its alpha, the report's primary eval and number of
-    candidates (promote decides with them; evaluate's report.html previews the same decision)."""
-    return settings_from_config(cfg.gate, report.primary_eval, min_improvement=min_improvement,
-                                alpha=cfg.evaluate.alpha, comparisons=len(report.candidates))
+    """The gate's settings for a report: the target's [gate], its alpha, the report's primary eval, its family of
+    candidates' decision-test p-values (Holm) and its look (promote decides with them; evaluate's report.html
+    previews the same decision)."""
+    return settings_for_report(cfg.gate, report.model_dump(mode="json"), report.primary_eval,
+                               alpha=cfg.evaluate.alpha, min_improvement=min_improvement)
 
 
 def _ensure_baseline(ws, target: str, baseline: Policy, run_id: str) -> tuple[list[str], Build]:

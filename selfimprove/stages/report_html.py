@@ -81,15 +81,27 @@ def _candidate_section(r: Report, c: CandidateEntry, *, is_best: bool) -> str:
     rows = "".join(
         f"<tr><td>{escape(n)}{' (primary)' if n == r.primary_eval else ''}</td><td>{num(e.baseline_mean)}</td>"
         f"<td>{num(e.candidate_mean)}</td><td>{num(e.diff, sign=True)}</td><td>{ci_text(e.ci)}</td><td>{e.n}</td>"
-        f"<td>{e.wins}/{e.ties}/{e.losses}</td><td>{escape(e.sprt.decision if e.sprt else '–')}</td>"
+        f"<td>{e.clusters}</td><td>{e.wins}/{e.ties}/{e.losses}</td><td>{_p_text(n == r.primary_eval, e)}</td>"
         f"<td>{escape(verdicts.get(n, '–'))}</td></tr>" for n, e in ((n, c.evals[n]) for n in names))
     title = f"{'Best candidate' if is_best else 'Candidate'} {escape(c.id)}"
     guards = "" if c.passed_guards else " <span class='del'>(failed its guard checks)</span>"
+    d = c.decision
+    test = "" if d is None or not d.reason else (
+        f"<p>Decision test: {escape(d.reason)}; Holm-adjusted p {num(d.p_adjusted)} vs level {num(d.level)}; "
+        f"effect corrected for early stopping {num(d.estimate_corrected, sign=True)}"
+        + (f"; {escape(r.decision.correction)}" if r.decision else "") + ".</p>")
     return (f"<h2>{title}{guards}</h2><p class='muted'>{c.n_samples} samples scored · Δ = candidate − baseline, "
-            "paired on the same held-out samples</p>"
+            "paired on the same held-out samples, on normalised scores ([0, 1], 1 best)</p>" + test +
             "<table><tr><th>eval</th><th>baseline</th><th>candidate</th><th>Δ</th><th>95% CI of Δ</th><th>n</th>"
-            f"<th>W/T/L</th><th>SPRT</th><th>verdict</th></tr>{rows}</table>"
+            f"<th>clusters</th><th>W/T/L</th><th>p</th><th>verdict</th></tr>{rows}</table>"
             + delta_chart(c.id, [(n, c.evals[n]) for n in names], primary=r.primary_eval))
+
+
+def _p_text(primary: bool, e: EvalStats) -> str:
+    """The primary eval's decision-test p, or a guardrail's p of a drop."""
+    if primary:
+        return escape(f"{e.test.p_value:.3g} ({e.test.stop})") if e.test else "–"
+    return f"{e.p_regression:.3g} (drop)" if e.p_regression is not None else "–"
 
 
 def delta_chart(title: str, evals: list[tuple[str, EvalStats]], primary: str | None = None) -> str:
