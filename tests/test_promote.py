@@ -35,8 +35,11 @@ def ev(diff, ci, n=60):
     return {"scale": "normalized", "direction": "maximize", "baseline_mean": 0.5, "candidate_mean": 0.5 + diff,
             "diff": diff, "ci": list(ci), "n": n, "clusters": n, "n_dropped": 0, "wins": wins,
             "ties": n - wins - losses, "losses": losses, "p_regression": 0.001 if ci[1] < 0 else 0.4,
-            "test": {"p_value": 0.001 if ci[0] > 0 else 0.4, "estimate": diff, "estimate_corrected": diff,
-                     "stop": "efficacy", "reason": f"decided at n = {n // 2} of {n}"}}
+            "test": {"test": "SPRT", "level": 0.05, "beta": 0.05, "min_effect": 0.15, "llr": 0.0,
+                     "p_value": 0.001 if ci[0] > 0 else 0.4, "estimate": diff, "estimate_corrected": diff,
+                     "stop": "efficacy" if ci[0] > 0 else "exhausted",
+                     "decision": "accept_h1" if ci[0] > 0 else "continue", "n_used": n // 2, "n_available": n,
+                     "clusters_used": n // 2, "clusters_available": n, "reason": f"decided at n = {n // 2} of {n}"}}
 
 
 def make_run(root, *, base="You are a support agent.", cand="You are a support agent. Cite the order id.",
