@@ -4,7 +4,7 @@
    baseline, with early stopping disabled (min_effect 0.01 on a candidate equal in effect to the baseline), against
    the ideal `calls sent × 0.2 s / 32`. Target: ratio ≤ 1.2.
 2. SPRT: the paired primary-eval outcomes of all 500 samples for a truly better candidate (H1 holds) and for one
-   with no effect (H0 holds), each fed to the SPRT (α 0.05, β 0.10, δ 0.15) in 2,000 random orders; the mean
+   with no effect (H0 holds), each fed to the decision test (core.stats.sequential: α 0.05, β 0.05, δ 0.15) in 2,000 random orders; the mean
    samples it used against the fixed-size one-sided z-test with the same α, β, δ and the observed standard
    deviation of the paired difference. Target: mean ≥ 30% below the fixed size.
 3. The same candidates evaluated with the default settings (SPRT on): the samples each really used.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import statistics
 import sys
@@ -40,7 +39,8 @@ def main() -> None:
     from fixtures.sim_checkpoint import BETTER_PROMPT, build_run, candidate
 
     from selfimprove.core.records import Policy
-    from selfimprove.core.stats import fixed_sample_size, sprt_run
+    from selfimprove.core.stats import fixed_sample_size
+    from selfimprove.core.stats.sequential import sequential_paths
     from selfimprove.sim import default_policy, start_server
     from selfimprove.stages.evaluate import evaluate
 
@@ -86,19 +86,19 @@ def main() -> None:
                                           evals=eval_specs()[:1], concurrency=CONCURRENCY)
         samples = read_samples(run_dir / "dataset.parquet", split="test")
         frame = pd.concat([frame, score_policy(better.policy, samples, scorer=scorer, label=better.id)])
-        rng = random.Random(0)
+        import numpy as np
+
+        rng = np.random.default_rng(0)
         for name, cid in (("H1 (better prompt)", better.id), ("H0 (no effect)", same.id)):
             pairs = paired(frame, cid)
-            d = [c - b for b, c in pairs]
-            sd = statistics.pstdev(d) or 0.5
-            fixed = fixed_sample_size(0.05, 0.10, 0.15, sd=sd)
-            used, decisions = [], {"accept_h1": 0, "accept_h0": 0, "continue": 0}
-            for _ in range(args.orders):
-                order = pairs[:]
-                rng.shuffle(order)
-                res = sprt_run(order, alpha=0.05, beta=0.10, min_effect=0.15)
-                used.append(res.n_used)
-                decisions[res.decision] += 1
+            d = np.array([c - b for b, c in pairs])
+            sd = float(d.std()) or 0.5
+            fixed = fixed_sample_size(0.05, 0.05, 0.15, sd=sd)
+            orders = np.stack([rng.permutation(d) for _ in range(args.orders)])
+            res = sequential_paths(orders, level=0.05, beta=0.05, min_effect=0.15, complete=False)
+            used = res.used.tolist()
+            decisions = {k: int((res.stop == code).sum()) for k, code in
+                         (("accept_h1", 1), ("accept_h0", -1), ("continue", 0))}
             mean = statistics.fmean(used)
             print(f"SPRT {name}: mean diff {statistics.fmean(d):+.3f}, sd {sd:.3f}; mean samples {mean:.1f} vs "
                   f"fixed-size {fixed} → {1 - mean / fixed:.0%} fewer (target ≥ 30%: "
@@ -106,10 +106,10 @@ def main() -> None:
 
         # 3. the real thing: default settings, calls from the cache
         real = evaluate(root=root, target="support", candidates="all", concurrency=CONCURRENCY, yes=True, force=True)
-        for c in real.report["candidates"]:
-            s = c["evals"]["policy_compliance"]["test"]
-            print(f"evaluate with SPRT on: {c['id']} stopped with {s['decision']} after {s['n_used']} pairs "
-                  f"({c['n_samples']} samples scored, batches of {CONCURRENCY})")
+        for c in real.report.candidates:
+            s = c.evals["policy_compliance"].test
+            print(f"evaluate with the decision test: {c.id}: {s.reason if s else 'no test'} "
+                  f"({c.n_samples} samples scored, batches of {CONCURRENCY})")
     finally:
         sim.stop()
         shutil.rmtree(root, ignore_errors=True)
