@@ -167,3 +167,47 @@ def test_power_cli_json():
     assert doc["schema"] == "selfimprove.power/1" and doc["design_effect"] == 3.0 and doc["n_sequential"] > 0
     bad = CliRunner().invoke(app, ["power", "--effect", "0.15", "--json"])
     assert bad.exit_code == 2 and "exactly one of --baseline" in json.loads(bad.stdout)["error"]
+
+
+# ---- looks over time and the evaluation's design -----------------------------------------------------------
+
+def test_prior_looks_count_earlier_reports_of_the_same_comparison(tmp_path):
+    from selfimprove.stages.evaluate_design import prior_looks, test_level
+    from selfimprove.store.runs import Workspace
+
+    ws = Workspace(tmp_path)
+
+    def report(baseline, candidates):
+        run = ws.new_run("t")
+        (run.path / "report.json").write_text(json.dumps(
+            {"baseline": {"policy_digest": baseline}, "candidates": [{"policy_digest": c} for c in candidates]}))
+        return run
+
+    report("sha256:b", ["sha256:c1"])
+    report("sha256:b", ["sha256:c1", "sha256:c2"])
+    report("sha256:other", ["sha256:c1"])  # another baseline: another comparison
+    now = ws.new_run("t")
+    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:c1"]) == 3  # the third look at (b, c1)
+    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:c2"]) == 2
+    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:new"]) == 1
+    assert test_level(0.05, 2, 5) == pytest.approx(0.005)
+
+
+def test_power_check_warns_when_the_held_out_set_is_too_small():
+    from selfimprove.config.models import Evaluate
+    from selfimprove.core.records import EvalResult, Message, Sample
+    from selfimprove.stages.evaluate_design import power_check
+
+    spec = EvalSpec(name="q", choices={"no": 0.0, "yes": 1.0})
+
+    def sample(i, trace):
+        return Sample(sample_id=f"s{i}", span_id=f"p{i}", trace_id=trace, history=(Message(role="user", content="x"),),
+                      evals={"q": EvalResult(score=float(i % 2))})
+
+    small = [sample(i, f"t{i // 2}") for i in range(20)]
+    info, note = power_check(small, {s.sample_id: s.trace_id for s in small}, spec, Evaluate(), 1, 1)
+    assert info["samples"] == 20 and info["clusters"] == 10 and info["cluster_size"] == 2 and info["power"] < 0.8
+    assert note and "give only" in note and "selfimprove power --baseline 0.50 --effect 0.15" in note
+    big = [sample(i, f"t{i}") for i in range(600)]
+    info, note = power_check(big, {s.sample_id: s.trace_id for s in big}, spec, Evaluate(), 1, 1)
+    assert note is None and info["power"] >= 0.8

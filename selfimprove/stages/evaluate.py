@@ -155,6 +155,7 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
     from selfimprove.llm import Budget
     from selfimprove.llm.accounting import price_warning
     from selfimprove.llm.run import run_sync
+    from selfimprove.stages import evaluate_design as design
     from selfimprove.stages import evaluate_inputs as inputs
     from selfimprove.stages.evaluate_loop import Arm, cluster_of, run_sequential, stored_baseline_rows
     from selfimprove.stages.replay import PolicyScorer, rows_to_frame
@@ -178,13 +179,13 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
                  "Pareto front or the gate" for e in label_only]
     estimate = inputs.estimate(order, checkpoint.policy, [c.policy for c in chosen], judged, mode, scorer.ledger.prices)
     clusters = {s.sample_id: cluster_of(s, ev.cluster_by) for s in order}
-    estimate["power"], power_note = inputs.power_check(order, clusters, primary, ev, len(chosen), cfg.gate.looks)
+    estimate["power"], power_note = design.power_check(order, clusters, primary, ev, len(chosen), cfg.gate.looks)
     if power_note:
         warnings.append(power_note)
         print(f"warning: {power_note}", file=sys.stderr)
     _check_budget(estimate, ev, yes, confirm)
-    look = inputs.prior_looks(ws, cfg.target, run, checkpoint.policy.digest, [c.policy.digest for c in chosen])
-    level = inputs.test_level(ev.alpha, len(chosen), cfg.gate.looks)
+    look = design.prior_looks(ws, cfg.target, run, checkpoint.policy.digest, [c.policy.digest for c in chosen])
+    level = design.test_level(ev.alpha, len(chosen), cfg.gate.looks)
     arms = [Arm(c.id, c.policy, SequentialMonitor(level, ev.beta, ev.min_effect)) for c in chosen]
     stored = stored_baseline_rows(order, judged, checkpoint.policy, scorer.ledger.prices) if mode == "stored" else None
     progress = _progress(len(order))
