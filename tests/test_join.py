@@ -57,3 +57,16 @@ def test_bad_input_is_counted_by_reason():
     assert joined.results == {"llm4": {"q": r("good")}}
     assert joined.unjoined == {"outside_window": 1, "unknown_span": 1}
     assert joined.examples["unknown_span"] == "q on span ghost"
+
+
+def test_trace_annotations_join_in_trace_mode_and_as_the_last_resort_of_auto():
+    results = {"trace:t2": {"q": r("good"), "p": r("bad")}, "chain2": {"q": r("bad")},
+               "trace:t1": {"q": r("bad")}, "trace:t9": {"q": r("good")}}
+    auto = join_annotations(NODES, results)
+    assert auto.results == {"llm3": {"q": r("bad"), "p": r("bad")}, "llm2": {"q": r("bad")}}
+    assert auto.ways == {"p": {"trace": 1}, "q": {"parent": 1, "trace": 1}}
+    assert auto.unjoined == {"covered_by_closer": 1, "no_llm_span_below": 1}  # chain2 beats trace t2; t9: none
+    assert auto.ambiguous == {"q": 1}  # trace t1 holds llm1 and llm2
+    trace = join_annotations(NODES, results, default="trace")
+    assert trace.results["llm3"] == {"q": r("good"), "p": r("bad")}  # only the trace's own verdicts
+    assert trace.unjoined == {"join_mode": 1, "no_llm_span_below": 1}

@@ -74,3 +74,22 @@ def test_root_only_join_ignores_the_parents(chained):
     result = snapshot(root=root, overrides=['join.default="root"'], force=True)
     assert result.joins == {} and result.unjoined == {"not_a_root": made["annotations"]}
     assert result.primary_eval is None and any("reached no LLM span" in w for w in result.warnings)
+
+
+def test_trace_annotations_are_pulled_and_join_through_the_trace(phoenix, tmp_path):
+    from selfimprove.sim import start_server
+    from selfimprove.sim.traffic import make_traffic
+
+    server = start_server("support", seed=17)
+    try:
+        made = make_traffic("support", 6, phoenix_url=phoenix.url, project="t-nested-trace",
+                            sim_base_url=server.base_url, seed=5, chain=True, eval_on="trace")
+    finally:
+        server.stop()
+    root = phoenix_ws(tmp_path, phoenix, "t-nested-trace")
+    pulled = pull(root=root, since="2000-01-01T00:00Z")
+    ann = pd.read_parquet(root / "runs" / "support" / pulled.run / "raw/annotations.parquet")
+    assert set(ann["span_id"]) == {"trace:" + p["trace"] for p in made["parents"].values()}
+    result = snapshot(root=root)
+    assert result.joins == {name: {"trace": made["spans"]} for name in made["scores"]}
+    assert result.unjoined == {}

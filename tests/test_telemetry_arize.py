@@ -69,6 +69,8 @@ def wire_table():
         "annotation.helpfulness.updated_at": [None, 1714557900000.0, None, None],
         "annotation.helpfulness.updated_by": [None, "bob", None, None],
         "annotation.notes": [[], ['{"text": "check"}'], [], []],
+        "trace_eval.resolved.label": [None, "yes", None, "no"],
+        "trace_eval.resolved.score": [None, 1.0, None, 0.0],
     })
 
 
@@ -176,3 +178,11 @@ def test_the_key_builds_the_real_client(monkeypatch, export_server):
     src = ArizeSource("space", "support-bot", api_key_env="ARIZE_TEST_KEY")
     assert len(src.fetch_spans(utc(2024, 5, 1, 10), utc(2024, 5, 1, 11))) == 2
     assert isinstance(src._client, ArizeClient)
+
+
+def test_trace_evals_are_annotations_on_the_whole_trace(export_server):
+    src = ArizeSource("space", "support-bot", client=real_client(export_server))
+    spans = src.fetch_spans(utc(2024, 5, 1, 10), utc(2024, 5, 1, 11))  # s2 (trace t2) and s3 (t3)
+    ann = src.fetch_trace_annotations(spans["trace_id"])
+    assert [(r.span_id, r.name, r.label, r.score) for r in ann.itertuples()] == [("trace:t2", "resolved", "yes", 1.0)]
+    assert "trace:t2" not in set(src.fetch_annotations(spans["span_id"])["span_id"])

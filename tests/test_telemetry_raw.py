@@ -147,3 +147,18 @@ def test_phoenix_fetched_annotation_frame_shape():
     assert normalize_phoenix_annotations(pd.DataFrame()).equals(empty_annotations())
     with pytest.raises(UsageError, match="span id and a name"):
         normalize_phoenix_annotations(pd.DataFrame({"span_id": ["x"], "label": ["y"]}))
+
+
+def test_trace_evals_become_one_annotation_per_trace():
+    import pandas as pd
+
+    from selfimprove.telemetry.raw import annotations_from_columns
+
+    frame = pd.DataFrame({"context.span_id": ["a", "b", "c"], "context.trace_id": ["t1", "t1", "t2"],
+                          "trace_eval.resolved.label": [None, "yes", "no"],
+                          "trace_eval.resolved.score": [None, 1.0, 0.0],
+                          "eval.correctness.label": ["ok", None, None]})
+    ann = annotations_from_columns(frame)
+    rows = {(r.span_id, r.name): (r.label, r.annotator_kind) for r in ann.itertuples()}
+    assert rows == {("trace:t1", "resolved"): ("yes", "LLM"), ("trace:t2", "resolved"): ("no", "LLM"),
+                    ("a", "correctness"): ("ok", "LLM")}

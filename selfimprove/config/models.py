@@ -87,10 +87,11 @@ class Evals(Section):
 class Join(Section):
     """How eval annotations reach the LLM spans they are about (apps that log evals on a chain/agent parent span or
     the trace root). Modes: span (own span only), parent (the direct parent only), root (the trace root only),
-    auto (own span, else the nearest annotated ancestor)."""
+    trace (a trace-level annotation only), auto (own span, else the nearest annotated ancestor, else the
+    trace's)."""
 
-    default: Literal["auto", "span", "parent", "root"] = "auto"
-    evals: dict[str, Literal["auto", "span", "parent", "root"]] = Field(
+    default: Literal["auto", "span", "parent", "root", "trace"] = "auto"
+    evals: dict[str, Literal["auto", "span", "parent", "root", "trace"]] = Field(
         default_factory=dict, description="per eval name, e.g. {correctness = 'root'}; others use `default`")
     span_name: str | None = Field(None, description="when an annotated ancestor covers several LLM spans: prefer "
                                   "the spans of this name")

@@ -5,7 +5,9 @@ Each eval has a join mode:
 - `span`: only an annotation on the LLM span itself counts;
 - `parent`: only one on the LLM span's direct parent;
 - `root`: only one on the trace's root span;
-- `auto` (default): the LLM span's own annotation, else the nearest annotated ancestor's.
+- `trace`: only a trace-level annotation (Phoenix trace annotations, Arize trace evals: in the raw annotations
+  table under the span id `trace:<trace id>`);
+- `auto` (default): the LLM span's own annotation, else the nearest annotated ancestor's, else the trace's.
 An annotation on an ancestor is about one LLM call, never copied onto several: when the ancestor covers several
 LLM spans, the target's `Selector` picks one (the spans matching its name and metadata, then the first or last by
 start time) and the case is counted as ambiguous. Every annotation that reaches no LLM span is counted by reason
@@ -19,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-JoinMode = Literal["auto", "span", "parent", "root"]
-JOIN_MODES: tuple[str, ...] = ("auto", "span", "parent", "root")
+JoinMode = Literal["auto", "span", "parent", "root", "trace"]
+JOIN_MODES: tuple[str, ...] = ("auto", "span", "parent", "root", "trace")
+TRACE_PREFIX = "trace:"  # the span id a trace-level annotation is stored under: trace:<trace id>
 # why an annotation reached no LLM span
 UNJOINED_REASONS = ("unknown_span", "outside_window", "no_llm_span_below", "covered_by_closer", "join_mode",
                     "not_a_root")
@@ -64,7 +67,7 @@ class Selector:
 @dataclass
 class Joined:
     """`results`: target span id -> eval -> verdict. `ways`: eval -> how its annotations joined ('span',
-    'parent', 'root', 'ancestor') -> count. `unjoined`: reason -> annotations that reached no LLM span.
+    'parent', 'root', 'ancestor', 'trace') -> count. `unjoined`: reason -> annotations that reached no LLM span.
     `ambiguous`: eval -> annotations whose ancestor covered several LLM spans (one was picked)."""
 
     results: dict[str, dict[str, Any]]
@@ -95,6 +98,7 @@ def join_annotations(nodes: Mapping[str, Node], results: Mapping[str, Mapping[st
     for t in targets:
         for a in chains[t.span_id]:
             below.setdefault(a.span_id, []).append(t)
+        below.setdefault(TRACE_PREFIX + t.trace_id, []).append(t)
     out: dict[str, dict[str, Any]] = {}
     ways: dict[str, Counter] = {}
     unjoined: Counter = Counter()
@@ -109,7 +113,21 @@ def join_annotations(nodes: Mapping[str, Node], results: Mapping[str, Mapping[st
         node = nodes.get(span_id)
         for name, verdict in sorted(results[span_id].items()):
             mode = modes.get(name, default)
-            if node is None:
+            if span_id.startswith(TRACE_PREFIX):
+                if mode not in ("auto", "trace"):
+                    miss("join_mode", span_id, name)
+                    continue
+                under = below.get(span_id, [])
+                if mode == "auto":  # the outermost fallback: only where no span of the chain is annotated
+                    under = [t for t in under if name not in results.get(t.span_id, {}) and not any(
+                        name in results.get(a.span_id, {}) for a in chains[t.span_id])]
+                if not under:
+                    miss("covered_by_closer" if below.get(span_id) else "no_llm_span_below", span_id, name)
+                    continue
+                _assign(out, ways, ambiguous, selector, under, name, verdict, "trace")
+            elif mode == "trace":
+                miss("join_mode", span_id, name)
+            elif node is None:
                 miss("unknown_span", span_id, name)
             elif node.target:
                 if mode in ("auto", "span"):
@@ -133,12 +151,22 @@ def join_annotations(nodes: Mapping[str, Node], results: Mapping[str, Mapping[st
                               else "no_llm_span_below")
                     miss(reason, span_id, name)
                     continue
-                ordered = selector.choose(under)
-                picked = ordered[-1] if selector.pick == "last" else ordered[0]
-                if len(under) > 1:
-                    ambiguous[name] += 1
-                out.setdefault(picked.span_id, {})[name] = verdict
+                picked = _assign(out, ways, ambiguous, selector, under, name, verdict, "")
                 way = "parent" if picked.parent_id == span_id else "root" if not node.parent_id else "ancestor"
-                ways.setdefault(name, Counter())[way] += 1
+                ways[name][way] += 1
     return Joined(out, {k: dict(sorted(v.items())) for k, v in sorted(ways.items())}, dict(sorted(unjoined.items())),
                   dict(sorted(ambiguous.items())), examples)
+
+
+def _assign(out: dict[str, dict[str, Any]], ways: dict[str, Counter], ambiguous: Counter, selector: Selector,
+            under: list[Node], name: str, verdict: Any, way: str) -> Node:
+    """Give `verdict` to the one span of `under` the selector picks; count the way (when given) and ambiguity."""
+    ordered = selector.choose(under)
+    picked = ordered[-1] if selector.pick == "last" else ordered[0]
+    if len(under) > 1:
+        ambiguous[name] += 1
+    out.setdefault(picked.span_id, {})[name] = verdict
+    counter = ways.setdefault(name, Counter())
+    if way:
+        counter[way] += 1
+    return picked

@@ -100,14 +100,16 @@ def _send(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: s
 @contextlib.contextmanager
 def _chain_spans(tracer: Any, chain: bool):
     """With `chain`, the call runs inside an agent root span and a chain span under it, as an agent or chain app
-    traces it (OpenInference span kinds AGENT and CHAIN); yields {"parent_id", "root_id"} (empty without)."""
+    traces it (OpenInference span kinds AGENT and CHAIN); yields {"parent_id", "root_id", "trace_id"} (empty
+    without)."""
     if not chain:
         yield {}
         return
     with tracer.start_as_current_span("support-agent", attributes={"openinference.span.kind": "AGENT"}) as root, \
             tracer.start_as_current_span("answer", attributes={"openinference.span.kind": "CHAIN"}) as parent:
         yield {"parent_id": format(parent.get_span_context().span_id, "016x"),
-               "root_id": format(root.get_span_context().span_id, "016x")}
+               "root_id": format(root.get_span_context().span_id, "016x"),
+               "trace_id": format(root.get_span_context().trace_id, "032x")}
 
 
 def _wait_for_spans(client, project: str, span_ids: set[str], since: datetime, timeout: float) -> None:
@@ -177,8 +179,8 @@ def _judge_and_log(world: str, rows: list[dict[str, str]], *, client, sim_base_u
         ["span_id", "annotation_name", "annotator_kind", "label", "score", "explanation", "metadata"]]
     means = pd.to_numeric(ann["score"], errors="coerce").groupby(ann["annotation_name"]).mean()
     scores = {e.name: float(means.get(e.name, float("nan"))) for e in evaluators}
-    if eval_on != "span":  # the app logs its evals on the chain parent or the trace root, not the LLM span
-        target = {r["span_id"]: r[f"{eval_on}_id"] for r in rows}
+    if eval_on != "span":  # the app logs its evals on the chain parent, the root or the trace, not the LLM span
+        target = {r["span_id"]: r[f"{eval_on}_id"] for r in rows}  # (a trace id under eval_on="trace")
         ann = ann.assign(span_id=ann["span_id"].map(target))
     people: dict[str, dict[str, int]] = {}
     if humans > 0:
@@ -190,7 +192,11 @@ def _judge_and_log(world: str, rows: list[dict[str, str]], *, client, sim_base_u
             count["disagree"] += r.label != judged[(r.span_id, r.annotation_name)]
         ann = pd.concat([ann.assign(identifier=""), reviews], ignore_index=True)
     if len(ann):
-        client.spans.log_span_annotations_dataframe(dataframe=ann.reset_index(drop=True), sync=True)
+        if eval_on == "trace":  # Phoenix trace annotations
+            client.traces.log_trace_annotations_dataframe(
+                dataframe=ann.rename(columns={"span_id": "trace_id"}).reset_index(drop=True), sync=True)
+        else:
+            client.spans.log_span_annotations_dataframe(dataframe=ann.reset_index(drop=True), sync=True)
     return scores, len(ann), people
 
 
@@ -232,7 +238,7 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
     key, a real `policy["model"]` and `judge_model`, the calls and judges go to that endpoint.
 
     An agent or chain app's shape: `chain=True` runs each call under an AGENT root and a CHAIN parent span;
-    `eval_on` ("span", "parent" or "root") is where the evals are logged; `humans` is the share of judged calls
+    `eval_on` ("span", "parent", "root" or "trace": Phoenix trace annotations) is where the evals are logged; `humans` is the share of judged calls
     that simulated people also review (annotator_kind HUMAN), giving the judge's label except on a `human_flip`
     share.
 
@@ -243,8 +249,8 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
 
     pol = {**default_policy(world), **(policy or {})}
     since = datetime.now(UTC) - timedelta(seconds=5)
-    if eval_on not in ("span", "parent", "root") or (eval_on != "span" and not chain):
-        raise SelfimproveError(f"eval_on={eval_on!r} needs chain=True and one of span, parent, root")
+    if eval_on not in ("span", "parent", "root", "trace") or (eval_on != "span" and not chain):
+        raise SelfimproveError(f"eval_on={eval_on!r} needs chain=True and one of span, parent, root, trace")
     rows, errors = _send(world, n, phoenix_url=phoenix_url, project=project, sim_base_url=sim_base_url,
                          policy=pol, seed=seed, api_key_env=api_key_env, chain=chain)
     client = Client(base_url=phoenix_url)
@@ -259,5 +265,6 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
                                              humans=humans, human_flip=human_flip, seed=seed)
     return {"world": world, "project": project, "calls": n, "errors": errors, "spans": len(rows),
             "annotations": annotations, "scores": scores, "span_ids": span_ids, "policy": pol,
-            "parents": {r["span_id"]: {"parent": r["parent_id"], "root": r["root_id"]} for r in rows if chain},
+            "parents": {r["span_id"]: {"parent": r["parent_id"], "root": r["root_id"], "trace": r["trace_id"]}
+                        for r in rows if chain},
             "reviews": people}

@@ -230,12 +230,18 @@ class Puller:
         """(the other spans of the pulled traces, or None when the source sends whole traces anyway; every
         annotation on the pulled spans and on those). Evals logged on a chain parent or the trace root are
         annotations on spans outside the target's filter: without the tree they could not be joined."""
-        ids = spans["span_id"].tolist()
+        from selfimprove.telemetry.raw import concat_annotations
+
+        ids, traces = spans["span_id"].tolist(), spans["trace_id"].dropna().tolist()
         tree = None
-        if hasattr(self.source, "fetch_tree"):
-            tree = self.source.fetch_tree(spans["trace_id"].dropna().tolist(), known=ids)
+        if hasattr(self.source, "fetch_tree"):  # only traces where a pulled span has something above it
+            nested = spans.loc[spans["parent_id"].notna(), "trace_id"].dropna().tolist()
+            tree = self.source.fetch_tree(nested, known=ids)
             ids += tree["span_id"].tolist()
-        return tree, self.source.fetch_annotations(ids, on_progress=self.on_progress)
+        annotations = self.source.fetch_annotations(ids, on_progress=self.on_progress)
+        if hasattr(self.source, "fetch_trace_annotations"):  # annotations on whole traces: span id trace:<id>
+            annotations = concat_annotations([annotations, self.source.fetch_trace_annotations(traces)])
+        return tree, annotations
 
     def _nothing_to_pull(self, desc: dict[str, Any], since_at: datetime | None, since_from: str, cursor: Any,
                          notes: list[str]) -> UsageError:

@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from selfimprove.core.errors import UsageError
 from selfimprove.telemetry.base import ProgressCallback, check_window, report, slice_window
-from selfimprove.telemetry.raw import annotations_from_columns, empty_annotations, normalize_phoenix_spans
+from selfimprove.telemetry.raw import (
+    TRACE_PREFIX,
+    annotations_from_columns,
+    empty_annotations,
+    normalize_phoenix_spans,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,7 +68,8 @@ class ArizeSource:
         spans = normalize_arize_spans(frame)
         kept = slice_window(spans, since, until, limit)
         annotations = arize_annotations(frame)
-        self._annotations = annotations[annotations["span_id"].isin(set(kept["span_id"]))].reset_index(drop=True)
+        keys = set(kept["span_id"]) | {TRACE_PREFIX + str(t) for t in kept["trace_id"].dropna()}
+        self._annotations = annotations[annotations["span_id"].isin(keys)].reset_index(drop=True)
         report(on_progress, "spans", len(kept), len(kept), 1)
         if len(kept) == 0:
             self.notes.append(f"no spans in Arize project {self.project!r} (space {self.space_id}) in the window")
@@ -79,6 +85,13 @@ class ArizeSource:
         out = self._annotations[self._annotations["span_id"].isin(ids)].reset_index(drop=True)
         report(on_progress, "annotations", len(ids) - len(missing), len(ids), 0)
         return out
+
+    def fetch_trace_annotations(self, trace_ids: Sequence[str]) -> pd.DataFrame:
+        """The export's trace evals (`trace_eval.*`) of these traces, under the span id `trace:<trace id>`."""
+        if self._annotations is None:
+            return empty_annotations()
+        keys = {TRACE_PREFIX + str(t) for t in trace_ids}
+        return self._annotations[self._annotations["span_id"].isin(keys)].reset_index(drop=True)
 
     def _get_client(self) -> Any:
         if self._client is None:

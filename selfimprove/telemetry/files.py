@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from selfimprove.core.errors import UsageError
 from selfimprove.telemetry.base import ProgressCallback, check_window, report, slice_window
 from selfimprove.telemetry.raw import (
+    TRACE_PREFIX,
     annotations_from_columns,
     empty_annotations,
     normalize_phoenix_annotations,
@@ -67,10 +68,17 @@ class FileSource:
         out = annotations[wanted].reset_index(drop=True)
         report(on_progress, "annotations", len(ids), len(ids), 1)
         # annotations on spans outside the window belong to other pulls; on no span of the file at all: bad input
-        unknown = int((~wanted & ~annotations["span_id"].isin(set(spans["span_id"]))).sum())
+        on_trace = annotations["span_id"].str.startswith(TRACE_PREFIX)
+        unknown = int((~wanted & ~on_trace & ~annotations["span_id"].isin(set(spans["span_id"]))).sum())
         if unknown:  # counted, never dropped silently
             self.notes.append(f"{unknown} annotations are on span ids the spans file does not have: not pulled")
         return out
+
+    def fetch_trace_annotations(self, trace_ids: Sequence[str]) -> pd.DataFrame:
+        """The file's annotations on whole traces (span id `trace:<trace id>`) of these traces."""
+        annotations = self._load()[1]
+        keys = {TRACE_PREFIX + str(t) for t in trace_ids}
+        return annotations[annotations["span_id"].isin(keys)].reset_index(drop=True)
 
     def _load(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         if self._spans is None:

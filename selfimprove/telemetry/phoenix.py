@@ -161,6 +161,12 @@ class PhoenixSource:
 
         return fetch_tree(self, trace_ids, known)
 
+    def fetch_trace_annotations(self, trace_ids: Sequence[str]) -> pd.DataFrame:
+        """Annotations on the traces themselves, under the span id `trace:<trace id>`."""
+        from selfimprove.telemetry.phoenix_tree import fetch_trace_annotations
+
+        return fetch_trace_annotations(self, trace_ids)
+
     # -- annotations ------------------------------------------------------------------------------------
     def fetch_annotations(self, span_ids: Sequence[str], *,
                           on_progress: ProgressCallback | None = None) -> pd.DataFrame:

@@ -13,12 +13,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from selfimprove.telemetry.raw import tree_frame
+from selfimprove.telemetry.raw import (
+    TRACE_PREFIX,
+    concat_annotations,
+    normalize_phoenix_annotations,
+    tree_frame,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 TRACE_IDS_PER_REQUEST = 100
+TRACE_ANNOTATION_CHUNK = 1000  # trace ids per trace-annotations request (the server's maximum)
 SPANS_PER_PAGE = 1000  # the server's maximum
 
 
@@ -45,6 +51,45 @@ def fetch_tree(source: Any, trace_ids: Sequence[str], known: Sequence[str] = ())
                 break
             params = {**params, "cursor": cursor}
     return tree_frame(rows)
+
+
+def fetch_trace_annotations(source: Any, trace_ids: Sequence[str]) -> pd.DataFrame:
+    """Every annotation on the traces themselves (Phoenix trace annotations), as raw annotation rows whose span
+    id is `trace:<trace id>`. GET /v1/projects/{project}/trace_annotations, 1,000 trace ids per request; traces
+    unknown to the server have none."""
+    ids = sorted({str(t) for t in trace_ids})
+    return concat_annotations([_trace_annotations_chunk(source, ids[i:i + TRACE_ANNOTATION_CHUNK])
+                               for i in range(0, len(ids), TRACE_ANNOTATION_CHUNK)])
+
+
+def _trace_annotations_chunk(source: Any, ids: list[str]) -> pd.DataFrame:
+    """One request (and its cursor pages) for up to 1,000 trace ids; split into requests of 100 when the URL is
+    refused as too long (an older server or a proxy)."""
+    import httpx
+
+    from selfimprove.core.errors import SelfimproveError
+    from selfimprove.telemetry.phoenix import _TOO_LONG, _annotations_frame
+
+    rows: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"trace_ids": ids, "limit": 10_000}
+    path = f"v1/projects/{quote(source.project, safe='')}/trace_annotations"
+    while True:
+        try:
+            payload = source._call(lambda params=params: _get(source, path, params))
+        except SelfimproveError as exc:
+            status = exc.__cause__.response.status_code if isinstance(exc.__cause__, httpx.HTTPStatusError) else 0
+            if status in _TOO_LONG and len(ids) > TRACE_IDS_PER_REQUEST:
+                return concat_annotations([_trace_annotations_chunk(source, ids[i:i + TRACE_IDS_PER_REQUEST])
+                                           for i in range(0, len(ids), TRACE_IDS_PER_REQUEST)])
+            if status == 404:  # none of these traces is known, so none has annotations
+                break
+            raise
+        rows += [{**r, "span_id": TRACE_PREFIX + str(r.get("trace_id"))} for r in payload.get("data") or []]
+        cursor = payload.get("next_cursor")
+        if not cursor:
+            break
+        params = {**params, "cursor": cursor}
+    return normalize_phoenix_annotations(_annotations_frame(rows))
 
 
 def _get(source: Any, path: str, params: dict[str, Any]) -> Any:

@@ -4,7 +4,8 @@ These frames are what `pull` writes to `raw/spans.parquet` and `raw/annotations.
 Nested values (messages, invocation parameters, metadata, prompt template, tools) are kept in the shape the source
 returned (flat `message.role` keys, nested `{"message": {...}}`, ...) but serialised as canonical JSON text so
 parquet round-trips them exactly; every non-null cell of those columns is valid JSON (`to_json_text`). Times are
-`datetime64[us, UTC]` (Phoenix stores microseconds). Row order: spans by (start_time, span_id); annotations by
+`datetime64[us, UTC]` (Phoenix stores microseconds). A trace-level annotation (Phoenix trace annotations, Arize
+`trace_eval.*`) is an annotations row whose span id is `trace:<trace id>` (`TRACE_PREFIX`). Row order: spans by (start_time, span_id); annotations by
 (span_id, name, identifier, updated_at).
 """
 
@@ -61,6 +62,7 @@ _SPAN_SOURCES = {
     "tools": ("attributes.llm.tools", "llm.tools", "tools"),
 }
 _TEMPLATE_PARTS = ("template", "variables", "version")
+TRACE_PREFIX = "trace:"  # the annotations table's span id for an annotation on a whole trace
 
 
 def empty_spans() -> pd.DataFrame:
@@ -300,7 +302,9 @@ def annotations_from_columns(df: pd.DataFrame, *, naive_is_utc: bool = True) -> 
 
     `eval.<name>.label|score|explanation` (Phoenix SpanEvaluations, Arize evals) become annotator_kind 'LLM';
     `annotation.<name>.label|score` (Arize human annotations, with `.updated_at` epoch ms and `.updated_by`)
-    become 'HUMAN'. A row with neither label nor score for a name carries no annotation."""
+    become 'HUMAN'; `trace_eval.<name>.*` (Arize trace evals) become 'LLM' annotations on the whole trace (span
+    id `trace:<trace id>`, one per trace however many of its rows repeat it). A row with neither label nor
+    score for a name carries no annotation."""
     import pandas as pd
 
     if df is None or len(df) == 0:
@@ -308,24 +312,28 @@ def annotations_from_columns(df: pd.DataFrame, *, naive_is_utc: bool = True) -> 
     if "context.span_id" not in df.columns and df.index.name == "context.span_id":
         df = df.reset_index()
     span_ids = _column(df, _SPAN_SOURCES["span_id"])
+    trace_keys = [None if is_missing(t) else TRACE_PREFIX + str(t) for t in _column(df, _SPAN_SOURCES["trace_id"])]
     groups: dict[tuple[str, str], dict[str, str]] = {}
     for col in df.columns:
-        for prefix, kind in (("eval.", "LLM"), ("annotation.", "HUMAN")):
+        for prefix, kind in (("eval.", "LLM"), ("annotation.", "HUMAN"), ("trace_eval.", "TRACE")):
             if col.startswith(prefix) and "." in col[len(prefix):]:
                 name, field = col[len(prefix):].rsplit(".", 1)
                 groups.setdefault((name, kind), {})[field] = col
-    rows = []
+    rows, seen = [], set()
     for (name, kind), fields in sorted(groups.items()):
         values = {f: df[c].tolist() for f, c in fields.items()}
-        for i, span_id in enumerate(span_ids):
+        keys = trace_keys if kind == "TRACE" else span_ids
+        for i, span_id in enumerate(keys):
             label, score = values.get("label", [None] * len(df))[i], values.get("score", [None] * len(df))[i]
-            if is_missing(label) and is_missing(score):
+            if span_id is None or (is_missing(label) and is_missing(score)) or (span_id, name, kind) in seen:
                 continue
+            seen.add((span_id, name, kind))  # a trace eval repeated on each row of its trace is one annotation
             updated = values.get("updated_at", [None] * len(df))[i]
             if isinstance(updated, (int, float)) and not is_missing(updated):
                 updated = pd.Timestamp(int(updated), unit="ms", tz="UTC")
             by = values.get("updated_by", [None] * len(df))[i]
-            rows.append({"span_id": span_id, "annotation_name": name, "annotator_kind": kind, "label": label,
+            rows.append({"span_id": span_id, "annotation_name": name,
+                         "annotator_kind": "LLM" if kind == "TRACE" else kind, "label": label,
                          "score": score, "explanation": values.get("explanation", [None] * len(df))[i],
                          "metadata": None if is_missing(by) else {"updated_by": by},
                          "identifier": "", "created_at": updated, "updated_at": updated})
