@@ -70,3 +70,12 @@ def test_trace_annotations_join_in_trace_mode_and_as_the_last_resort_of_auto():
     trace = join_annotations(NODES, results, default="trace")
     assert trace.results["llm3"] == {"q": r("good"), "p": r("bad")}  # only the trace's own verdicts
     assert trace.unjoined == {"join_mode": 1, "no_llm_span_below": 1}
+
+
+def test_an_ancestor_verdict_is_never_handed_to_another_span_when_the_picked_one_has_its_own():
+    results = {"llm2": {"q": r("good")}, "chain": {"q": r("bad")}}
+    joined = join_annotations(NODES, results)
+    assert joined.results == {"llm2": {"q": r("good")}}  # llm1 does not inherit the chain's verdict
+    assert joined.unjoined == {"covered_by_closer": 1}
+    first = join_annotations(NODES, results, selector=Selector(pick="first"))
+    assert first.results == {"llm2": {"q": r("good")}, "llm1": {"q": r("bad")}}  # the rule says llm1: it gets it

@@ -10,7 +10,9 @@ Each eval has a join mode:
 - `auto` (default): the LLM span's own annotation, else the nearest annotated ancestor's, else the trace's.
 An annotation on an ancestor is about one LLM call, never copied onto several: when the ancestor covers several
 LLM spans, the target's `Selector` picks one (the spans matching its name and metadata, then the first or last by
-start time) and the case is counted as ambiguous. Every annotation that reaches no LLM span is counted by reason
+start time) and the case is counted as ambiguous. When the picked span has a closer verdict of the same eval (its
+own, or a nearer ancestor's under `auto`), the closer one wins and the farther one is counted
+(`covered_by_closer`): it is never handed to another span instead. Every annotation that reaches no LLM span is counted by reason
 (`Unjoined`), never dropped silently. Pure: no I/O.
 """
 
@@ -118,13 +120,15 @@ def join_annotations(nodes: Mapping[str, Node], results: Mapping[str, Mapping[st
                     miss("join_mode", span_id, name)
                     continue
                 under = below.get(span_id, [])
-                if mode == "auto":  # the outermost fallback: only where no span of the chain is annotated
-                    under = [t for t in under if name not in results.get(t.span_id, {}) and not any(
-                        name in results.get(a.span_id, {}) for a in chains[t.span_id])]
                 if not under:
-                    miss("covered_by_closer" if below.get(span_id) else "no_llm_span_below", span_id, name)
+                    miss("no_llm_span_below", span_id, name)
                     continue
-                _assign(out, ways, ambiguous, selector, under, name, verdict, "trace")
+                picked = _pick(selector, under)
+                if mode == "auto" and (name in results.get(picked.span_id, {}) or any(
+                        name in results.get(a.span_id, {}) for a in chains[picked.span_id])):
+                    miss("covered_by_closer", span_id, name)  # the outermost fallback comes last
+                    continue
+                _assign(out, ways, ambiguous, under, picked, name, verdict, "trace")
             elif mode == "trace":
                 miss("join_mode", span_id, name)
             elif node is None:
@@ -143,30 +147,29 @@ def join_annotations(nodes: Mapping[str, Node], results: Mapping[str, Mapping[st
                 under = below.get(span_id, [])
                 if mode == "parent":
                     under = [t for t in under if t.parent_id == span_id]
-                elif mode == "auto":
-                    under = [t for t in under if name not in results.get(t.span_id, {}) and next(
-                        a.span_id for a in chains[t.span_id] if name in results.get(a.span_id, {})) == span_id]
                 if not under:
-                    reason = ("outside_window" if node.llm else "covered_by_closer" if below.get(span_id)
-                              else "no_llm_span_below")
-                    miss(reason, span_id, name)
+                    miss("outside_window" if node.llm else "no_llm_span_below", span_id, name)
                     continue
-                picked = _assign(out, ways, ambiguous, selector, under, name, verdict, "")
+                picked = _pick(selector, under)
+                if mode == "auto" and (name in results.get(picked.span_id, {}) or next(
+                        a.span_id for a in chains[picked.span_id] if name in results.get(a.span_id, {})) != span_id):
+                    miss("covered_by_closer", span_id, name)
+                    continue
                 way = "parent" if picked.parent_id == span_id else "root" if not node.parent_id else "ancestor"
-                ways[name][way] += 1
+                _assign(out, ways, ambiguous, under, picked, name, verdict, way)
     return Joined(out, {k: dict(sorted(v.items())) for k, v in sorted(ways.items())}, dict(sorted(unjoined.items())),
                   dict(sorted(ambiguous.items())), examples)
 
 
-def _assign(out: dict[str, dict[str, Any]], ways: dict[str, Counter], ambiguous: Counter, selector: Selector,
-            under: list[Node], name: str, verdict: Any, way: str) -> Node:
-    """Give `verdict` to the one span of `under` the selector picks; count the way (when given) and ambiguity."""
+def _pick(selector: Selector, under: list[Node]) -> Node:
     ordered = selector.choose(under)
-    picked = ordered[-1] if selector.pick == "last" else ordered[0]
+    return ordered[-1] if selector.pick == "last" else ordered[0]
+
+
+def _assign(out: dict[str, dict[str, Any]], ways: dict[str, Counter], ambiguous: Counter, under: list[Node],
+            picked: Node, name: str, verdict: Any, way: str) -> None:
+    """Give `verdict` to `picked` (one of `under`); count the way and, when it had a choice, the ambiguity."""
     if len(under) > 1:
         ambiguous[name] += 1
     out.setdefault(picked.span_id, {})[name] = verdict
-    counter = ways.setdefault(name, Counter())
-    if way:
-        counter[way] += 1
-    return picked
+    ways.setdefault(name, Counter())[way] += 1

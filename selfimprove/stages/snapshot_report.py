@@ -97,6 +97,12 @@ def render_console(result: Any, console: Any) -> None:
             table.add_row(e.name, e.kind, e.spec_source, e.judge_model or "-", str(e.scored), str(e.missing),
                           _mean(e.mean_score))
         console.print(table)
+    if result.joins or result.unjoined:
+        ways = ", ".join(f"{name}: " + " ".join(f"{w} {n}" for w, n in counts.items())
+                         for name, counts in result.joins.items())
+        lost = ", ".join(f"{k} {v}" for k, v in result.unjoined.items())
+        console.print(f"annotations joined: {ways or 'none'}" + (f"; reached no LLM span: {lost}" if lost else ""),
+                      markup=False, highlight=False)
     if result.agreement:
         table = Table("judge", "human", "n", "agree", "kappa", "flag", title="judges against people")
         for a in result.agreement:
