@@ -177,19 +177,22 @@ def test_prior_looks_count_earlier_reports_of_the_same_comparison(tmp_path):
 
     ws = Workspace(tmp_path)
 
-    def report(baseline, candidates):
+    def report(baseline, candidates, data):
         run = ws.new_run("t")
         (run.path / "report.json").write_text(json.dumps(
-            {"baseline": {"policy_digest": baseline}, "candidates": [{"policy_digest": c} for c in candidates]}))
+            {"baseline": {"policy_digest": baseline}, "inputs": {"dataset": data},
+             "candidates": [{"policy_digest": c} for c in candidates]}))
         return run
 
-    report("sha256:b", ["sha256:c1"])
-    report("sha256:b", ["sha256:c1", "sha256:c2"])
-    report("sha256:other", ["sha256:c1"])  # another baseline: another comparison
+    report("sha256:b", ["sha256:c1"], "sha256:night1")
+    report("sha256:b", ["sha256:c1", "sha256:c2"], "sha256:night2")
+    report("sha256:b", ["sha256:c1"], "sha256:night2")  # a fork of night 2: the same samples, the same look
+    report("sha256:other", ["sha256:c1"], "sha256:night1")  # another baseline: another comparison
     now = ws.new_run("t")
-    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:c1"]) == 3  # the third look at (b, c1)
-    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:c2"]) == 2
-    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:new"]) == 1
+    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:c1"], "sha256:night3") == 3  # the third look at (b, c1)
+    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:c2"], "sha256:night3") == 2
+    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:c1"], "sha256:night2") == 2  # re-running night 2
+    assert prior_looks(ws, "t", now, "sha256:b", ["sha256:new"], "sha256:night3") == 1
     assert test_level(0.05, 2, 5) == pytest.approx(0.005)
 
 

@@ -184,7 +184,8 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
         warnings.append(power_note)
         print(f"warning: {power_note}", file=sys.stderr)
     _check_budget(estimate, ev, yes, confirm)
-    look = design.prior_looks(ws, cfg.target, run, checkpoint.policy.digest, [c.policy.digest for c in chosen])
+    look = design.prior_looks(ws, cfg.target, run, checkpoint.policy.digest, [c.policy.digest for c in chosen],
+                              digests.get("dataset.parquet"))
     level = design.test_level(ev.alpha, len(chosen), cfg.gate.looks)
     arms = [Arm(c.id, c.policy, SequentialMonitor(level, ev.beta, ev.min_effect)) for c in chosen]
     stored = stored_baseline_rows(order, judged, checkpoint.policy, scorer.ledger.prices) if mode == "stored" else None

@@ -16,11 +16,14 @@ def test_level(alpha: float, candidates: int, looks: int) -> float:
     return alpha / (max(1, candidates) * max(1, looks))
 
 
-def prior_looks(ws: Any, target: str, run: Any, baseline_digest: str, candidate_digests: Sequence[str]) -> int:
-    """Which look at these comparisons this evaluation is: 1 + the most earlier runs of the target whose report
-    compared one of these candidates with the same baseline (the alpha-spending count, core.stats.multiple)."""
+def prior_looks(ws: Any, target: str, run: Any, baseline_digest: str, candidate_digests: Sequence[str],
+                dataset_digest: str | None = None) -> int:
+    """Which look at these comparisons this evaluation is: 1 + the most other data sets on which a run of the
+    target compared one of these candidates with the same baseline (the alpha-spending count,
+    core.stats.multiple). A report on the same data set (`dataset_digest`: a fork or re-run of the same
+    snapshot) is the same look, not another: the same samples cannot give a new chance of a false promotion."""
     wanted = set(candidate_digests)
-    seen: dict[str, int] = {}
+    seen: dict[str, set[str]] = {}
     for other in ws.runs(target):
         if other.run_id == run.run_id or not (other.path / "report.json").is_file():
             continue
@@ -30,10 +33,13 @@ def prior_looks(ws: Any, target: str, run: Any, baseline_digest: str, candidate_
             continue
         if (report.get("baseline") or {}).get("policy_digest") != baseline_digest:
             continue
+        data = (report.get("inputs") or {}).get("dataset") or other.run_id
+        if dataset_digest is not None and data == dataset_digest:
+            continue
         for c in report.get("candidates") or []:
             if c.get("policy_digest") in wanted:
-                seen[c["policy_digest"]] = seen.get(c["policy_digest"], 0) + 1
-    return 1 + max(seen.values(), default=0)
+                seen.setdefault(c["policy_digest"], set()).add(data)
+    return 1 + max((len(d) for d in seen.values()), default=0)
 
 
 def power_check(order: Sequence[Sample], clusters: dict[str, str], primary: EvalSpec, ev: Any, candidates: int,
