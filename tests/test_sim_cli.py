@@ -18,8 +18,15 @@ def test_help_lists_both_commands_and_their_options():
     for flag in ("--world", "--port", "--seed", "--latency-ms", "--jitter-ms", "--error-rate", "--rate-limit", "--knob"):
         assert flag in serve
     traffic = runner.invoke(app, ["traffic", "--help"]).output
-    for flag in ("--world", "--n", "--phoenix", "--project", "--policy", "--seed"):
+    for flag in ("--world", "--n", "--phoenix", "--project", "--policy", "--seed", "--chain", "--eval-on",
+                 "--humans", "--human-flip"):
         assert flag in traffic
+
+
+def test_traffic_refuses_evals_above_the_span_without_chain_spans():
+    out = CliRunner().invoke(app, ["traffic", "--phoenix", "http://127.0.0.1:9", "--project", "p", "--eval-on",
+                                   "parent", "--sim-url", "http://127.0.0.1:9/v1", "--json"])
+    assert out.exit_code == 2 and "--chain" in out.output
 
 
 def test_serve_rejects_unknown_world_and_knob_as_usage_errors():

@@ -98,7 +98,10 @@ def snapshot(
     """Parse the pulled spans into samples, join the evals, split by trace: dataset.parquet + checkpoint.json.
 
     Bad spans (error status, no output, unparseable) are counted by reason in snapshot.md, never fatal; identical
-    inputs keep one sample; human annotations are their own eval (human.NAME). Exit 2 when no sample is usable."""
+    inputs keep one sample; human annotations are their own eval (human.NAME), and each LLM judge's agreement with
+    them is reported (percent, Cohen's kappa, n). Evals logged on a parent span, the trace root or the trace reach
+    the LLM span under them as [join] says; annotations that reach none are counted by reason. Exit 2 when no
+    sample is usable."""
     from selfimprove.cli.render import render_result
     from selfimprove.stages.snapshot import snapshot as run_snapshot
 

@@ -100,10 +100,19 @@ def traffic(
     sim_url: Annotated[str | None, typer.Option(
         help="Base URL of a running simulator (default: start one for this command).")] = None,
     evals: Annotated[bool, typer.Option(help="Judge the calls with the world's evals and log span annotations.")] = True,
+    chain: Annotated[bool, typer.Option(help="Trace each call under an AGENT root and a CHAIN parent span, as an "
+                                             "agent or chain app does.")] = False,
+    eval_on: Annotated[str, typer.Option(help="Where the evals are logged: span, parent, root (need --chain) or "
+                                              "trace (Phoenix trace annotations; needs --chain).")] = "span",
+    humans: Annotated[float, typer.Option(help="Share of judged calls simulated people also review "
+                                               "(annotator_kind HUMAN).", min=0, max=1)] = 0.0,
+    human_flip: Annotated[float, typer.Option(help="Share of those reviews that disagree with the judge.",
+                                              min=0, max=1)] = 0.0,
     json_output: JsonOpt = False,
 ) -> None:
     """Send N production-like calls through the openai SDK, traced to Phoenix, then judge them with phoenix-evals
-    and log the verdicts as span annotations (each carrying its eval spec)."""
+    and log the verdicts as span annotations (each carrying its eval spec). --chain, --eval-on, --humans and
+    --human-flip make the shapes of agent and chain apps with people's reviews."""
     from selfimprove.cli.output import emit
     from selfimprove.core.errors import UsageError
     from selfimprove.sim.traffic import make_traffic
@@ -123,7 +132,8 @@ def traffic(
         sim_url = server.base_url
     try:
         summary = make_traffic(world, n, phoenix_url=phoenix, project=project, sim_base_url=sim_url, policy=pol,
-                               seed=seed, evals=evals)
+                               seed=seed, evals=evals, chain=chain, eval_on=eval_on, humans=humans,
+                               human_flip=human_flip)
     finally:
         if server is not None:
             server.stop()

@@ -19,7 +19,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from selfimprove.core.errors import SelfimproveError
+from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.sim.inputs import generate_inputs
 from selfimprove.sim.public import default_policy, world_evals
 
@@ -250,7 +250,8 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
     pol = {**default_policy(world), **(policy or {})}
     since = datetime.now(UTC) - timedelta(seconds=5)
     if eval_on not in ("span", "parent", "root", "trace") or (eval_on != "span" and not chain):
-        raise SelfimproveError(f"eval_on={eval_on!r} needs chain=True and one of span, parent, root, trace")
+        raise UsageError(f"eval_on={eval_on!r}: use span, or parent, root or trace with chain",
+                         hint="pass --chain (chain=True) to log evals above the LLM span")
     rows, errors = _send(world, n, phoenix_url=phoenix_url, project=project, sim_base_url=sim_base_url,
                          policy=pol, seed=seed, api_key_env=api_key_env, chain=chain)
     client = Client(base_url=phoenix_url)
