@@ -63,6 +63,9 @@ def test_the_whole_loop(tmp_path, phoenix, sim, project_name, monkeypatch):
     report = json.loads((run_path / "report.json").read_text())
     assert doc["evaluated"] == 1 and [c["id"] for c in report["candidates"]] == [update_best]
     assert doc["candidates"] >= 1 and report["best"] == update_best
+    # the run's summary says when and why the decision test stopped
+    evaluate_step = next(s for s in doc["steps"] if s["stage"] == "evaluate")
+    assert "clusters)" in evaluate_step["detail"] and "decided at" in evaluate_step["detail"]
     ws = Workspace(tmp_path)
     v1, v2 = list_builds(ws.prompts_dir, "support")
     assert v1.policy.system_prompt == made["policy"]["system_prompt"]  # the weak production prompt, recorded

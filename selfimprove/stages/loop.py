@@ -259,8 +259,9 @@ def _evaluate_detail(report: Report, primary: str | None) -> str:
     def num(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}"
 
+    test = f"; {e.test.reason}" if e.test else ""
     return (f"{which}: {primary} {num(e.baseline_mean)} → {num(e.candidate_mean)} "
-            f"(Δ {e.diff:+.3f}, 95% CI {ci_text}, n={e.n})")
+            f"(Δ {e.diff:+.3f}, 95% CI {ci_text}, n={e.n}, {e.clusters} clusters){test}")
 
 
 def _spend(result: Any) -> str:
