@@ -130,7 +130,8 @@ def test_tagged_policy_with_template_variables_round_trips(phoenix, sim, project
 
     from selfimprove.evals.instrument import tag_policy
 
-    policy = Policy(system_prompt="You are support for {product}. Be brief.", model="sim-small", temperature=0.0)
+    policy = Policy(system_prompt="You are support for {product}. Be brief.", model="sim-small", temperature=0.0,
+                    template_format="F_STRING")
     tp = register(endpoint=phoenix.traces_endpoint, project_name=project_name, batch=True,
                   set_global_tracer_provider=False, verbose=False)
     instrumentor = OpenAIInstrumentor()
@@ -152,4 +153,6 @@ def test_tagged_policy_with_template_variables_round_trips(phoenix, sim, project
     snap = snapshot(root=root, run=pulled.run)
     assert pulled.spans == 4 and snap.policy_digest == policy.digest  # one policy despite 3 rendered prompts
     assert [p.samples for p in snap.policies] == [4] and snap.counts["samples"] == 4
+    samples = read_samples(f"{snap.run_path}/dataset.parquet")  # each call keeps the variables it was rendered with
+    assert sorted(s.variables["product"] for s in samples) == ["gadgets", "gizmos", "widgets", "widgets"]
     assert any("no scored eval" in w for w in snap.warnings)  # nothing judged these calls

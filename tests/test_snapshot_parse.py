@@ -127,12 +127,13 @@ def test_parse_span_reads_the_policy_and_flags_bad_spans():
     assert isinstance(empty, BadSpan) and empty.reason == "no_output"
 
 
-def test_tagged_template_is_the_system_prompt():
+def test_tagged_template_is_the_system_prompt_and_keeps_its_variables():
     row = _row(input_messages=json.dumps(messages("flat", [{"role": "system", "content": "Hi Ann."},
                                                            {"role": "user", "content": "x"}])),
                prompt_template=json.dumps({"template": "Hi {name}.", "variables": {"name": "Ann"}}),
                metadata=json.dumps({"selfimprove.policy_digest": "sha256:abc"}))
     out = parse_span(row)
     assert out.policy.system_prompt == "Hi {name}." and out.tagged_digest == "sha256:abc"
-    untagged = parse_span({**row, "metadata": None})  # someone else's template: the rendered prompt counts
-    assert untagged.policy.system_prompt == "Hi Ann."
+    assert out.policy.template_format == "F_STRING" and out.variables == {"name": "Ann"}
+    untagged = parse_span({**row, "metadata": None})  # an OpenInference template is the policy too
+    assert untagged.policy == out.policy and untagged.variables == {"name": "Ann"}

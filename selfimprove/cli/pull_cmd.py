@@ -86,6 +86,9 @@ def snapshot(
                        "E.g. model=gpt-4o-mini, score.correctness<0.5, metadata.tenant=acme.")] = None,
     policy: Annotated[str | None, typer.Option(help="Digest (prefix) of the current policy (default: the "
                                                        "latest seen).")] = None,
+    min_policy_samples: Annotated[int | None, typer.Option(help="Warn when the current policy holds fewer samples "
+                                                                "than this (default: split.min_policy_samples, 30).",
+                                                           min=0)] = None,
     run: RunOpt = None,
     target: TargetOpt = None,
     set_: SetOpt = None,
@@ -97,14 +100,19 @@ def snapshot(
 ) -> None:
     """Parse the pulled spans into samples, join the evals, split by trace: dataset.parquet + checkpoint.json.
 
-    Bad spans (error status, no output, unparseable) are counted by reason in snapshot.md, never fatal; identical
-    inputs keep one sample; human annotations are their own eval (human.NAME), and each LLM judge's agreement with
-    them is reported (percent, Cohen's kappa, n). Evals logged on a parent span, the trace root or the trace reach
-    the LLM span under them as [join] says; annotations that reach none are counted by reason. Exit 2 when no
+    Bad spans (error status, no output, unparseable, prompt-template variables missing or malformed) are counted
+    by reason in snapshot.md, never fatal; identical inputs keep one sample; human annotations are their own eval
+    (human.NAME), and each LLM judge's agreement with them is reported (percent, Cohen's kappa, n). Evals logged
+    on a parent span, the trace root or the trace reach the LLM span under them as [join] says; annotations that
+    reach none are counted by reason. A prompt template recorded on the spans (openinference
+    `using_prompt_template`, or `selfimprove.tag_policy`) is the policy's prompt, and each sample keeps its
+    variables. Every policy seen is listed (digest, samples, first and last call, the current one). Exit 2 when no
     sample is usable."""
     from selfimprove.cli.render import render_result
     from selfimprove.stages.snapshot import snapshot as run_snapshot
 
+    if min_policy_samples is not None:
+        set_ = [*(set_ or []), f"split.min_policy_samples={min_policy_samples}"]
     result = run_snapshot(root=root, target=target, overrides=set_, run=run, test_size=test_size, seed=seed,
                           max_samples=max_samples, diverse=diverse, filters=filter_ or [], policy=policy,
                           force=force, wait=wait, fork=fork)

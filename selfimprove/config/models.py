@@ -109,6 +109,8 @@ class Split(Section):
                                         "absent: TF-IDF, no network")
     filters: list[str] = Field(default_factory=list, description="snapshot filter chain, e.g. 'model=gpt-4o-mini', "
                                "'score.correctness<0.5', 'metadata.tenant=acme' (--filter adds to it)")
+    min_policy_samples: int = Field(30, ge=0, description="snapshot warns when the current policy holds fewer "
+                                    "samples than this: too few to learn from or to prove a gain on held-out data")
 
 
 class Update(Section):

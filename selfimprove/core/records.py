@@ -11,8 +11,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from selfimprove.core.canonical import digest
+from selfimprove.core.templates import TemplateFormat, render, variables_of
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+def _without_unset(data: dict[str, Any], optional: tuple[str, ...]) -> dict[str, Any]:
+    """`data` without the `optional` keys that are None (fields added later stay out of older digests)."""
+    for key in optional:
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
 
 
 class Record(BaseModel):
@@ -60,8 +69,18 @@ class Message(Record):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+# Policy fields added after its first form: left out of the JSON (and so of the digest) while unset, so every
+# policy written before them keeps its bytes and its digest.
+_POLICY_OPTIONAL = ("template_format", "tool_choice")
+
+
 class Policy(Record):
-    """The flat, complete parameters of one LLM call. `digest` identifies it."""
+    """The flat, complete parameters of one LLM call. `digest` identifies it.
+
+    With `template_format` set ("F_STRING" `{var}` or "MUSTACHE" `{{var}}`, as Phoenix prompts know them), the
+    system prompt is a template that each call renders with its own variables (`system_for`); unset, it is sent
+    as it is. `tools`, `tool_choice` and `response_format` are sent with every call.
+    """
 
     system_prompt: str
     model: str
@@ -71,10 +90,27 @@ class Policy(Record):
     response_format: dict[str, Any] | None = None
     tools: tuple[dict[str, Any], ...] | None = None
     few_shot: tuple[Message, ...] = ()
+    template_format: TemplateFormat | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_optional(self, handler: Any) -> dict[str, Any]:
+        return _without_unset(handler(self), _POLICY_OPTIONAL)
 
     @property
     def digest(self) -> str:
         return digest(self.model_dump(mode="json"))
+
+    @property
+    def variables(self) -> frozenset[str]:
+        """The template variables each call must supply (empty for a plain prompt). Raises TemplateError when the
+        system prompt is not a valid template in its format."""
+        return variables_of(self.system_prompt, self.template_format) if self.template_format else frozenset()
+
+    def system_for(self, variables: dict[str, Any] | None = None) -> str:
+        """The system prompt one call sends: the template rendered with `variables` (TemplateError when one is
+        missing: never a literal placeholder), or the plain prompt."""
+        return render(self.system_prompt, self.template_format, variables)
 
     def params(self) -> dict[str, Any]:
         """Invocation parameters for `chat.completions.create`, without the messages."""
@@ -85,12 +121,15 @@ class Policy(Record):
                 out[key] = value
         if self.tools:
             out["tools"] = list(self.tools)
+            if self.tool_choice is not None:
+                out["tool_choice"] = self.tool_choice
         return out
 
-    def messages_for(self, history: list[Message] | tuple[Message, ...]) -> list[dict[str, Any]]:
-        """The full message list for a replay: this policy's system prompt and few-shots, then the history
-        without its original system messages."""
-        msgs = [{"role": "system", "content": self.system_prompt}]
+    def messages_for(self, history: list[Message] | tuple[Message, ...],
+                     variables: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The full message list for a replay: this policy's system prompt (rendered with the call's `variables`
+        when it is a template) and few-shots, then the history without its original system messages."""
+        msgs = [{"role": "system", "content": self.system_for(variables)}]
         msgs += [m.to_openai() for m in self.few_shot]
         msgs += [m.to_openai() for m in history if m.role not in ("system", "developer")]
         return msgs
@@ -121,6 +160,7 @@ class Sample(Record):
     latency_ms: float | None = None
     policy_digest: str | None = None
     split: Literal["train", "test", "unsplit"] = "unsplit"
+    variables: dict[str, Any] | None = None  # the call's template variables, as the span recorded them
 
 
 # EvalSpec fields added after its first form: left out of the JSON (and so of the digest) while unset, so every
@@ -159,11 +199,7 @@ class EvalSpec(Record):
 
     @model_serializer(mode="wrap")
     def _omit_unset_optional(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        for key in _EVALSPEC_OPTIONAL:
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+        return _without_unset(handler(self), _EVALSPEC_OPTIONAL)
 
     @property
     def rails(self) -> tuple[str, ...]:

@@ -16,9 +16,9 @@ A local registry (`registry_dir`, default `$SELFIMPROVE_EVAL_REGISTRY`, off when
 `<name>.json`; `snapshot` reads `<workspace>/evals/` as its fallback. Instrumenting twice is a no-op;
 `uninstrument()` restores the originals.
 
-`tag_policy(policy)` tags the production calls made inside it with the policy's digest (span metadata
-`selfimprove.policy_digest`) and its system prompt as the OpenInference prompt template, so a sample knows which
-policy produced it even when the prompt has template variables.
+`tag_policy(policy, variables)` tags the production calls made inside it with the policy's digest (span metadata
+`selfimprove.policy_digest`) and its system prompt as the OpenInference prompt template with the call's
+variables, so a sample knows which policy produced it and keeps the variables it was rendered with.
 """
 
 from __future__ import annotations
@@ -269,11 +269,18 @@ def tag_policy(policy: Policy, variables: dict[str, Any] | None = None,
                metadata: dict[str, Any] | None = None) -> Iterator[str]:
     """Tag the OpenInference-traced LLM calls made inside with `policy`'s digest (span metadata
     `selfimprove.policy_digest`, merged into any metadata already in context) and its system prompt as the
-    prompt template (with `variables` when the prompt has placeholders). Yields the digest."""
+    prompt template with this call's `variables` (snapshot keeps them per sample and replays the template
+    rendered with them). A policy without `template_format` whose prompt has placeholders is taken as a template
+    in its likely format (MUSTACHE with `{{var}}`, else F_STRING) when `variables` are given. Yields the digest
+    of the policy as tagged (the one snapshot reads back when the app rendered the prompt the same way)."""
     from openinference.instrumentation import using_attributes
     from openinference.semconv.trace import SpanAttributes
     from opentelemetry.context import get_value
 
+    from selfimprove.core.templates import guess_format
+
+    if policy.template_format is None and variables:
+        policy = policy.model_copy(update={"template_format": guess_format(policy.system_prompt)})
     current = get_value(SpanAttributes.METADATA)
     merged = dict(json.loads(current)) if isinstance(current, str) and current.startswith("{") else {}
     merged.update(metadata or {})

@@ -1,7 +1,9 @@
 """Guards every candidate must pass before it may be evaluated (the seeds' "failure checks for generated actions").
 
 Each guard is a pure function of (child, parent, context) returning a GuardResult with a reason when it fails:
-- `template_variables`: the parent's template variables are all kept, and no new ones appear;
+- `template_variables`: the parent's template variables are all kept, and no new ones appear (in the policy's
+  template format when it has one; a candidate that is no longer a valid template, or changes the format, fails):
+  the guard rejects, it never repairs;
 - `not_empty`: the system prompt has text;
 - `length_cap`: the prompt is at most `max_growth` × the parent's length (with a small floor of room, so that a
   one-line prompt can still learn a few rules);
@@ -88,15 +90,31 @@ class GuardContext:
         return self._trace_windows
 
 
+def _policy_variables(policy: Policy) -> set[str]:
+    """A templated policy's variables in its format (TemplateError if invalid); a plain prompt's `{x}`/`{{x}}`."""
+    if policy.template_format is None:
+        return template_variables(policy.system_prompt)
+    return set(policy.variables)
+
+
 def check_template_variables(child: Policy, parent: Policy, ctx: GuardContext) -> GuardResult:
-    before, after = template_variables(parent.system_prompt), template_variables(child.system_prompt)
+    from selfimprove.core.templates import TemplateError
+
+    name = "template_variables"
+    if child.template_format != parent.template_format:
+        return GuardResult(name=name, passed=False, reason=f"template format changed from "
+                                                           f"{parent.template_format} to {child.template_format}")
+    try:
+        before, after = _policy_variables(parent), _policy_variables(child)
+    except TemplateError as exc:
+        return GuardResult(name=name, passed=False, reason=f"not a valid {child.template_format} template: {exc}")
     missing, extra = sorted(before - after), sorted(after - before)
     reasons = []
     if missing:
         reasons.append("dropped template variables: " + ", ".join("{" + v + "}" for v in missing))
     if extra:
         reasons.append("new template variables nothing fills: " + ", ".join("{" + v + "}" for v in extra))
-    return GuardResult(name="template_variables", passed=not reasons, reason="; ".join(reasons))
+    return GuardResult(name=name, passed=not reasons, reason="; ".join(reasons))
 
 
 def check_not_empty(child: Policy, parent: Policy, ctx: GuardContext) -> GuardResult:

@@ -1,7 +1,9 @@
 """The samples table, `dataset.parquet`: one row per Sample, the contract between snapshot, update and evaluate.
 
 Columns: sample_id, span_id, trace_id, step, start_time, split, history (JSON list of messages), output (JSON
-message or null), policy_digest, prompt_tokens, completion_tokens, latency_ms, and for each eval E:
+message or null), policy_digest, prompt_tokens, completion_tokens, latency_ms, variables (the call's template
+variables as a JSON object, null when its prompt is not a template; a table written before this column reads as
+null), and for each eval E:
 `eval.E.label`, `eval.E.score`, `eval.E.explanation`, `eval.E.annotator_kind`. Rows are sorted by sample_id so
 the table digest is stable.
 """
@@ -17,7 +19,7 @@ from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Checkpoint, EvalResult, Message, Sample
 
 BASE_COLUMNS = ["sample_id", "span_id", "trace_id", "step", "start_time", "split", "history", "output",
-                "policy_digest", "prompt_tokens", "completion_tokens", "latency_ms"]
+                "policy_digest", "prompt_tokens", "completion_tokens", "latency_ms", "variables"]
 EVAL_FIELDS = ("label", "score", "explanation", "annotator_kind")
 
 
@@ -43,6 +45,8 @@ def samples_to_frame(samples: list[Sample], evals: list[str] | None = None) -> A
             "output": json.dumps(s.output.to_openai(), ensure_ascii=False, sort_keys=True) if s.output else None,
             "policy_digest": s.policy_digest, "prompt_tokens": s.prompt_tokens,
             "completion_tokens": s.completion_tokens, "latency_ms": s.latency_ms,
+            "variables": None if s.variables is None else json.dumps(s.variables, ensure_ascii=False,
+                                                                      sort_keys=True),
         }
         for name in evals:
             result = s.evals.get(name) or EvalResult()
@@ -79,6 +83,7 @@ def frame_to_samples(frame: Any) -> list[Sample]:
             evals=results, policy_digest=val(row.get("policy_digest")),
             prompt_tokens=_int(val(row.get("prompt_tokens"))), completion_tokens=_int(val(row.get("completion_tokens"))),
             latency_ms=val(row.get("latency_ms")),
+            variables=json.loads(row["variables"]) if val(row.get("variables")) else None,
         ))
     return samples
 

@@ -158,7 +158,7 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
     from selfimprove.stages import evaluate_design as design
     from selfimprove.stages import evaluate_inputs as inputs
     from selfimprove.stages.evaluate_loop import Arm, cluster_of, run_sequential, stored_baseline_rows
-    from selfimprove.stages.replay import PolicyScorer, rows_to_frame
+    from selfimprove.stages.replay import PolicyScorer, require_renderable, rows_to_frame
 
     ev = cfg.evaluate
     budget = Budget(max_calls=ev.max_calls, max_usd=ev.max_usd)
@@ -184,6 +184,8 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
         warnings.append(power_note)
         print(f"warning: {power_note}", file=sys.stderr)
     _check_budget(estimate, ev, yes, confirm)
+    for policy in [checkpoint.policy] * (mode == "replay") + [c.policy for c in chosen]:
+        require_renderable(policy, order)
     look = design.prior_looks(ws, cfg.target, run, checkpoint.policy.digest, [c.policy.digest for c in chosen],
                               digests.get("dataset.parquet"))
     level = design.test_level(ev.alpha, len(chosen), cfg.gate.looks)

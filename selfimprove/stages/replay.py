@@ -1,8 +1,10 @@
 """Replay a policy on samples and judge the outputs: the scoring that `evaluate` and `update` share.
 
 - `replay(policy, samples, llm, concurrency, on_progress)`: one task call per sample
-  (`policy.messages_for(sample.history)` with `policy.params()`), through the LLM layer (cache, ledger, retries);
-  a failed call is a `Generation` with `error`.
+  (`policy.messages_for(sample.history, sample.variables)` with `policy.params()`: a template is rendered with
+  each sample's own variables), through the LLM layer (cache, ledger, retries); a failed call is a `Generation`
+  with `error`. A sample without the variables the policy's template needs stops the replay before any call
+  (`require_renderable`, a UsageError): a literal placeholder is never sent.
 - `PolicyScorer`: the task model, the judges and one concurrency limit for both, built once per run folder
   (`PolicyScorer.from_config`) so repeated scoring shares the call cache and its HTTP pools.
 - `score_policy(policy, samples, evals, scorer=...)`: replay + every judge -> a DataFrame with one row per
@@ -50,9 +52,34 @@ def output_text(message: dict[str, Any] | None, text: str) -> str:
     return json.dumps(message["tool_calls"], ensure_ascii=False, sort_keys=True)
 
 
+def require_renderable(policy: Policy, samples: Sequence[Sample]) -> None:
+    """Raise UsageError when `policy` is a template that some samples cannot fill (their variables are missing),
+    or not a valid template at all; nothing is sent then."""
+    from selfimprove.core.errors import UsageError
+    from selfimprove.core.templates import TemplateError
+
+    if policy.template_format is None:
+        return
+    try:
+        needed = policy.variables
+    except TemplateError as exc:
+        raise UsageError(f"policy {policy.digest[7:19]} is not a valid {policy.template_format} template: {exc}",
+                         hint="fix the prompt template; a candidate like this should have failed its guards") from exc
+    lacking = [(s.sample_id, sorted(needed - set(s.variables or {}))) for s in samples
+               if not needed <= set(s.variables or {})]
+    if lacking:
+        sid, missing = lacking[0]
+        raise UsageError(f"{len(lacking)} of {len(samples)} samples lack variables policy {policy.digest[7:19]}'s "
+                         f"template needs (e.g. sample {sid}: {', '.join(missing)}); replaying them would send a "
+                         "literal placeholder", hint="re-run `selfimprove snapshot` (it keeps each call's variables "
+                         "and counts calls without them), or check the template's variable names")
+
+
 async def agenerate(policy: Policy, sample: Sample, llm: Any, limit: asyncio.Semaphore | None = None) -> Generation:
+    messages = policy.messages_for(sample.history, sample.variables)  # TemplateError before anything is sent
+
     async def call() -> Any:
-        return await llm.complete(policy.messages_for(sample.history), **policy.params())
+        return await llm.complete(messages, **policy.params())
 
     if limit is None:
         res = await call()
@@ -67,6 +94,7 @@ async def agenerate(policy: Policy, sample: Sample, llm: Any, limit: asyncio.Sem
 
 async def areplay(policy: Policy, samples: Sequence[Sample], llm: Any, concurrency: int = 32,
                   on_progress: Progress | None = None) -> list[Generation]:
+    require_renderable(policy, samples)
     limit = asyncio.Semaphore(concurrency)
     done = 0
 
@@ -149,6 +177,7 @@ class PolicyScorer:
 
     async def ascore(self, policy: Policy, samples: Sequence[Sample], *, label: str | None = None,
                      evals: Sequence[str] | None = None, on_progress: Progress | None = None) -> list[dict[str, Any]]:
+        require_renderable(policy, samples)
         done = 0
 
         async def one(s: Sample) -> list[dict[str, Any]]:

@@ -89,7 +89,10 @@ def choose_policy(spans: list[ParsedSpan], wanted: str | None) -> tuple[Policy, 
     seen: dict[str, dict[str, Any]] = {}
     for s in sorted(spans, key=_time_key):
         entry = seen.setdefault(s.policy_digest, {"digest": s.policy_digest, "model": s.policy.model,
-                                                  "samples": 0, "first": s.start_time, "policy": s.policy})
+                                                  "samples": 0, "first": s.start_time, "policy": s.policy,
+                                                  "versions": set()})
+        if s.template_version is not None:
+            entry["versions"].add(s.template_version)
         entry["samples"] += 1
         entry["last"] = s.start_time
     latest = max(spans, key=_time_key).policy_digest
@@ -105,18 +108,22 @@ def choose_policy(spans: list[ParsedSpan], wanted: str | None) -> tuple[Policy, 
     for d, e in sorted(seen.items(), key=lambda kv: (kv[1]["last"] is not None, kv[1]["last"] or 0), reverse=True):
         summary.append({"digest": d, "model": e["model"], "samples": e["samples"], "current": d == latest,
                         "first": e["first"].isoformat() if e["first"] else None,
-                        "last": e["last"].isoformat() if e["last"] else None})
+                        "last": e["last"].isoformat() if e["last"] else None,
+                        "template_format": e["policy"].template_format,
+                        "variables": sorted(e["policy"].variables),
+                        "template_versions": sorted(e["versions"])})
     return seen[latest]["policy"], summary
 
 
 def input_key(span: ParsedSpan) -> Any:
-    """What identifies a call's input: its history without the system messages (hashable)."""
+    """What identifies a call's input: its history without the system messages, and its template variables (the
+    same question for two teams is two inputs). Hashable."""
     visible = tuple(m for m in span.history if m.role not in ("system", "developer"))
     try:
         hash(visible)
-        return visible
     except TypeError:  # content parts are lists: fall back to a digest
-        return digest([m.to_openai() for m in visible])
+        visible = digest([m.to_openai() for m in visible])
+    return visible if span.variables is None else (visible, digest(span.variables))
 
 
 def input_text(span: ParsedSpan) -> str:
@@ -131,6 +138,7 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
     multi = sum(1 for s in parsed if s.extra_outputs)
     if multi:
         notes.append(f"{multi} calls returned several choices: the first is kept as the output")
+    _template_notes(parsed, counts, notes)
     kept = [s for s in parsed if all(matches(f, _fields(s, recovered.results.get(s.span_id, {})))
                                       for f in sel.filters)]
     counts["filtered"] = len(parsed) - len(kept)
@@ -151,7 +159,7 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
             best[key] = s
     pool = sorted(best.values(), key=lambda s: s.span_id)
     counts["duplicates"] = len(kept) - len(pool)
-    warnings: list[str] = []
+    warnings: list[str] = _unmarked_templates(kept)
     pool, method = _subsample(pool, sel, notes, counts, warnings, embedder)
     evals = sorted({name for s in pool for name in recovered.results.get(s.span_id, {})})
     specs = {name: recovered.specs[name] for name in evals}
@@ -162,7 +170,8 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
                       start_time=s.start_time.isoformat() if s.start_time else None, history=s.history,
                       output=s.output, evals=recovered.results.get(s.span_id, {}), prompt_tokens=s.prompt_tokens,
                       completion_tokens=s.completion_tokens, latency_ms=s.latency_ms,
-                      policy_digest=s.policy_digest, split=split[s.span_id]) for s in pool]
+                      policy_digest=s.policy_digest, split=split[s.span_id], variables=s.variables)
+               for s in pool]
     counts.update(samples=len(samples), train=sum(x.split == "train" for x in samples),
                   test=sum(x.split == "test" for x in samples), traces=len({x.trace_id for x in samples}),
                   policies=len(policies), **{"current_policy.samples": sum(x.policy_digest == current
@@ -173,6 +182,38 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
         counts[f"bad.{reason}"] = bad.get(reason, 0)
     return Built(samples, policy, specs, primary, counts, dict(bad), policies, warnings=warnings, notes=notes,
                  bad_examples=examples, diverse_method=method)
+
+
+def _unmarked_templates(spans: list[ParsedSpan]) -> list[str]:
+    """A warning per group of plain system prompts that differ only in a few words (an unmarked template)."""
+    from selfimprove.core.unmarked_templates import similar_prompt_groups
+
+    used = Counter(s.policy.system_prompt for s in spans if s.policy.template_format is None)
+    prompts = [p for p, _n in used.most_common()]
+    out = []
+    for group in similar_prompt_groups(prompts):
+        calls = sum(used[prompts[i]] for i in group.members)
+        values = ", ".join(repr(v) for v in group.values[:6]) + (", ..." if len(group.values) > 6 else "")
+        out.append(f"{len(group.members)} system prompts ({calls} calls) differ only in a few words ({values}): if "
+                   "they are one template rendered per call, each rendering is a separate policy here and promotion "
+                   "would ship one rendering to every call. Mark the template where the app renders it: wrap the "
+                   "call in openinference's `using_prompt_template(template=..., variables={...}, version=...)` "
+                   "(or `selfimprove.tag_policy(policy, variables=...)`), then pull again")
+    return out
+
+
+def _template_notes(parsed: list[ParsedSpan], counts: dict[str, int], notes: list[str]) -> None:
+    """Count the spans whose recorded prompt template is not their system prompt's (their literal prompt is the
+    policy), so a template set for another call or another message is visible, never silently ignored."""
+    found = Counter(s.template_note for s in parsed if s.template_note)
+    counts["template.elsewhere"] = found["template.elsewhere"]
+    counts["template.unmatched"] = found["template.unmatched"]
+    if found["template.elsewhere"]:
+        notes.append(f"{found['template.elsewhere']} calls carry a prompt template that rendered a user or tool "
+                     "message, not the system prompt: their literal system prompt is the policy")
+    if found["template.unmatched"]:
+        notes.append(f"{found['template.unmatched']} calls carry a prompt template that matches none of their "
+                     "messages (set in context for another call?): their literal system prompt is the policy")
 
 
 def _subsample(pool: list[ParsedSpan], sel: Selection, notes: list[str], counts: dict[str, int],

@@ -35,6 +35,9 @@ class PolicySeen(BaseModel):
     current: bool
     first: str | None = None
     last: str | None = None
+    template_format: str | None = Field(None, description="'F_STRING' or 'MUSTACHE' when the prompt is a template")
+    variables: list[str] = Field(default_factory=list, description="the template's variables")
+    template_versions: list[str] = Field(default_factory=list, description="llm.prompt_template.version values seen")
 
 
 class EvalSeen(BaseModel):
@@ -129,6 +132,7 @@ def _snapshot(root: Path, cfg: Any, run: Any, test_size: float | None, seed: int
     registry = read_registry(root)
     params = {"test_size": sel.test_size, "seed": sel.seed, "max_samples": sel.max_samples,
               "diverse": sel.diverse, "filters": [str(f) for f in sel.filters], "policy": policy,
+              "min_policy_samples": cfg.split.min_policy_samples,
               "evals": {"include": list(cfg.evals.include), "primary": cfg.evals.primary,
                         "min_judge_kappa": cfg.evals.min_judge_kappa,
                         "min_agreement_pairs": cfg.evals.min_agreement_pairs},
@@ -205,7 +209,8 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
     agreement = judge_agreements(recovered.results, {n: s.kind for n, s in recovered.specs.items()},
                                  cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)
     disagree, few = agreement_findings(agreement, cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)
-    warnings = built.warnings + _warnings(built, recovered) + disagree + _join_warnings(joined, cfg.join)
+    warnings = (built.warnings + _warnings(built, recovered, cfg.split.min_policy_samples) + disagree
+                + _join_warnings(joined, cfg.join))
     result = SnapshotResult(
         target=cfg.target, policy_digest=built.policy.digest, policy_model=built.policy.model,
         primary_eval=built.primary, policies=[PolicySeen(**p) for p in built.policies],
@@ -240,8 +245,15 @@ def _model_id(name: str | None) -> str:
     return (name or "").strip().lower().rsplit("/", 1)[-1]
 
 
-def _warnings(built: Any, recovered: Any) -> list[str]:
+def _warnings(built: Any, recovered: Any, min_policy_samples: int = 0) -> list[str]:
     out = []
+    held = built.counts.get("current_policy.samples", 0)
+    if held < min_policy_samples:
+        others = len(built.policies) - 1
+        out.append(f"the current policy {built.policy.digest[7:19]} holds {held} samples, fewer than "
+                   f"{min_policy_samples} (split.min_policy_samples): too few to learn from or to prove a gain"
+                   + (f"; {others} other policies were seen (choose one with --policy)" if others else "")
+                   + ". Pull a wider window (--since) or wait for more traffic")
     task_models = {_model_id(p["model"]) for p in built.policies}
     for name, spec in sorted(built.specs.items()):
         if spec.kind == "llm" and spec.judge_model and _model_id(spec.judge_model) in task_models:

@@ -17,6 +17,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def _template(p: Any) -> str:
+    if not p.template_format:
+        return "-"
+    versions = f" (version {', '.join(p.template_versions)})" if p.template_versions else ""
+    return f"{p.template_format}: {', '.join(p.variables) or 'no variables'}{versions}"
+
+
 def markdown(result: Any, policy: Any, checkpoint: Any) -> str:
     c = result.counts
     lines = [f"# Snapshot of `{result.target}`", ""]
@@ -32,13 +39,16 @@ def markdown(result: Any, policy: Any, checkpoint: Any) -> str:
         lines += ["Filters: " + ", ".join(f"`{f}`" for f in result.filters), ""]
     if result.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
-    lines += ["## Current policy", "", f"`{policy.digest}` — model `{policy.model}`"
+    kind = f" — a {policy.template_format} template rendered per sample with its variables" \
+        if policy.template_format else ""
+    lines += ["## Current policy", "", f"`{policy.digest}` — model `{policy.model}`{kind}"
               + "".join(f", {k} `{v}`" for k, v in policy.params().items() if k != "model"), "", "```text",
               policy.system_prompt or "(no system prompt)", "```", ""]
-    lines += ["## Policies seen", "", "| digest | model | samples | first | last | current |", "|---|---|---|---|---|---|"]
+    lines += ["## Policies seen", "", "| digest | model | samples | first | last | current | template |",
+              "|---|---|---|---|---|---|---|"]
     for p in result.policies:
         lines.append(f"| `{_short(p.digest)}` | {p.model} | {p.samples} | {p.first or '-'} | {p.last or '-'} | "
-                     f"{'yes' if p.current else ''} |")
+                     f"{'yes' if p.current else ''} | {_template(p)} |")
     lines += ["", "## Evals", "", "| eval | kind | spec from | judge | scored | missing | mean | labels |",
               "|---|---|---|---|---|---|---|---|"]
     for e in result.evals:
@@ -91,6 +101,13 @@ def render_console(result: Any, console: Any) -> None:
     head.add_row("policy", f"{_short(result.policy_digest)} ({result.policy_model}) of {len(result.policies)} seen")
     head.add_row("primary eval", result.primary_eval or "-")
     console.print(head)
+    from rich.markup import escape
+
+    policies = Table("policy", "model", "samples", "first", "last", "current", "template", title="policies seen")
+    for p in result.policies:
+        policies.add_row(p.digest if not console.is_terminal else _short(p.digest), escape(p.model), str(p.samples),
+                         p.first or "-", p.last or "-", "yes" if p.current else "", escape(_template(p)))
+    console.print(policies)
     if result.evals:
         table = Table("eval", "kind", "spec", "judge", "scored", "missing", "mean")
         for e in result.evals:
@@ -111,8 +128,6 @@ def render_console(result: Any, console: Any) -> None:
         console.print(table)
     if result.bad:
         console.print("bad spans: " + ", ".join(f"{k} {v}" for k, v in sorted(result.bad.items())), markup=False)
-    from rich.markup import escape
-
     for w in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(w)}", markup=True, highlight=False)
     for n in result.notes:

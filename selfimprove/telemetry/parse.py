@@ -30,6 +30,10 @@ class SpanParseError(ValueError):
     """A span attribute that cannot be read as what it claims to be."""
 
 
+class MalformedVariables(SpanParseError):
+    """`llm.prompt_template.variables` that is not a JSON object."""
+
+
 def load_json(value: Any, what: str) -> Any:
     """`value` itself, or the JSON it encodes when it is a string; None stays None."""
     if not isinstance(value, str):
@@ -220,7 +224,8 @@ def parse_tools(value: Any) -> list[dict[str, Any]] | None:
 
 
 def parse_prompt_template(value: Any) -> dict[str, Any] | None:
-    """`llm.prompt_template` ({template, variables, version}, variables possibly JSON text) -> dict or None."""
+    """`llm.prompt_template` ({template, variables, version}, variables possibly JSON text) -> dict or None.
+    Variables that are not a JSON object raise `MalformedVariables` (the span is counted apart)."""
     value = load_json(value, "llm.prompt_template")
     if value is None:
         return None
@@ -233,9 +238,14 @@ def parse_prompt_template(value: Any) -> dict[str, Any] | None:
     if "version" in flat:
         out["version"] = flat["version"]
     variables = {k[len("variables."):]: v for k, v in flat.items() if k.startswith("variables.")}
-    if "variables" in flat:
-        loaded = load_json(flat["variables"], "llm.prompt_template.variables")
-        variables = loaded if isinstance(loaded, dict) else variables
-    if variables:
+    if flat.get("variables") is not None:
+        try:
+            loaded = load_json(flat["variables"], "llm.prompt_template.variables")
+        except SpanParseError as exc:
+            raise MalformedVariables(str(exc)) from exc
+        if not isinstance(loaded, dict):
+            raise MalformedVariables(f"llm.prompt_template.variables is a {type(loaded).__name__}, not an object")
+        variables = loaded
+    if variables or flat.get("variables") is not None:
         out["variables"] = variables
     return out or None

@@ -2,9 +2,11 @@
 
 One bad span is data, never an exception: `parse_span` returns a `BadSpan` with one of `BAD_REASONS`.
 The policy of a call is read from its messages and invocation parameters: the system prompt is the call's
-leading system/developer messages, or the prompt template recorded by `selfimprove.evals.instrument.tag_policy`
-(a template with variables stays one policy across calls); model, temperature, top_p, max_tokens,
-response_format and tools come from the invocation parameters (the request's model, else the span's model name).
+leading system/developer messages, or the OpenInference prompt template that provably rendered them
+(`selfimprove.telemetry.prompt_template`: `using_prompt_template` or `selfimprove.tag_policy`; a template stays
+one policy across calls, and each call keeps its variables); model, temperature, top_p, max_tokens,
+response_format, tools and tool_choice come from the invocation parameters (the request's model, else the span's
+model name) and `llm.tools`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 
 from selfimprove.core.records import Message, Policy
 from selfimprove.telemetry.parse import (
+    MalformedVariables,
     SpanParseError,
     load_json,
     parse_invocation_parameters,
@@ -25,8 +28,11 @@ from selfimprove.telemetry.parse import (
     parse_prompt_template,
     parse_tools,
 )
+from selfimprove.telemetry.prompt_template import SystemPrompt, TemplateMismatch, system_prompt
 
-BAD_REASONS = ("not_llm", "error_status", "unparseable", "no_input", "no_output", "no_model")
+BAD_REASONS = ("not_llm", "error_status", "unparseable", "no_input", "no_output", "no_model",
+               "template_variables_missing", "template_variables_malformed", "template_mismatch")
+
 POLICY_DIGEST_KEY = "selfimprove.policy_digest"
 
 
@@ -46,6 +52,9 @@ class ParsedSpan:
     metadata: dict[str, Any] = field(default_factory=dict)
     tagged_digest: str | None = None  # the digest tag_policy recorded, if any
     extra_outputs: int = 0  # choices beyond the first (n > 1), not kept
+    variables: dict[str, Any] | None = None  # the template variables this call filled its system prompt with
+    template_version: str | None = None  # llm.prompt_template.version, when the span recorded one
+    template_note: str | None = None  # why a recorded template is not the policy's prompt (see prompt_template)
 
 
 @dataclass(frozen=True)
@@ -75,32 +84,21 @@ def _time(value: Any) -> datetime | None:
     return value.to_pydatetime() if hasattr(value, "to_pydatetime") else value
 
 
-def system_prompt_of(history: list[Message]) -> str:
-    """The leading system/developer messages' text, joined by blank lines ('' when the call has none)."""
-    parts = []
-    for message in history:
-        if message.role not in ("system", "developer"):
-            break
-        parts.append(message.text())
-    return "\n\n".join(parts)
-
-
-def policy_of(history: list[Message], params: dict[str, Any], model_name: str | None, tools: Any,
-              template: dict[str, Any] | None, tagged: bool) -> Policy:
+def policy_of(system: SystemPrompt, params: dict[str, Any], model_name: str | None, tools: Any) -> Policy:
     """The Policy that produced a call. Raises SpanParseError when no model is known."""
     model = params.get("model") or model_name
     if not model:
         raise SpanParseError("no model in the invocation parameters or the span")
-    system = system_prompt_of(history)
-    if tagged and template and isinstance(template.get("template"), str):
-        system = template["template"]
     max_tokens = params.get("max_tokens", params.get("max_completion_tokens"))
     fmt = params.get("response_format")
     tool_list = params.get("tools") or tools
-    return Policy(system_prompt=system, model=str(model), temperature=_num(params.get("temperature")),
-                  top_p=_num(params.get("top_p")), max_tokens=None if max_tokens is None else int(max_tokens),
+    choice = params.get("tool_choice") if tool_list else None
+    return Policy(system_prompt=system.text, template_format=system.template_format, model=str(model),
+                  temperature=_num(params.get("temperature")), top_p=_num(params.get("top_p")),
+                  max_tokens=None if max_tokens is None else int(max_tokens),
                   response_format=fmt if isinstance(fmt, dict) else None,
-                  tools=tuple(tool_list) if tool_list else None)
+                  tools=tuple(tool_list) if tool_list else None,
+                  tool_choice=choice if isinstance(choice, (str, dict)) else None)
 
 
 def _num(value: Any) -> float | None:
@@ -125,6 +123,8 @@ def parse_span(row: dict[str, Any], policies: dict[tuple, Any] | None = None) ->
         metadata = load_json(_none(row.get("metadata")), "metadata") or {}
         if not isinstance(metadata, dict):
             raise SpanParseError("metadata is not an object")
+    except MalformedVariables as exc:
+        return BadSpan(span_id, "template_variables_malformed", _first_line(exc))
     except (SpanParseError, ValidationError, TypeError, ValueError) as exc:
         return BadSpan(span_id, "unparseable", _first_line(exc))
     if not history:
@@ -132,12 +132,16 @@ def parse_span(row: dict[str, Any], policies: dict[tuple, Any] | None = None) ->
     if not outputs or not _has_answer(outputs[0]):
         return BadSpan(span_id, "no_output", "no output message")
     tagged = metadata.get(POLICY_DIGEST_KEY)
-    key = (system_prompt_of(history), str(row.get("invocation_parameters")), str(row.get("model_name")),
-           str(row.get("tools")), str(row.get("prompt_template")), bool(tagged))
+    try:
+        system = system_prompt(history, template)
+    except TemplateMismatch as exc:
+        return BadSpan(span_id, exc.reason, _first_line(exc))
+    key = (system.text, system.template_format, str(row.get("invocation_parameters")), str(row.get("model_name")),
+           str(row.get("tools")))
     found = policies.get(key) if policies is not None else None
     if found is None:
         try:
-            policy = policy_of(history, params, _none(row.get("model_name")), tools, template, bool(tagged))
+            policy = policy_of(system, params, _none(row.get("model_name")), tools)
         except SpanParseError as exc:
             return BadSpan(span_id, "no_model", str(exc))
         except (ValidationError, TypeError, ValueError) as exc:
@@ -153,7 +157,8 @@ def parse_span(row: dict[str, Any], policies: dict[tuple, Any] | None = None) ->
         history=tuple(history), output=outputs[0], policy=policy, policy_digest=policy_digest,
         prompt_tokens=_opt_int(row.get("prompt_tokens")), completion_tokens=_opt_int(row.get("completion_tokens")),
         latency_ms=None if latency is None else round(latency, 3), model_name=_none(row.get("model_name")),
-        metadata=metadata, tagged_digest=str(tagged) if tagged else None, extra_outputs=len(outputs) - 1)
+        metadata=metadata, tagged_digest=str(tagged) if tagged else None, extra_outputs=len(outputs) - 1,
+        variables=system.variables, template_version=system.version, template_note=system.note)
 
 
 def _none(value: Any) -> Any:
