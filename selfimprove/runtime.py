@@ -45,7 +45,11 @@ def load_policy(target: str, *, root: str | Path = ".", source: Literal["local",
                 api_key_env: str | None = None) -> dict[str, Any]:
     """The production build's chat-completion arguments: `{"model", "messages": [system, *few-shot], ...}`.
 
-    `variables` fills template variables of the system prompt. For `source="phoenix"`, `endpoint` (default: the
+    `variables` renders the system prompt: a build whose policy is a template (`template_format` F_STRING or
+    MUSTACHE, kept from the production template it was learned from) is rendered in its format, strictly (a
+    UsageError names any missing variable: a literal placeholder is never returned when variables are given);
+    without `variables` the template comes back unrendered. A plain build's `{name}`/`{{ name }}` are filled
+    for the given names only. For `source="phoenix"`, `endpoint` (default: the
     target's config `telemetry.phoenix.endpoint`, else http://127.0.0.1:6006), `prompt` (default: the target's
     name made identifier-safe) and `api_key_env` (the *name* of the variable holding the key) say where to look.
     Returns a fresh dict each call.
@@ -53,12 +57,18 @@ def load_policy(target: str, *, root: str | Path = ".", source: Literal["local",
     if source == "local":
         from selfimprove.store.phoenix_prompts import openai_arguments
 
-        args = openai_arguments(load_build(target, root=root, ref=ref).policy)
+        policy = load_build(target, root=root, ref=ref).policy
+        if policy.template_format is not None and variables is not None:
+            return openai_arguments(policy, _render(policy, variables))
+        args = openai_arguments(policy)
     elif source == "phoenix":
         from selfimprove.store.phoenix_prompts import client, fetch_tagged, prompt_name
 
         endpoint, api_key_env = _phoenix_settings(target, root, endpoint, api_key_env)
-        args = fetch_tagged(client(endpoint, api_key_env), prompt or prompt_name(target), tag=ref)
+        args, rendered = fetch_tagged(client(endpoint, api_key_env), prompt or prompt_name(target), tag=ref,
+                                      variables=variables)
+        if rendered:
+            return args  # by the prompt version's own template format
     else:
         raise UsageError(f"source must be 'local' or 'phoenix', not {source!r}")
     if variables:
@@ -66,6 +76,16 @@ def load_policy(target: str, *, root: str | Path = ".", source: Literal["local",
                             if m.get("role") in ("system", "developer") and isinstance(m.get("content"), str) else m
                             for m in args["messages"]]
     return args
+
+
+def _render(policy: Any, variables: dict[str, Any]) -> str:
+    from selfimprove.core.templates import TemplateError
+
+    try:
+        return policy.system_for(variables)
+    except TemplateError as exc:
+        raise UsageError(f"cannot render the production prompt: {exc}",
+                         hint="pass every template variable: " + ", ".join(sorted(policy.variables))) from exc
 
 
 def _phoenix_settings(target: str, root: str | Path, endpoint: str | None,

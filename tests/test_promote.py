@@ -43,7 +43,8 @@ def ev(diff, ci, n=60):
 
 
 def make_run(root, *, base="You are a support agent.", cand="You are a support agent. Cite the order id.",
-             evals=None, guards=True, best=True, target="support", parent_build=None, split="test"):
+             evals=None, guards=True, best=True, target="support", parent_build=None, split="test",
+             policy_fields=None):
     """A run with snapshot → update → evaluate artifacts in the contract's shapes; returns (run, candidate id)."""
     (root / "configs").mkdir(exist_ok=True)
     cfg = root / "configs" / f"{target}.toml"
@@ -51,8 +52,8 @@ def make_run(root, *, base="You are a support agent.", cand="You are a support a
         cfg.write_text(CONFIG.replace('"support"', f'"{target}"'))
     ws = Workspace(root)
     run = ws.new_run(target, parent_build=parent_build)
-    bpol = Policy(system_prompt=base, model="sim-small", temperature=0.2)
-    cpol = Policy(system_prompt=cand, model="sim-small", temperature=0.2)
+    bpol = Policy(system_prompt=base, model="sim-small", temperature=0.2, **(policy_fields or {}))
+    cpol = Policy(system_prompt=cand, model="sim-small", temperature=0.2, **(policy_fields or {}))
     ck = Checkpoint(target=target, policy=bpol, evals=(EvalSpec(name="policy"), EvalSpec(name="tone")),
                     primary_eval="policy", train_ids=("a",), test_ids=("b",), counts={"samples": 2})
     cid = "c-" + short(cpol.digest)

@@ -5,6 +5,7 @@ from test_promote import make_run
 
 import selfimprove
 from selfimprove.core.errors import UsageError
+from selfimprove.runtime import load_build
 from selfimprove.stages.promote import promote
 
 pytestmark = pytest.mark.phoenix
@@ -33,6 +34,35 @@ def test_push_phoenix_tags_production_and_apps_load_it(tmp_path, phoenix, projec
     assert selfimprove.load_policy(target, root=tmp_path, source="phoenix")["messages"][0]["content"] == \
         "Hello {{customer}}."
     assert selfimprove.load_policy(target, root=tmp_path)["messages"][0]["content"] == "Hello {{customer}}."
+
+
+TOOL = {"type": "function", "function": {"name": "lookup_order", "description": "Find an order",
+                                         "parameters": {"type": "object", "properties": {"id": {"type": "string"}},
+                                                        "required": ["id"]}}}
+
+
+def test_a_template_build_keeps_its_format_tools_and_renders_strictly(tmp_path, phoenix, project_name):
+    target = project_name + "-tpl"
+    _config(tmp_path, phoenix, target)
+    fields = {"template_format": "F_STRING", "tools": (TOOL,), "tool_choice": "auto"}
+    run, _ = make_run(tmp_path, target=target, base="Support for {team}.", cand="Support for {team}. Cite {{ids}}.",
+                      policy_fields=fields)
+    res = promote(root=tmp_path, target=target, run=run.run_id, push_phoenix=True)
+    build = load_build(target, root=tmp_path)
+    assert build.policy.template_format == "F_STRING" and build.policy.variables == {"team"}
+    local = selfimprove.load_policy(target, root=tmp_path, variables={"team": "billing"})
+    remote = selfimprove.load_policy(target, root=tmp_path, source="phoenix", variables={"team": "billing"})
+    assert local["messages"] == [{"role": "system", "content": "Support for billing. Cite {ids}."}]  # f-string {{
+    assert local["tools"] == [TOOL] and local["tool_choice"] == "auto"
+    assert remote["messages"] == local["messages"] and remote["tools"][0]["function"]["name"] == "lookup_order"
+    from phoenix.client import Client
+
+    version = Client(base_url=phoenix.url).prompts.get(prompt_identifier=res.phoenix["prompt"], tag="production")
+    assert version._dumps()["template_format"] == "F_STRING"
+    for source in ("local", "phoenix"):
+        with pytest.raises(UsageError, match="team"):
+            selfimprove.load_policy(target, root=tmp_path, source=source, variables={"other": "x"})
+    assert selfimprove.load_policy(target, root=tmp_path)["messages"][0]["content"] == "Support for {team}. Cite {{ids}}."
 
 
 def test_phoenix_without_a_tagged_prompt_is_a_usage_error(phoenix):

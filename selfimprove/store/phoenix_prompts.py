@@ -5,8 +5,9 @@ invocation parameters) under a prompt named after the target; its description na
 the Phoenix UI shows where it came from. Creating a tag that already exists on another version moves it
 (notes/phoenix-api.md §7), so `production` always names exactly one version.
 
-Template syntax: a system prompt with `{{variable}}` is pushed as MUSTACHE; anything else as NONE, so braces in
-plain prompts (JSON examples) are never read as variables.
+Template syntax: a policy that is a template keeps its format (F_STRING or MUSTACHE, as the production template
+it was learned from); a plain policy whose prompt has `{{variable}}` is pushed as MUSTACHE, anything else as NONE,
+so braces in plain prompts (JSON examples) are never read as variables.
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ def prompt_name(target: str) -> str:
     return name or "selfimprove-target"
 
 
-def openai_arguments(policy: Policy) -> dict[str, Any]:
-    """The chat-completion arguments of a policy: `{"model", "messages": [system, *few-shot], ...params}`."""
-    messages = [{"role": "system", "content": policy.system_prompt}]
+def openai_arguments(policy: Policy, system: str | None = None) -> dict[str, Any]:
+    """The chat-completion arguments of a policy: `{"model", "messages": [system, *few-shot], ...params}`, with
+    `system` (a rendering) in place of the system prompt when given."""
+    messages = [{"role": "system", "content": policy.system_prompt if system is None else system}]
     messages += [m.to_openai() for m in policy.few_shot]
     return {**policy.params(), "messages": messages}
 
 
 def template_format(policy: Policy) -> str:
+    if policy.template_format is not None:
+        return policy.template_format
     return "MUSTACHE" if _MUSTACHE.search(policy.system_prompt) else "NONE"
 
 
@@ -76,14 +80,22 @@ def push_build(px: Any, build: Build, *, tag: str = "production", name: str | No
     return {"prompt": name, "version_id": created.id, "tag": tag}
 
 
-def fetch_tagged(px: Any, name: str, *, tag: str = "production") -> dict[str, Any]:
-    """The chat-completion arguments of the prompt version that carries `tag`, template left unfilled (the
-    caller fills variables, the same way for local and Phoenix builds)."""
-    from phoenix.client.utils.template_formatters import NoOpFormatterBase
+def fetch_tagged(px: Any, name: str, *, tag: str = "production",
+                 variables: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+    """(the chat-completion arguments of the prompt version that carries `tag`, whether they are rendered).
+    With `variables`, a F_STRING or MUSTACHE version is rendered in its own format (a UsageError names missing
+    variables); otherwise, and for a NONE version, the template is left unfilled for the caller."""
+    from phoenix.client.utils.template_formatters import NoOpFormatterBase, TemplateFormatterError
 
     try:
         version = px.prompts.get(prompt_identifier=name, tag=tag)
     except ValueError as exc:
         raise UsageError(f"Phoenix has no prompt '{name}' tagged '{tag}'",
                          hint="promote with --push-phoenix first, or use source='local'") from exc
-    return dict(version.format(formatter=NoOpFormatterBase()))
+    if variables is None or getattr(version, "_template_format", "MUSTACHE") == "NONE":
+        return dict(version.format(formatter=NoOpFormatterBase())), False
+    try:
+        return dict(version.format(variables={k: str(v) for k, v in variables.items()})), True
+    except TemplateFormatterError as exc:
+        raise UsageError(f"cannot render Phoenix prompt '{name}' ({tag}): {exc}",
+                         hint="pass every template variable of the prompt") from exc
