@@ -6,6 +6,7 @@ gives the dict the SDK takes. Every record is frozen; derive a changed copy with
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
@@ -67,6 +68,17 @@ class Message(Record):
 
     def to_openai(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+    def output_text(self) -> str:
+        """What a judge reads of an output: its text, then its tool calls as JSON (function name and arguments;
+        call ids are random per call, so left out) when it made any. The one form for production outputs and
+        replays, so a tool call is judged the same way in both."""
+        text = self.text()
+        if not self.tool_calls:
+            return text
+        calls = json.dumps([{"function": {"arguments": c.function.arguments, "name": c.function.name},
+                             "type": c.type} for c in self.tool_calls], ensure_ascii=False, sort_keys=True)
+        return f"{text}\n{calls}" if text else calls
 
 
 # Policy fields added after its first form: left out of the JSON (and so of the digest) while unset, so every

@@ -25,7 +25,7 @@ def stored_rows(samples: Sequence[Sample], evals: Sequence[EvalSpec]) -> list[Sc
             continue
         verdicts = {name: Verdict(score=r.score, label=r.label, explanation=r.explanation)
                     for name, r in s.evals.items() if any(spec.name == name for spec in evals)}
-        rows.append(ScoredSample(sample_id=s.sample_id, history=s.history, output=s.output.text(),
+        rows.append(ScoredSample(sample_id=s.sample_id, history=s.history, output=s.output.output_text(),
                                  verdicts=verdicts))
     return rows
 

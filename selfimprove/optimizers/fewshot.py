@@ -32,7 +32,7 @@ def choose_demonstrations(rows: Sequence[ScoredSample], samples: dict[str, Sampl
     clean = []
     for r in rows:
         s = samples.get(r.sample_id)
-        if s is None or s.output is None:
+        if s is None or s.output is None or s.output.tool_calls:  # a tool call needs its results: no demo
             continue
         text = "\n".join(m.text() for m in s.history) + "\n" + s.output.text()
         if not planted_findings(text, "", gctx, copies=False):

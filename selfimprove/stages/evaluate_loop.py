@@ -215,7 +215,7 @@ def stored_baseline_rows(samples: Sequence[Sample], evals: Sequence[EvalSpec], p
     out: dict[str, list[dict[str, Any]]] = {}
     for s in samples:
         p, c = s.prompt_tokens or 0, s.completion_tokens or 0
-        text = s.output.text() if s.output else None
+        text = s.output.output_text() if s.output else None
         gen_error = None if s.output else "no stored output"
         rows = []
         for spec in evals:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +45,17 @@ class Generation:
 
 
 def output_text(message: dict[str, Any] | None, text: str) -> str:
-    """The text a judge reads: the content, or the tool calls as JSON when there is no content."""
-    if text or not message or not message.get("tool_calls"):
+    """The text a judge reads of a replayed answer: `Message.output_text` (the content, then any tool calls as
+    JSON), the same form as a production output's."""
+    from selfimprove.core.records import FunctionCall, Message, ToolCall
+
+    calls = [c for c in (message or {}).get("tool_calls") or [] if isinstance(c, dict) and c.get("function")]
+    if not calls:
         return text
-    return json.dumps(message["tool_calls"], ensure_ascii=False, sort_keys=True)
+    return Message(role="assistant", content=text or None, tool_calls=tuple(
+        ToolCall(function=FunctionCall(name=str(c["function"].get("name") or ""),
+                                       arguments=str(c["function"].get("arguments") or ""))) for c in calls)
+    ).output_text()
 
 
 def require_renderable(policy: Policy, samples: Sequence[Sample]) -> None:
