@@ -1,12 +1,14 @@
 """The simulator's HTTP server: OpenAI-compatible endpoints on loopback, started in a thread or a subprocess.
 
 Endpoints: `POST /v1/chat/completions`, `POST /v1/embeddings` (see `embeddings`), `GET /v1/models`,
-`GET /sim/stats`, `POST /sim/reset`, `POST /sim/config` (change knobs at runtime, e.g. turn on 500s mid-run),
-`GET /healthz`.
+`GET /sim/stats`, `GET /sim/requests` (the request log: the last `REQUEST_LOG` chat-completion bodies as received,
+oldest first, so a test can see exactly what a replay sent), `POST /sim/reset` (counters and request log),
+`POST /sim/config` (change knobs at runtime, e.g. turn on 500s mid-run), `GET /healthz`.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import socket
@@ -25,6 +27,7 @@ from selfimprove.sim.faults import FaultInjector, SimConfig, Stats
 from selfimprove.sim.hidden import load_world
 
 MODEL_IDS = ("sim-small", "sim-large", "sim-judge", "sim-optimizer", "sim-embed")
+REQUEST_LOG = 5000
 
 
 class _Server(ThreadingHTTPServer):
@@ -37,6 +40,7 @@ class _Server(ThreadingHTTPServer):
         self.config = config
         self.faults = FaultInjector(config)
         self.stats = Stats()
+        self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_LOG)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client that timed out or hung up mid-response is expected (slow_rate, drop_rate); stay quiet
@@ -83,6 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
             snap["world"] = self.server.world.name
             snap["config"] = self.server.config.as_dict()
             self._send(200, snap)
+        elif path == "/sim/requests":
+            self._send(200, {"object": "list", "data": list(self.server.requests)})
         elif path == "/healthz":
             self._send(200, {"status": "ok"})
         else:
@@ -109,6 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, self.server.config.as_dict())
         if path == "/sim/reset":
             self.server.stats.reset()
+            self.server.requests.clear()
             return self._send(200, {"ok": True})
         self._send(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
 
@@ -155,6 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, body: dict[str, Any]) -> None:
         endpoint = "/v1/chat/completions"
         model = body.get("model") if isinstance(body, dict) else None
+        self.server.requests.append(body)
         fault = self._fault(endpoint, model)
         if fault is None:
             return
@@ -191,7 +199,12 @@ class SimServer:
         return self._call("GET", "/sim/stats")
 
     def reset_stats(self) -> None:
+        """Zero the counters and clear the request log."""
         self._call("POST", "/sim/reset", {})
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The request log: the last chat-completion request bodies the simulator received, oldest first."""
+        return self._call("GET", "/sim/requests")["data"]
 
     def configure(self, **knobs: Any) -> dict[str, Any]:
         """Change knobs at runtime (error_rate, throttle_rate, latency_ms, …); returns the whole config."""

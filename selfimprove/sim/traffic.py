@@ -7,6 +7,10 @@ annotation's metadata holds its eval's EvalSpec under `selfimprove.eval_spec` an
 the judges offline. The instrumentation is switched off afterwards unless the process had it on already.
 `eval_specs(world)` builds the same specs independently of the instrumentor (tests compare the two).
 
+`shapes` (`selfimprove.sim.traffic_shapes.TrafficShapes`) makes the calls look like a real app's: a system prompt
+template rendered per call inside openinference's `using_prompt_template`, multi-turn histories, tool definitions
+and tool_choice; the default changes nothing.
+
 The endpoint is the simulator's by default; `base_url` + `api_key_env` (+ a real `policy["model"]` and
 `judge_model`) point the same calls and judges at any OpenAI-compatible endpoint (the demo's real-model mode). The
 key is read from the named variable and kept in memory only.
@@ -22,6 +26,7 @@ from typing import Any
 from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.sim.inputs import generate_inputs
 from selfimprove.sim.public import default_policy, world_evals
+from selfimprove.sim.traffic_shapes import TrafficShapes, judge_input, judged_output
 
 SPEC_KEY = "selfimprove.eval_spec"
 JUDGE_MODEL = "sim-judge"
@@ -61,7 +66,8 @@ def _api_key(base_url: str, api_key_env: str | None) -> str:
 
 
 def _send(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: str, policy: dict[str, Any],
-          seed: int, api_key_env: str | None = None, chain: bool = False) -> tuple[list[dict[str, str]], int]:
+          seed: int, api_key_env: str | None = None, chain: bool = False, shapes: TrafficShapes | None = None
+          ) -> tuple[list[dict[str, Any]], int]:
     import openai
     from openinference.instrumentation.openai import OpenAIInstrumentor
     from phoenix.otel import register
@@ -74,22 +80,30 @@ def _send(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: s
     instrumentor.instrument(tracer_provider=tp)
     rows, errors = [], 0
     params = {k: policy[k] for k in ("temperature", "top_p", "max_tokens") if policy.get(k) is not None}
+    shapes = shapes or TrafficShapes()
+    params.update(shapes.params())
+    prompt = policy["system_prompt"]
+    earlier = generate_inputs(world, n, seed + 7919) if shapes.turns > 1 else []
     try:
         client = openai.OpenAI(base_url=sim_base_url, api_key=_api_key(sim_base_url, api_key_env), max_retries=3)
         tracer = tp.get_tracer("selfimprove.sim.traffic")
-        for msgs in generate_inputs(world, n, seed):
+        for i, msgs in enumerate(generate_inputs(world, n, seed)):
             before = len(recorder.span_ids)
+            history = shapes.history(msgs, earlier, i)
             with _chain_spans(tracer, chain) as parents:
                 try:
-                    r = client.chat.completions.create(
-                        model=policy["model"], messages=[{"role": "system", "content": policy["system_prompt"]},
-                                                         *msgs], **params)
+                    with shapes.marked(prompt, i):
+                        r = client.chat.completions.create(
+                            model=policy["model"], messages=[{"role": "system", "content": shapes.system(prompt, i)},
+                                                             *history], **params)
                 except openai.APIError:
                     errors += 1
                     continue
                 if len(recorder.span_ids) == before + 1:
-                    rows.append({"span_id": recorder.span_ids[-1], "input": msgs[-1]["content"],
-                                 "output": r.choices[0].message.content or "", **parents})
+                    row = {"span_id": recorder.span_ids[-1], "input": judge_input(history),
+                           "output": judged_output(r.choices[0].message), **parents}
+                    variables = shapes.call_variables(i)
+                    rows.append(row if variables is None else {**row, "variables": variables})
     finally:
         instrumentor.uninstrument()
         tp.force_flush()
@@ -231,7 +245,7 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
                  policy: dict[str, Any] | None = None, seed: int = 0, evals: bool = True,
                  timeout: float = 120.0, api_key_env: str | None = None,
                  judge_model: str = JUDGE_MODEL, chain: bool = False, eval_on: str = "span",
-                 humans: float = 0.0, human_flip: float = 0.0) -> dict[str, Any]:
+                 humans: float = 0.0, human_flip: float = 0.0, shapes: TrafficShapes | None = None) -> dict[str, Any]:
     """Send `n` calls of `policy` (default: the world's weak default policy) for `world`'s inputs, traced into
     Phoenix `project`; wait until Phoenix shows every span; then judge and annotate them (unless `evals=False`).
     `sim_base_url` may be any OpenAI-compatible base_url: with `api_key_env` naming the variable that holds its
@@ -240,10 +254,12 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
     An agent or chain app's shape: `chain=True` runs each call under an AGENT root and a CHAIN parent span;
     `eval_on` ("span", "parent", "root" or "trace": Phoenix trace annotations) is where the evals are logged; `humans` is the share of judged calls
     that simulated people also review (annotator_kind HUMAN), giving the judge's label except on a `human_flip`
-    share.
+    share. `shapes` makes the calls look like a real app's (templates, multi-turn histories, tools; see
+    `TrafficShapes`).
 
     Returns {world, project, calls, errors, spans, annotations, scores: {eval: mean}, span_ids, policy,
-    parents: {llm span id: {parent, root}} (with chain), reviews: {eval: {reviewed, disagree}} (with humans)}.
+    parents: {llm span id: {parent, root}} (with chain), reviews: {eval: {reviewed, disagree}} (with humans)},
+    and with a template `variables` ({span_id: the variables that call was rendered with}).
     """
     from phoenix.client import Client
 
@@ -253,7 +269,7 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
         raise UsageError(f"eval_on={eval_on!r}: use span, or parent, root or trace with chain",
                          hint="pass --chain (chain=True) to log evals above the LLM span")
     rows, errors = _send(world, n, phoenix_url=phoenix_url, project=project, sim_base_url=sim_base_url,
-                         policy=pol, seed=seed, api_key_env=api_key_env, chain=chain)
+                         policy=pol, seed=seed, api_key_env=api_key_env, chain=chain, shapes=shapes)
     client = Client(base_url=phoenix_url)
     span_ids = [r["span_id"] for r in rows]
     if rows:
@@ -264,8 +280,11 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
         scores, annotations, people = _judge_and_log(world, rows, client=client, sim_base_url=sim_base_url,
                                              judge_model=judge_model, api_key_env=api_key_env, eval_on=eval_on,
                                              humans=humans, human_flip=human_flip, seed=seed)
-    return {"world": world, "project": project, "calls": n, "errors": errors, "spans": len(rows),
-            "annotations": annotations, "scores": scores, "span_ids": span_ids, "policy": pol,
-            "parents": {r["span_id"]: {"parent": r["parent_id"], "root": r["root_id"], "trace": r["trace_id"]}
-                        for r in rows if chain},
-            "reviews": people}
+    out = {"world": world, "project": project, "calls": n, "errors": errors, "spans": len(rows),
+           "annotations": annotations, "scores": scores, "span_ids": span_ids, "policy": pol,
+           "parents": {r["span_id"]: {"parent": r["parent_id"], "root": r["root_id"], "trace": r["trace_id"]}
+                       for r in rows if chain},
+           "reviews": people}
+    if shapes is not None and shapes.variables:
+        out["variables"] = {r["span_id"]: r["variables"] for r in rows}
+    return out
