@@ -219,3 +219,44 @@ def test_snapshot_of_a_templated_app_keeps_one_policy_and_counts_what_it_cannot_
     assert "template_variables_missing" in report and "F_STRING: lang, team (version v2)" in report
     checkpoint = json.loads((tmp_path / doc["run_path"] / "checkpoint.json").read_text())
     assert checkpoint["policy"]["system_prompt"] == TEMPLATE and checkpoint["policy"]["template_format"] == "F_STRING"
+
+
+LOOKUP = {"type": "function", "function": {"name": "lookup_order", "description": "Look an order up.",
+                                           "parameters": {"type": "object", "properties": {"order_id": {
+                                               "type": "string"}}, "required": ["order_id"]}}}
+
+
+def test_tool_definitions_and_choice_are_replayed_and_a_tool_call_is_judged_as_in_production(tmp_path, monkeypatch):
+    """A production call forced to call a tool: the span's tools and tool_choice are the policy's, the tool-call
+    output is kept, and the replay (same request) gives the judge exactly the production output's text."""
+    import openai
+    from fixtures.sim_checkpoint import config_text
+
+    from selfimprove.config.load import load_config
+    from selfimprove.sim import start_server
+    from selfimprove.stages.replay import PolicyScorer, replay
+
+    choice = {"type": "function", "function": {"name": "lookup_order"}}
+    history = [{"role": "system", "content": "You are support."}, {"role": "user", "content": "Where is #12345?"}]
+    with start_server("support", seed=0) as sim:
+        client = openai.OpenAI(base_url=sim.base_url, api_key="sim")
+        r = client.chat.completions.create(model="sim-small", messages=history, temperature=0.0, tools=[LOOKUP],
+                                           tool_choice=choice)
+        produced = r.choices[0].message.model_dump(exclude_none=True)
+        assert produced["tool_calls"] and not produced.get("content")
+        row = _row("You are support.", user="Where is #12345?",
+                   invocation_parameters=json.dumps({"model": "sim-small", "temperature": 0.0, "tool_choice": choice}),
+                   output_messages=json.dumps(messages("flat", [produced])),
+                   tools=json.dumps([{"tool.json_schema": json.dumps(LOOKUP)}]))
+        span = parse_span(row)
+        assert span.policy.tools == (LOOKUP,) and span.policy.tool_choice == choice
+        assert span.output.tool_calls[0].function.name == "lookup_order"
+        sample = Sample(sample_id="s", span_id="s", trace_id="t", history=span.history, output=span.output)
+        (tmp_path / "support.toml").write_text(config_text(sim.base_url))
+        monkeypatch.setenv("SIM_API_KEY", "sim")
+        scorer = PolicyScorer.from_config(load_config(tmp_path / "support.toml", []), cache_dir=tmp_path / "c", evals=[])
+        sim.reset_stats()
+        gen, = replay(span.policy, [sample], scorer.llm)
+        sent, = sim.requests()
+    assert sent["tools"] == [LOOKUP] and sent["tool_choice"] == choice
+    assert gen.output == sample.output.output_text() and json.loads(gen.output)[0]["function"]["name"] == "lookup_order"
