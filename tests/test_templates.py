@@ -137,6 +137,9 @@ def test_guard_rejects_dropped_renamed_added_variables_and_broken_templates():
     assert not guard(TEMPLATE + ' Reply like {"a": 1}.').passed  # JSON braces read as a field: rejected too
     assert "not a valid F_STRING template" in guard(TEMPLATE + " Never type a lone { brace.").reason
     assert "format changed" in guard(TEMPLATE, "MUSTACHE").reason
+    changed = {g.name: g for g in run_guards(templated(tools=(LOOKUP,), tool_choice="required"),
+                                             templated(tools=(LOOKUP,), tool_choice="auto"), ctx)}
+    assert changed["output_contract"].reason == "tool_choice changed"
     # a candidate is never repaired: the failing one is kept as it was proposed
     assert templated(TEMPLATE + " Be {tone}.").system_prompt.endswith("{tone}.")
 
@@ -211,6 +214,10 @@ def test_snapshot_of_a_templated_app_keeps_one_policy_and_counts_what_it_cannot_
                for w in doc["warnings"])
     assert any("holds 12 samples, fewer than 50" in w for w in doc["warnings"]), [w[:90] for w in doc["warnings"]]
     samples = {s.sample_id: s for s in read_samples(f"{doc['run_path']}/dataset.parquet")}
+    # the old deployment's calls have no team to fill the current template with: counted, left out
+    assert doc["counts"]["dropped.template_variables"] == 6 and len(samples) == 12
+    assert any("6 calls of other policies have no values for the current template's variables (lang, team)" in n
+               for n in doc["notes"])
     templated_ids = {f"{40 + k:016x}" for k in range(12)}
     assert templated_ids <= set(samples)  # same question for another team is another input: nothing deduplicated
     assert all(samples[i].variables == {"team": teams[(int(i, 16) - 40) % 3], "lang": "French"}

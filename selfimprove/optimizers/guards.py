@@ -11,7 +11,8 @@ Each guard is a pure function of (child, parent, context) returning a GuardResul
   "ignore previous instructions"-style phrases, identifiers or runs of words copied from trace inputs) unless the
   parent prompt, the eval definitions or the constitution already contain it;
 - `constitution`: every must-keep line of the config is still present;
-- `output_contract`: response_format and tools unchanged, model only from the allowed list, unless allowed.
+- `output_contract`: response_format, tools and tool_choice unchanged, model only from the allowed list, unless
+  allowed.
 """
 
 from __future__ import annotations
@@ -193,6 +194,8 @@ def check_output_contract(child: Policy, parent: Policy, ctx: GuardContext) -> G
             reasons.append("response_format changed")
         if child.tools != parent.tools:
             reasons.append("tools changed")
+        if child.tool_choice != parent.tool_choice:
+            reasons.append("tool_choice changed")
     if child.model != parent.model and child.model not in ctx.allowed_models:
         reasons.append(f"model {child.model!r} is not in the allowed list")
     if not ctx.tune_temperature and (child.temperature, child.top_p) != (parent.temperature, parent.top_p):

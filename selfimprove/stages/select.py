@@ -149,6 +149,13 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
                          hint="check --filter and the target's span filter, or pull a wider window")
     policy, policies = choose_policy(kept, sel.policy)
     current = policy.digest
+    warnings: list[str] = _unmarked_templates(kept)
+    kept, unrenderable = _renderable(kept, policy)
+    counts["dropped.template_variables"] = unrenderable
+    if unrenderable:
+        notes.append(f"{unrenderable} calls of other policies have no values for the current template's variables "
+                     f"({', '.join(sorted(policy.variables))}): left out, since replaying them would send a "
+                     "placeholder")
     best: dict[str, ParsedSpan] = {}
     for s in kept:
         key = input_key(s)
@@ -159,7 +166,6 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
             best[key] = s
     pool = sorted(best.values(), key=lambda s: s.span_id)
     counts["duplicates"] = len(kept) - len(pool)
-    warnings: list[str] = _unmarked_templates(kept)
     pool, method = _subsample(pool, sel, notes, counts, warnings, embedder)
     evals = sorted({name for s in pool for name in recovered.results.get(s.span_id, {})})
     specs = {name: recovered.specs[name] for name in evals}
@@ -182,6 +188,16 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
         counts[f"bad.{reason}"] = bad.get(reason, 0)
     return Built(samples, policy, specs, primary, counts, dict(bad), policies, warnings=warnings, notes=notes,
                  bad_examples=examples, diverse_method=method)
+
+
+def _renderable(spans: list[ParsedSpan], policy: Policy) -> tuple[list[ParsedSpan], int]:
+    """The spans whose variables can fill the current policy's template (all of them for a plain prompt), and how
+    many were left out. The current policy's own calls always can (parse_span checked their rendering)."""
+    if policy.template_format is None:
+        return spans, 0
+    needed = policy.variables
+    fit = [s for s in spans if needed <= set(s.variables or {})]
+    return fit, len(spans) - len(fit)
 
 
 def _unmarked_templates(spans: list[ParsedSpan]) -> list[str]:

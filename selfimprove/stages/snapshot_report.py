@@ -29,7 +29,8 @@ def markdown(result: Any, policy: Any, checkpoint: Any) -> str:
     lines = [f"# Snapshot of `{result.target}`", ""]
     lines += [(f"- spans pulled: **{c.get('spans', 0)}**; bad: {c.get('bad', 0)}; filtered out: "
               f"{c.get('filtered', 0)}; duplicate inputs: {c.get('duplicates', 0)}; over --max-samples: "
-              f"{c.get('dropped.max_samples', 0)}"),
+              f"{c.get('dropped.max_samples', 0)}; no values for the template's variables: "
+              f"{c.get('dropped.template_variables', 0)}"),
               (f"- samples: **{c.get('samples', 0)}** in {c.get('traces', 0)} traces -> train "
               f"**{c.get('train', 0)}**, test **{c.get('test', 0)}** (split by trace, stratified by "
               f"`{result.primary_eval or 'nothing'}`)"),
@@ -97,7 +98,8 @@ def render_console(result: Any, console: Any) -> None:
     head.add_row("samples", f"{c.get('samples', 0)} (train {c.get('train', 0)}, test {c.get('test', 0)}) "
                             f"from {c.get('spans', 0)} spans")
     head.add_row("dropped", f"bad {c.get('bad', 0)}, filtered {c.get('filtered', 0)}, duplicates "
-                            f"{c.get('duplicates', 0)}, over max {c.get('dropped.max_samples', 0)}")
+                            f"{c.get('duplicates', 0)}, over max {c.get('dropped.max_samples', 0)}, no template "
+                            f"variables {c.get('dropped.template_variables', 0)}")
     head.add_row("policy", f"{_short(result.policy_digest)} ({result.policy_model}) of {len(result.policies)} seen")
     head.add_row("primary eval", result.primary_eval or "-")
     console.print(head)
