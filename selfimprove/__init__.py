@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "instrument": ("selfimprove.evals.instrument", "instrument"),
     "EvalInstrumentor": ("selfimprove.evals.instrument", "EvalInstrumentor"),
+    "tag_policy": ("selfimprove.evals.instrument", "tag_policy"),
     "load_policy": ("selfimprove.runtime", "load_policy"),
     "load_config": ("selfimprove.config.load", "load_config"),
     "Workspace": ("selfimprove.store.runs", "Workspace"),

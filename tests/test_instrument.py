@@ -157,6 +157,9 @@ def test_tag_policy_marks_traced_calls(sim):
     tagged_span, plain_span = [dict(s.attributes) for s in exporter.get_finished_spans()]
     assert json.loads(tagged_span["metadata"]) == {"tenant": "acme", "selfimprove.policy_digest": tagged}
     assert tagged == policy.model_copy(update={"template_format": "F_STRING"}).digest  # {product}: an f-string
+    import selfimprove
+
+    assert selfimprove.tag_policy is tag_policy  # the documented public name
     assert tagged_span["llm.prompt_template.template"] == policy.system_prompt
     assert json.loads(tagged_span["llm.prompt_template.variables"]) == {"product": "widgets"}
     assert "metadata" not in plain_span
