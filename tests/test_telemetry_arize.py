@@ -71,6 +71,7 @@ def wire_table():
         "annotation.notes": [[], ['{"text": "check"}'], [], []],
         "trace_eval.resolved.label": [None, "yes", None, "no"],
         "trace_eval.resolved.score": [None, 1.0, None, 0.0],
+        "session_eval.satisfied.label": [None, "yes", None, None],
     })
 
 
@@ -186,3 +187,4 @@ def test_trace_evals_are_annotations_on_the_whole_trace(export_server):
     ann = src.fetch_trace_annotations(spans["trace_id"])
     assert [(r.span_id, r.name, r.label, r.score) for r in ann.itertuples()] == [("trace:t2", "resolved", "yes", 1.0)]
     assert "trace:t2" not in set(src.fetch_annotations(spans["span_id"])["span_id"])
+    assert src.notes == ["session evals are not used (they judge a whole session, not one call): satisfied"]

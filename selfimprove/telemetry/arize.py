@@ -67,6 +67,10 @@ class ArizeSource:
                                                       start_time=since, end_time=until)
         spans = normalize_arize_spans(frame)
         kept = slice_window(spans, since, until, limit)
+        sessions = sorted({c.split(".")[1] for c in frame.columns if c.startswith("session_eval.") and c.count(".") > 1})
+        if sessions:  # said, not dropped silently
+            self.notes.append("session evals are not used (they judge a whole session, not one call): "
+                              + ", ".join(sessions))
         annotations = arize_annotations(frame)
         keys = set(kept["span_id"]) | {TRACE_PREFIX + str(t) for t in kept["trace_id"].dropna()}
         self._annotations = annotations[annotations["span_id"].isin(keys)].reset_index(drop=True)
