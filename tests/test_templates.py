@@ -256,7 +256,7 @@ def test_tool_definitions_and_choice_are_replayed_and_a_tool_call_is_judged_as_i
                    output_messages=json.dumps(messages("flat", [produced])),
                    tools=json.dumps([{"tool.json_schema": json.dumps(LOOKUP)}]))
         span = parse_span(row)
-        assert span.policy.tools == (LOOKUP,) and span.policy.tool_choice == choice
+        assert span.policy.tools == (LOOKUP,) and span.policy.tool_choice == choice and not span.unreplayed
         assert span.output.tool_calls[0].function.name == "lookup_order"
         sample = Sample(sample_id="s", span_id="s", trace_id="t", history=span.history, output=span.output)
         (tmp_path / "support.toml").write_text(config_text(sim.base_url))
@@ -267,3 +267,19 @@ def test_tool_definitions_and_choice_are_replayed_and_a_tool_call_is_judged_as_i
         sent, = sim.requests()
     assert sent["tools"] == [LOOKUP] and sent["tool_choice"] == choice
     assert gen.output == sample.output.output_text() and json.loads(gen.output)[0]["function"]["name"] == "lookup_order"
+
+
+def test_parameters_replay_does_not_send_are_counted_and_named(tmp_path):
+    from selfimprove.evals.recover import Recovered
+    from selfimprove.stages.select import Selection, build_samples
+
+    params = {"model": "sim-small", "temperature": 0.0, "seed": 7, "stop": ["\n"], "stream": False,
+              "tools": [LOOKUP], "parallel_tool_calls": False}
+    rows = [_row("Be kind.", span_id=f"{i:016x}", user=f"q{i}", invocation_parameters=json.dumps(params))
+            for i in range(3)]
+    span = parse_span(rows[0])
+    assert span.unreplayed == ("seed", "stop") and span.policy.parallel_tool_calls is False
+    assert span.policy.params()["parallel_tool_calls"] is False  # sent with its tools
+    built = build_samples(rows, Recovered(results={}, specs={}, spec_sources={}), Selection(test_size=0.3, seed=0))
+    assert built.counts["unreplayed_param.seed"] == 3 and built.counts["unreplayed_param.stop"] == 3
+    assert any("replay does not send: seed (3 calls), stop (3 calls)" in w for w in built.warnings)

@@ -83,7 +83,7 @@ class Message(Record):
 
 # Policy fields added after its first form: left out of the JSON (and so of the digest) while unset, so every
 # policy written before them keeps its bytes and its digest.
-_POLICY_OPTIONAL = ("template_format", "tool_choice")
+_POLICY_OPTIONAL = ("template_format", "tool_choice", "parallel_tool_calls")
 
 
 class Policy(Record):
@@ -91,7 +91,7 @@ class Policy(Record):
 
     With `template_format` set ("F_STRING" `{var}` or "MUSTACHE" `{{var}}`, as Phoenix prompts know them), the
     system prompt is a template that each call renders with its own variables (`system_for`); unset, it is sent
-    as it is. `tools`, `tool_choice` and `response_format` are sent with every call.
+    as it is. `tools` (with `tool_choice` and `parallel_tool_calls`) and `response_format` are sent with every call.
     """
 
     system_prompt: str
@@ -104,6 +104,7 @@ class Policy(Record):
     few_shot: tuple[Message, ...] = ()
     template_format: TemplateFormat | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
     @model_serializer(mode="wrap")
     def _omit_unset_optional(self, handler: Any) -> dict[str, Any]:
@@ -135,6 +136,8 @@ class Policy(Record):
             out["tools"] = list(self.tools)
             if self.tool_choice is not None:
                 out["tool_choice"] = self.tool_choice
+            if self.parallel_tool_calls is not None:
+                out["parallel_tool_calls"] = self.parallel_tool_calls
         return out
 
     def messages_for(self, history: list[Message] | tuple[Message, ...],

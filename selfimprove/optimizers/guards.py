@@ -194,7 +194,7 @@ def check_output_contract(child: Policy, parent: Policy, ctx: GuardContext) -> G
             reasons.append("response_format changed")
         if child.tools != parent.tools:
             reasons.append("tools changed")
-        if child.tool_choice != parent.tool_choice:
+        if (child.tool_choice, child.parallel_tool_calls) != (parent.tool_choice, parent.parallel_tool_calls):
             reasons.append("tool_choice changed")
     if child.model != parent.model and child.model not in ctx.allowed_models:
         reasons.append(f"model {child.model!r} is not in the allowed list")

@@ -23,6 +23,7 @@ from selfimprove.core.filters import Filter, matches
 from selfimprove.core.records import EvalSpec, Policy, Sample
 from selfimprove.core.split import SplitItem, seeded_order, split_by_trace
 from selfimprove.evals.recover import Recovered
+from selfimprove.stages.policy_checks import renderable, template_notes, unmarked_templates, unreplayed_params
 from selfimprove.telemetry.spans import BAD_REASONS, BadSpan, ParsedSpan, parse_span
 
 
@@ -138,7 +139,8 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
     multi = sum(1 for s in parsed if s.extra_outputs)
     if multi:
         notes.append(f"{multi} calls returned several choices: the first is kept as the output")
-    _template_notes(parsed, counts, notes)
+    template_notes(parsed, counts, notes)
+    unreplayed = unreplayed_params(parsed, counts)
     kept = [s for s in parsed if all(matches(f, _fields(s, recovered.results.get(s.span_id, {})))
                                       for f in sel.filters)]
     counts["filtered"] = len(parsed) - len(kept)
@@ -149,8 +151,8 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
                          hint="check --filter and the target's span filter, or pull a wider window")
     policy, policies = choose_policy(kept, sel.policy)
     current = policy.digest
-    warnings: list[str] = _unmarked_templates(kept)
-    kept, unrenderable = _renderable(kept, policy)
+    warnings: list[str] = unmarked_templates(kept) + unreplayed
+    kept, unrenderable = renderable(kept, policy)
     counts["dropped.template_variables"] = unrenderable
     if unrenderable:
         notes.append(f"{unrenderable} calls of other policies have no values for the current template's variables "
@@ -188,48 +190,6 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
         counts[f"bad.{reason}"] = bad.get(reason, 0)
     return Built(samples, policy, specs, primary, counts, dict(bad), policies, warnings=warnings, notes=notes,
                  bad_examples=examples, diverse_method=method)
-
-
-def _renderable(spans: list[ParsedSpan], policy: Policy) -> tuple[list[ParsedSpan], int]:
-    """The spans whose variables can fill the current policy's template (all of them for a plain prompt), and how
-    many were left out. The current policy's own calls always can (parse_span checked their rendering)."""
-    if policy.template_format is None:
-        return spans, 0
-    needed = policy.variables
-    fit = [s for s in spans if needed <= set(s.variables or {})]
-    return fit, len(spans) - len(fit)
-
-
-def _unmarked_templates(spans: list[ParsedSpan]) -> list[str]:
-    """A warning per group of plain system prompts that differ only in a few words (an unmarked template)."""
-    from selfimprove.core.unmarked_templates import similar_prompt_groups
-
-    used = Counter(s.policy.system_prompt for s in spans if s.policy.template_format is None)
-    prompts = [p for p, _n in used.most_common()]
-    out = []
-    for group in similar_prompt_groups(prompts):
-        calls = sum(used[prompts[i]] for i in group.members)
-        values = ", ".join(repr(v) for v in group.values[:6]) + (", ..." if len(group.values) > 6 else "")
-        out.append(f"{len(group.members)} system prompts ({calls} calls) differ only in a few words ({values}): if "
-                   "they are one template rendered per call, each rendering is a separate policy here and promotion "
-                   "would ship one rendering to every call. Mark the template where the app renders it: wrap the "
-                   "call in openinference's `using_prompt_template(template=..., variables={...}, version=...)` "
-                   "(or `selfimprove.tag_policy(policy, variables=...)`), then pull again")
-    return out
-
-
-def _template_notes(parsed: list[ParsedSpan], counts: dict[str, int], notes: list[str]) -> None:
-    """Count the spans whose recorded prompt template is not their system prompt's (their literal prompt is the
-    policy), so a template set for another call or another message is visible, never silently ignored."""
-    found = Counter(s.template_note for s in parsed if s.template_note)
-    counts["template.elsewhere"] = found["template.elsewhere"]
-    counts["template.unmatched"] = found["template.unmatched"]
-    if found["template.elsewhere"]:
-        notes.append(f"{found['template.elsewhere']} calls carry a prompt template that rendered a user or tool "
-                     "message, not the system prompt: their literal system prompt is the policy")
-    if found["template.unmatched"]:
-        notes.append(f"{found['template.unmatched']} calls carry a prompt template that matches none of their "
-                     "messages (set in context for another call?): their literal system prompt is the policy")
 
 
 def _subsample(pool: list[ParsedSpan], sel: Selection, notes: list[str], counts: dict[str, int],

@@ -30,6 +30,12 @@ from selfimprove.telemetry.parse import (
 )
 from selfimprove.telemetry.prompt_template import SystemPrompt, TemplateMismatch, system_prompt
 
+# Invocation parameters a Policy carries (replay sends them), and ones that cannot change the answer. Any other
+# parameter a call set (seed, stop, penalties, ...) is not replayed: snapshot counts and names them.
+REPLAYED_PARAMS = frozenset({"model", "temperature", "top_p", "max_tokens", "max_completion_tokens",
+                             "response_format", "tools", "tool_choice", "parallel_tool_calls"})
+INERT_PARAMS = frozenset({"stream", "stream_options", "user", "metadata", "store", "n", "timeout", "extra_headers",
+                          "extra_query", "extra_body", "service_tier", "functions"})
 BAD_REASONS = ("not_llm", "error_status", "unparseable", "no_input", "no_output", "no_model",
                "template_variables_missing", "template_variables_malformed", "template_mismatch")
 
@@ -55,6 +61,7 @@ class ParsedSpan:
     variables: dict[str, Any] | None = None  # the template variables this call filled its system prompt with
     template_version: str | None = None  # llm.prompt_template.version, when the span recorded one
     template_note: str | None = None  # why a recorded template is not the policy's prompt (see prompt_template)
+    unreplayed: tuple[str, ...] = ()  # invocation parameters this call set that replay does not send
 
 
 @dataclass(frozen=True)
@@ -93,12 +100,14 @@ def policy_of(system: SystemPrompt, params: dict[str, Any], model_name: str | No
     fmt = params.get("response_format")
     tool_list = params.get("tools") or tools
     choice = params.get("tool_choice") if tool_list else None
+    parallel = params.get("parallel_tool_calls") if tool_list else None
     return Policy(system_prompt=system.text, template_format=system.template_format, model=str(model),
                   temperature=_num(params.get("temperature")), top_p=_num(params.get("top_p")),
                   max_tokens=None if max_tokens is None else int(max_tokens),
                   response_format=fmt if isinstance(fmt, dict) else None,
                   tools=tuple(tool_list) if tool_list else None,
-                  tool_choice=choice if isinstance(choice, (str, dict)) else None)
+                  tool_choice=choice if isinstance(choice, (str, dict)) else None,
+                  parallel_tool_calls=parallel if isinstance(parallel, bool) else None)
 
 
 def _num(value: Any) -> float | None:
@@ -158,7 +167,8 @@ def parse_span(row: dict[str, Any], policies: dict[tuple, Any] | None = None) ->
         prompt_tokens=_opt_int(row.get("prompt_tokens")), completion_tokens=_opt_int(row.get("completion_tokens")),
         latency_ms=None if latency is None else round(latency, 3), model_name=_none(row.get("model_name")),
         metadata=metadata, tagged_digest=str(tagged) if tagged else None, extra_outputs=len(outputs) - 1,
-        variables=system.variables, template_version=system.version, template_note=system.note)
+        variables=system.variables, template_version=system.version, template_note=system.note,
+        unreplayed=tuple(sorted(k for k in params if k not in REPLAYED_PARAMS and k not in INERT_PARAMS)))
 
 
 def _none(value: Any) -> Any:
