@@ -196,10 +196,10 @@ def test_a_promoted_run_is_sealed_and_a_fork_re_evaluates_it_from_the_copied_cal
     verify_target(Workspace(root), "support")
 
 
-def test_update_without_a_best_candidate_is_a_clear_usage_error(root, sim):
+def test_update_without_a_best_candidate_is_not_earned(root, sim):
     write_update(root, None)
     res = cli("--root", str(root), "--json")
-    assert res.exit_code == 2 and "none beat the current policy" in " ".join(res.output.split())
+    assert res.exit_code == 3 and "none better than the current policy" in " ".join(res.output.split())
     assert "--candidates all" in " ".join(res.output.split()) and sim.stats()["requests"] == 0
 
 

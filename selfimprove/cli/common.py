@@ -28,7 +28,8 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spe
 def resolve_target(root: Path, target: str | None, overrides: list[str] | None = None):
     """(target name, its config or None) for commands that read builds and runs and need no config of their own:
     the config's target when there is one (a config that does not validate is an error), else --target's own
-    name, else the only target under prompts/."""
+    name when it has runs or builds (else a usage error, so a typo in CI fails), else the only target under
+    prompts/."""
     from selfimprove.config.load import config_path
     from selfimprove.config.load import load_target as load
     from selfimprove.core.errors import ConfigError, UsageError
@@ -40,7 +41,14 @@ def resolve_target(root: Path, target: str | None, overrides: list[str] | None =
         raise
     except UsageError:
         if target:
-            return Path(target).stem, None
+            name = Path(target).stem
+            if not any((root / folder / name).is_dir() for folder in ("runs", "prompts")):
+                known = sorted({p.name for folder in ("runs", "prompts") if (root / folder).is_dir()
+                                for p in (root / folder).iterdir() if p.is_dir()})
+                raise UsageError(f"unknown target '{name}': no config, no runs and no builds under {root}",
+                                 hint=f"targets here: {', '.join(known)}" if known else
+                                 "check --target and --root") from None
+            return name, None
         prompts = root / "prompts"
         found = sorted(p.name for p in prompts.iterdir() if p.is_dir()) if prompts.is_dir() else []
         if len(found) == 1:

@@ -2,8 +2,21 @@
 asked to show (`show`, `diff`, `log`: the product) on stdout, so `show > build.txt` and `diff | less` work;
 everything else (progress, logs, stage summaries, errors) on stderr. Off a terminal nothing is cut to 80 columns.
 
-`handle_errors` is the one place that maps exceptions to exit codes: SelfimproveError subclasses carry
-theirs (2 usage, 3 gate, 4 integrity), anything unexpected exits 1. Tracebacks only with SELFIMPROVE_DEBUG=1.
+`handle_errors` is the one place that maps exceptions to exit codes (docs/reliability.md has the table):
+
+| code | meaning | raised as |
+|---|---|---|
+| 0 | ok (also: nothing new, a skipped update) | — |
+| 1 | unexpected error, a held lock, a systemic provider failure | any other exception, `SelfimproveError` |
+| 2 | usage: a bad flag, config or input, a missing prerequisite | `UsageError`, `ConfigError` |
+| 3 | not earned: the gate refused, no candidate to promote, a regression | `GateFailed` |
+| 4 | integrity: an artifact or build does not match its digest | `IntegrityError` |
+| 130 | interrupted (Ctrl-C); finished artifacts are kept | `KeyboardInterrupt` |
+
+With --json, stdout holds exactly one document whatever happens: the command's result, or (when the command
+failed before printing one) `{"schema": "selfimprove.error/1", "error", "hint", "exit_code"}`.
+Nothing the user typed, no path and no message is ever read as Rich markup: the console has markup off, and the
+styled prefixes are built as `Text`. Tracebacks only with SELFIMPROVE_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -18,18 +31,19 @@ from typing import Any
 import typer
 
 _consoles: dict[bool, Any] = {}
+_printed = False  # a --json document was written by the current command
 UNBOUNDED_WIDTH = 10_000  # off a terminal: tables keep whole ids and lines, however long
 
 
 def console(stdout: bool = False):
-    """A Rich console on stderr (or stdout); plain (no colour, no progress) and never wrapped at 80 columns
-    when its stream is not a terminal. The stream is looked up at each print (test runners swap it)."""
+    """A Rich console on stderr (or stdout) with markup off; plain (no colour, no progress) and never wrapped at
+    80 columns when its stream is not a terminal. The stream is looked up at each print (test runners swap it)."""
     if stdout not in _consoles:
         from rich.console import Console
 
         stream = sys.stdout if stdout else sys.stderr
         width = None if stream.isatty() else UNBOUNDED_WIDTH
-        _consoles[stdout] = Console(stderr=not stdout, highlight=False, width=width)
+        _consoles[stdout] = Console(stderr=not stdout, highlight=False, markup=False, width=width)
     return _consoles[stdout]
 
 
@@ -37,13 +51,22 @@ def emit(schema: str, data: dict[str, Any], *, json_mode: bool, render: Callable
          product: bool = False) -> None:
     """Print the result: `{"schema": ..., **data}` on stdout with --json, else `render(console)` — on stdout
     when the rendering is the product the user asked for (`product`), on stderr when it is a stage's summary."""
+    global _printed
     if json_mode:
         from selfimprove.core.canonical import pretty_json
 
         sys.stdout.write(pretty_json({"schema": schema, **data}))
         sys.stdout.flush()
+        _printed = True
     elif render is not None:
         render(console(stdout=product))
+
+
+def say(label: str, text: str, style: str = "bold") -> None:
+    """`label` styled, then `text` verbatim (never parsed as markup), on stderr."""
+    from rich.text import Text
+
+    console().print(Text.assemble((label, style), " ", text))
 
 
 def progress_enabled() -> bool:
@@ -51,13 +74,25 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty() and not os.environ.get("SELFIMPROVE_NO_PROGRESS")
 
 
+def _error_document(message: str, hint: str | None, code: int) -> None:
+    global _printed
+    if not _printed:
+        sys.stdout.write(json.dumps({"schema": "selfimprove.error/1", "error": message, "hint": hint,
+                                     "exit_code": code}, indent=2) + "\n")
+        sys.stdout.flush()
+        _printed = True
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a command body, turning exceptions into a message, a hint and the right exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from selfimprove.core.errors import GateFailed, SelfimproveError
+        from selfimprove.core.errors import SelfimproveError
 
+        global _printed
+        _printed = False
+        json_mode = bool(kwargs.get("json_output"))
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -65,24 +100,27 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except SelfimproveError as exc:
             if os.environ.get("SELFIMPROVE_DEBUG") == "1":
                 console().print_exception()
-            json_mode = bool(kwargs.get("json_output"))
-            if json_mode and not isinstance(exc, GateFailed):
-                sys.stdout.write(json.dumps({"schema": "selfimprove.error/1", "error": exc.message,
-                                             "hint": exc.hint, "exit_code": exc.exit_code}, indent=2) + "\n")
-            console().print(f"[bold red]Error:[/] {exc.message}", markup=True)
+            if json_mode:
+                _error_document(exc.message, exc.hint, exc.exit_code)
+            say("Error:", exc.message, "bold red")
             for reason in getattr(exc, "reasons", []):
-                console().print(f"  - {reason}", markup=False)
+                console().print(f"  - {reason}")
             if exc.hint:
-                console().print(f"[bold]Hint:[/] {exc.hint}", markup=True)
+                say("Hint:", exc.hint)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
+            if json_mode:
+                _error_document("interrupted", "finished artifacts are kept; re-run to resume", 130)
             console().print("Interrupted; finished artifacts are kept.")
             raise typer.Exit(130) from None
         except Exception as exc:
             if os.environ.get("SELFIMPROVE_DEBUG") == "1":
                 raise
-            console().print(f"[bold red]Unexpected error:[/] {type(exc).__name__}: {exc}", markup=True)
-            console().print("[bold]Hint:[/] re-run with SELFIMPROVE_DEBUG=1 for the traceback", markup=True)
+            text = f"{type(exc).__name__}: {exc}"
+            if json_mode:
+                _error_document(text, "re-run with SELFIMPROVE_DEBUG=1 for the traceback", 1)
+            say("Unexpected error:", text, "bold red")
+            say("Hint:", "re-run with SELFIMPROVE_DEBUG=1 for the traceback")
             raise typer.Exit(1) from None
 
     return wrapper

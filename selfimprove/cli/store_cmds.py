@@ -28,8 +28,10 @@ def init(
     json_output: JsonOpt = False,
 ) -> None:
     """Write a commented config for a new target to configs/NAME.toml."""
+    import tomllib
+
     from selfimprove.cli.init_template import render_config
-    from selfimprove.config.load import load_config
+    from selfimprove.config.load import validate_config
     from selfimprove.core.errors import UsageError
     from selfimprove.store.atomic import write_text
 
@@ -38,9 +40,14 @@ def init(
     path = root / "configs" / f"{name}.toml"
     if path.exists() and not force:
         raise UsageError(f"{path} already exists", hint="pass --force to overwrite it")
-    write_text(path, render_config(target=name, source=source, endpoint=endpoint, project=project or name,
-                                   base_url=base_url, api_key_env=api_key_env, optimizer_model=optimizer_model))
-    load_config(path)  # the template must always validate
+    text = render_config(target=name, source=source, endpoint=endpoint, project=project or name,
+                         base_url=base_url, api_key_env=api_key_env, optimizer_model=optimizer_model)
+    try:  # validated before anything is written: a refused name or option leaves no file behind
+        validate_config(tomllib.loads(text), str(path))
+    except tomllib.TOMLDecodeError:
+        raise UsageError(f"cannot write a config for {name!r}: the name or an option breaks the TOML",
+                         hint="use a name of letters, digits, '-', '_' or '.'") from None
+    write_text(path, text)
     emit("selfimprove.init/1", {"target": name, "config": str(path)}, json_mode=json_output,
          render=lambda c: c.print(f"Wrote {path}. Edit it, then run `selfimprove pull --target {name}`."))
 
@@ -108,7 +115,6 @@ def verify(
     its evidence (report, candidate) by digest; each ref and the ref log. Exits 4 naming the first file that does
     not match, 2 for a target that has no config, runs or builds.
     """
-    from selfimprove.core.errors import UsageError
     from selfimprove.store.runs import Workspace
     from selfimprove.store.verify import verify_run, verify_target
 
@@ -117,10 +123,7 @@ def verify(
         the_run = ws.open_run("", run)
         result = {"target": the_run.target, "ok": True, "runs": [verify_run(the_run)], "builds": [], "refs": []}
     else:
-        name, cfg = resolve_target(root, target)
-        if cfg is None and not ws.target_dir(name).is_dir() and not (ws.prompts_dir / name).is_dir():
-            raise UsageError(f"unknown target '{name}': no config, runs or builds for it under {root}",
-                             hint="check --target (`ls configs/ runs/ prompts/`)")
+        name, _ = resolve_target(root, target)  # an unknown target is a usage error there (exit 2)
         if run:
             result = {"target": name, "ok": True, "runs": [verify_run(ws.open_run(name, run))], "builds": [],
                       "refs": []}

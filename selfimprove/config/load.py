@@ -13,8 +13,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from selfimprove.config.models import TargetConfig
+from selfimprove.config.models import ENV_NAME_ERROR, TargetConfig
 from selfimprove.core.errors import ConfigError, UsageError
+from selfimprove.core.secrets import redact
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -83,6 +84,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error["loc"]) or "(top level)"
     found = error.get("input")
+    if error["loc"] and error["loc"][-1] == "api_key_env" and isinstance(found, str):
+        return f"key '{key}': {ENV_NAME_ERROR}, found {redact(found)}"  # a pasted key is never echoed
     if error["type"] == "extra_forbidden":
         return f"key '{key}': unknown key (found {found!r})"
     if error["type"] == "missing":

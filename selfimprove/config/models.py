@@ -9,10 +9,16 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from selfimprove.core.secrets import is_env_var_name
 
-def is_env_var_name(value: str) -> bool:
-    """True for something shaped like an environment variable's name; false for a key pasted in its place."""
-    return bool(value) and not value.startswith("sk-") and value.replace("_", "").isalnum()
+ENV_NAME_ERROR = "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never a key"
+
+
+def env_var_name(value: str | None) -> str | None:
+    """Validator of every `api_key_env`: a name, not a key (the key itself is never echoed back)."""
+    if value is not None and not is_env_var_name(value):
+        raise ValueError(ENV_NAME_ERROR)
+    return value
 
 
 class Section(BaseModel):
@@ -27,12 +33,16 @@ class PhoenixSource(Section):
     page_size: int = Field(20000, gt=0, description="spans per request; pages are time windows")
     timeout_s: float = Field(300.0, gt=0)
 
+    _name = field_validator("api_key_env")(env_var_name)
+
 
 class ArizeSource(Section):
     space_id: str = ""
     project: str = Field("", validation_alias=AliasChoices("project", "model_id"),
                          description="the tracing project's name (arize 8's project_name; model_id before)")
     api_key_env: str = "ARIZE_API_KEY"
+
+    _name = field_validator("api_key_env")(env_var_name)
 
 
 class FileSource(Section):
@@ -55,12 +65,7 @@ class Endpoint(Section):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(4, ge=0)
 
-    @field_validator("api_key_env")
-    @classmethod
-    def _looks_like_env_name(cls, v: str) -> str:
-        if not is_env_var_name(v):
-            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never a key")
-        return v
+    _name = field_validator("api_key_env")(env_var_name)
 
 
 class Price(Section):

@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict
 
-from selfimprove.config.models import is_env_var_name
 from selfimprove.core.errors import UsageError
+from selfimprove.core.secrets import is_env_var_name, redact
 
 OPENAI_URL = "https://api.openai.com/v1"
 SIM_KEY_ENV = "SELFIMPROVE_DEMO_API_KEY"  # the simulator's dummy-key variable (set by the demo, never a real key)
@@ -86,7 +86,7 @@ def resolve_endpoint(world: str, *, real: bool = False, base_url: str | None = N
                             optimizer_model="sim-optimizer")
     name = api_key_env or "OPENAI_API_KEY"
     if not is_env_var_name(name):
-        raise UsageError("--api-key-env takes the NAME of an environment variable, not a key",
+        raise UsageError(f"--api-key-env takes the NAME of an environment variable, not a key (got {redact(name)})",
                          hint="export MY_KEY=... and pass --api-key-env MY_KEY")
     url = (base_url or OPENAI_URL).rstrip("/")
     if not environ.get(name) and (urlparse(url).hostname or "") not in LOOPBACK:  # a local server may need none

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from selfimprove.core.errors import UsageError
+from selfimprove.core.errors import GateFailed, UsageError
 from selfimprove.core.records import Candidate, Checkpoint, EvalSpec, Policy, Sample
 from selfimprove.core.report import REPORT_SCHEMA, Report
 from selfimprove.store.documents import read_frame, read_json, read_model
@@ -33,16 +33,20 @@ def select_candidates(run: Any, which: str) -> tuple[list[Candidate], list[str]]
     if which == "all":
         ids = [cid for cid, c in found.items() if c.passed_guards]
         if not ids:
-            raise UsageError("every candidate failed its guard checks", hint="name one with --candidates ID to "
-                             "evaluate it anyway")
+            raise GateFailed("no candidate earned an evaluation: every candidate failed its guard checks",
+                             reasons=[f"{cid}: failed its guards" for cid in found],
+                             hint="production is unchanged; name one with --candidates ID to evaluate it anyway")
     elif which == "best":
         upd = run.path / "update.json"
         best = read_json(upd, "update result").get("best") if upd.is_file() else None
+        if upd.is_file() and best is None:
+            raise GateFailed("no candidate earned an evaluation: update found none better than the current policy "
+                             "on its validation slice of train", reasons=[f"{len(found)} candidate(s), none best"],
+                             hint="production is unchanged; to test them on held-out data anyway: "
+                                  "`selfimprove evaluate --candidates all` (or an id)")
         if best not in found:
-            why = ("update named no best candidate: none beat the current policy on its validation slice"
-                   if upd.is_file() and best is None else
-                   f"update named no best candidate ({'its best ' + repr(best) + ' has no file' if best else 'no update.json'})")
-            raise UsageError(why, hint="evaluate them anyway with --candidates all or an id")
+            raise UsageError(f"update named no best candidate ({'its best ' + repr(best) + ' has no file' if best else 'no update.json'})",
+                             hint="re-run `selfimprove update`, or evaluate with --candidates all or an id")
         ids = [best]
     else:
         ids = [cid for cid in found if cid == which] or [cid for cid in found if cid.startswith(which)]

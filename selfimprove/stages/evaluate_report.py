@@ -198,12 +198,13 @@ def render_report(console: Any, report: Report, notes: Sequence[str] = ()) -> No
     """The terminal view: per candidate, eval | baseline | candidate | Δ | 95% CI | n | verdict; then cost."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     def f(x: Any, fmt: str = "{:.3f}") -> str:
         return "–" if x is None else fmt.format(x)
 
     for note in notes:
-        console.print(f"! {note}", style="yellow", markup=False, highlight=False)  # user text: never markup
+        console.print(Text.assemble(("!", "yellow"), " ", note), highlight=False)
     console.print(f"evidence: split '{report.split}'" + (" (held out)" if report.held_out else
                   " (NOT held out: it cannot promote)") + f", {report.n_samples} samples", highlight=False, markup=False)
     for c in report.candidates:

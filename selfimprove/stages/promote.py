@@ -90,6 +90,20 @@ def _move_to(ws, cfg, spec: str, *, dry_run: bool, push_phoenix: bool) -> Promot
     return result
 
 
+def _refuse_if_update_found_none(run) -> None:
+    """No report because update found no candidate better than the current policy: not earned (exit 3), not a
+    missing step (which would send the user to `evaluate`, whose own refusal sends them back here)."""
+    from selfimprove.store.documents import read_json
+
+    upd = run.path / "update.json"
+    if (run.path / "report.json").is_file() or not upd.is_file() or read_json(upd, "update summary").get("best"):
+        return
+    raise GateFailed("nothing earned promotion: update found no candidate better than the current policy",
+                     reasons=[f"run {run.run_id}: update.json names no best candidate"],
+                     hint="production is unchanged; pull more traffic or update with more --trials, or test the "
+                          "candidates anyway with `selfimprove evaluate --candidates all`")
+
+
 def _load_json(run, rel: str, hint: str) -> dict[str, Any]:
     from selfimprove.store.documents import read_json
 
@@ -124,6 +138,7 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
                  push_phoenix: bool) -> PromoteResult:
     from selfimprove.store.verify import verify_run
 
+    _refuse_if_update_found_none(run)
     verify_run(run)
     report = _load_report(run)
     checkpoint = _load_json(run, "checkpoint.json", "run `selfimprove snapshot` first")

@@ -103,12 +103,11 @@ def render_console(result: Any, console: Any) -> None:
     head.add_row("policy", f"{_short(result.policy_digest)} ({result.policy_model}) of {len(result.policies)} seen")
     head.add_row("primary eval", result.primary_eval or "-")
     console.print(head)
-    from rich.markup import escape
 
     policies = Table("policy", "model", "samples", "first", "last", "current", "template", title="policies seen")
     for p in result.policies:
-        policies.add_row(p.digest if not console.is_terminal else _short(p.digest), escape(p.model), str(p.samples),
-                         p.first or "-", p.last or "-", "yes" if p.current else "", escape(_template(p)))
+        policies.add_row(p.digest if not console.is_terminal else _short(p.digest), p.model, str(p.samples),
+                         p.first or "-", p.last or "-", "yes" if p.current else "", _template(p))
     console.print(policies)
     if result.evals:
         table = Table("eval", "kind", "spec", "judge", "scored", "missing", "mean")
@@ -130,8 +129,10 @@ def render_console(result: Any, console: Any) -> None:
         console.print(table)
     if result.bad:
         console.print("bad spans: " + ", ".join(f"{k} {v}" for k, v in sorted(result.bad.items())), markup=False)
+    from rich.text import Text
+
     for w in result.warnings:
-        console.print(f"[bold yellow]warning:[/] {escape(w)}", markup=True, highlight=False)
+        console.print(Text.assemble(("warning:", "bold yellow"), " ", w), highlight=False)
     for n in result.notes:
         console.print(f"note: {n}", markup=False)
     if result.run_path:

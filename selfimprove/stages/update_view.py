@@ -9,6 +9,7 @@ from typing import Any
 def render_update(result: Any, console: Any) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
+    from rich.text import Text
 
     title = f"update · {result.target} · run {result.run} · {result.optimizer}" + (" (reused)" if result.reused else "")
     table = Table(title=title)
@@ -24,7 +25,7 @@ def render_update(result: Any, console: Any) -> None:
                       str(len(c.edits)), str(c.calls))
     console.print(table)
     for c in result.candidates:
-        console.print(f"\n[bold]{c.id}[/] ({c.role}, parent {c.parent})", markup=True)
+        console.print(Text.assemble("\n", (c.id, "bold"), f" ({c.role}, parent {c.parent})"))
         for reason in c.rejected_by:
             console.print(f"  rejected by {reason}", markup=False)
         for e in c.edits:
