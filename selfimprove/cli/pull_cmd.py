@@ -23,6 +23,11 @@ def pull(
     until: Annotated[str | None, typer.Option(help="End of the window, exclusive (same forms; default: now, "
                                                       "recorded as a concrete time).")] = None,
     limit: Annotated[int | None, typer.Option(help="Keep only the newest N spans of the window.", min=1)] = None,
+    give_up_after: Annotated[float | None, typer.Option(
+        "--give-up-after", metavar="SECONDS", min=1,
+        help="Give up when Phoenix has not answered a request for this long, retries included (default: "
+             "telemetry.phoenix.give_up_after_s, 300; each attempt waits at most telemetry.phoenix.timeout_s, "
+             "120).")] = None,
     source: Annotated[str | None, typer.Option(help="phoenix, arize or file (default: telemetry.source in the "
                                                        "config; the file source reads telemetry.file.path).")] = None,
     target: TargetOpt = None,
@@ -33,12 +38,14 @@ def pull(
 ) -> None:
     """Pull the target's spans and eval annotations into a new run: raw/spans.parquet, raw/annotations.parquet.
 
-    Exit 2 when the window holds no spans (no run is left behind)."""
+    Exit 2 when the window holds no spans; exit 1 when the server cannot be reached or does not answer within
+    --give-up-after seconds. No run is left behind by a pull that fails."""
     from selfimprove.cli.render import render_result
     from selfimprove.stages.pull import pull as run_pull
 
+    overrides = [*(set_ or []), *([f"telemetry.phoenix.give_up_after_s={give_up_after}"] if give_up_after else [])]
     with _progress() as on_progress:
-        result = run_pull(root=root, target=target, overrides=set_, since=since, until=until, limit=limit,
+        result = run_pull(root=root, target=target, overrides=overrides, since=since, until=until, limit=limit,
                           source=source, wait=wait, on_progress=on_progress)
     render_result("selfimprove.pull/1", result, json_output)
 
@@ -51,12 +58,20 @@ def _progress() -> Iterator[Callable[[Any], None] | None]:
     if not progress_enabled():
         yield None
         return
-    from rich.progress import Progress, SpinnerColumn, TextColumn
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console(), transient=True) as bar:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console(),
+                  transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def update(p: Any) -> None:
+            if p.kind == "waiting":  # what the source waits for, timed from when it started waiting
+                if "waiting" not in tasks:
+                    tasks["waiting"] = bar.add_task(p.note, total=None)
+                bar.reset(tasks["waiting"], description=p.note, visible=True)
+                return
+            if "waiting" in tasks:
+                bar.update(tasks["waiting"], visible=False)
             if p.kind not in tasks:
                 tasks[p.kind] = bar.add_task(p.kind, total=p.total)
             total = f"/{p.total}" if p.total else ""

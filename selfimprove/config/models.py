@@ -31,7 +31,9 @@ class PhoenixSource(Section):
     span_filter: str = "span_kind == 'LLM'"
     api_key_env: str | None = None
     page_size: int = Field(20000, gt=0, description="spans per request; pages are time windows")
-    timeout_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="seconds one request may wait for an answer")
+    give_up_after_s: float = Field(300.0, gt=0, description="seconds to wait for one answer, retries included, "
+                                                            "before pull gives up")
 
     _name = field_validator("api_key_env")(env_var_name)
 

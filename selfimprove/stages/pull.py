@@ -88,7 +88,8 @@ def open_source(cfg: Any, name: str | None = None) -> Any:
 
         px = cfg.telemetry.phoenix
         return PhoenixSource(px.endpoint, px.project, api_key_env=px.api_key_env, page_size=px.page_size,
-                             timeout=px.timeout_s, span_filter=px.span_filter or None)
+                             timeout=px.timeout_s, span_filter=px.span_filter or None,
+                             give_up_after=px.give_up_after_s)
     if name == "arize":
         from selfimprove.telemetry.arize import ArizeSource
 
@@ -109,7 +110,8 @@ class Puller:
     """The library twin of `selfimprove pull`: `Puller(root, target).pull(since=..., until=..., limit=...)`.
 
     `source` is a source name ("phoenix", "arize", "file") or any `TelemetrySource` object; `on_progress`
-    receives `Progress(kind, done, total, requests)` as spans and annotations arrive; `config` skips loading
+    receives `Progress(kind, done, total, requests)` as spans and annotations arrive (kind "waiting", with a
+    `note`, while a server has not answered); `config` skips loading
     the config file (a `TargetConfig`)."""
 
     def __init__(self, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None, *,
@@ -125,6 +127,9 @@ class Puller:
         self.workspace = Workspace(root)
         self.source = source if source is not None and not isinstance(source, str) else open_source(config, source)
         self.on_progress = on_progress
+        if on_progress is not None and hasattr(self.source, "on_wait") and self.source.on_wait is None:
+            self.source.on_wait = lambda note: on_progress(
+                Progress("waiting", 0, None, getattr(self.source, "requests", 0), note=note))
         self.wait = wait
         self.clock = clock or (lambda: datetime.now(UTC))
 

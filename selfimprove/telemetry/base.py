@@ -18,12 +18,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress report: `done` rows of `kind` so far (`total` when known) after `requests` requests."""
+    """One progress report: `done` rows of `kind` so far (`total` when known) after `requests` requests. Kind
+    "waiting" says what the source is waiting for (`note`), e.g. a server that has not answered yet."""
 
-    kind: Literal["spans", "annotations"]
+    kind: Literal["spans", "annotations", "waiting"]
     done: int
     total: int | None
     requests: int
+    note: str = ""
 
 
 ProgressCallback = Callable[[Progress], None]

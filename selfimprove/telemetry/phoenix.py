@@ -51,14 +51,18 @@ class PhoenixSource:
     `endpoint` is the server's base URL (a trailing `/v1` or `/v1/traces` is ignored). `api_key_env` names the
     environment variable holding the key (the value is never stored elsewhere or logged). `page_size` rows per
     request, `timeout` seconds per request, `retries` attempts for transient failures (connection refused or
-    reset, timeouts, 429/502/503/504) with exponential backoff from `backoff` seconds. `span_filter` is a
+    reset, timeouts, 429/502/503/504) with exponential backoff from `backoff` seconds. `give_up_after` bounds
+    the whole wait for one answer, retries included: a hung server is given up on with a clear error after at
+    most that many seconds (each attempt's timeout is cut to what is left). `on_wait(message)` is told when
+    a request is sent and when an attempt failed and is retried, so a caller can show what it is waiting for. `span_filter` is a
     Phoenix span-query condition, e.g. "span_kind == 'LLM' and name == 'ChatCompletion'".
     """
 
     name = "phoenix"
 
     def __init__(self, endpoint: str, project: str, *, api_key_env: str | None = None, page_size: int = 5000,
-                 timeout: float = 300, span_filter: str | None = None, retries: int = 4, backoff: float = 0.5):
+                 timeout: float = 120, span_filter: str | None = None, retries: int = 4, backoff: float = 0.5,
+                 give_up_after: float = 300, on_wait: Callable[[str], None] | None = None):
         if page_size < 1:
             raise UsageError(f"page_size must be positive, got {page_size}")
         self.endpoint = _base_url(endpoint)
@@ -66,6 +70,8 @@ class PhoenixSource:
         self.api_key_env = api_key_env
         self.page_size = page_size
         self.timeout = timeout
+        self.give_up_after = give_up_after
+        self.on_wait = on_wait
         self.span_filter = span_filter
         self.retries = max(1, retries)
         self.backoff = backoff
@@ -124,9 +130,9 @@ class PhoenixSource:
         if self.span_filter:
             query = query.where(self.span_filter)
         query = query.select(*SELECT_FIELDS)
-        df = self._call(lambda: self._get_client().spans.get_spans_dataframe(
+        df = self._call(lambda timeout: self._get_client().spans.get_spans_dataframe(
             project_identifier=self.project, query=query, start_time=start, end_time=end, limit=limit,
-            timeout=self.timeout))
+            timeout=timeout), what="spans")
         self._prefetch.add(_raw_span_ids(df))
         return normalize_phoenix_spans(df)
 
@@ -144,7 +150,7 @@ class PhoenixSource:
 
         window = f"[{since.isoformat() if since else '-inf'}, {until.isoformat() if until else 'now'})"
         try:
-            self._call(lambda: self._get_client().projects.get(project_name=self.project))
+            self._call(lambda timeout: self._get_client().projects.get(project_name=self.project), what="project")
         except SelfimproveError as exc:
             cause = exc.__cause__
             if isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 404:
@@ -223,13 +229,13 @@ class PhoenixSource:
         params: dict[str, Any] = {"span_ids": chunk, "limit": _ANNOTATIONS_PER_PAGE}
         path = f"v1/projects/{quote(self.project, safe='')}/span_annotations"
         while True:
-            def get(params: dict[str, Any] = params) -> Any:
+            def get(timeout: float, params: dict[str, Any] = params) -> Any:
                 response = self._http().get(path, params=params, headers={"accept": "application/json"},
-                                            timeout=self.timeout)
+                                            timeout=timeout)
                 response.raise_for_status()
                 return response.json()
 
-            payload = self._call(get)
+            payload = self._call(get, what="annotations")
             rows += payload.get("data") or []
             cursor = payload.get("next_cursor")
             if not cursor:
@@ -255,25 +261,37 @@ class PhoenixSource:
         called directly."""
         return self._get_client()._client
 
-    def _call(self, fn: Callable[[], _T]) -> _T:
-        """`fn()` with retries for transient failures; other HTTP errors become SelfimproveError (the httpx
-        error as `__cause__`)."""
+    def _call(self, fn: Callable[[float], _T], what: str = "a request") -> _T:
+        """`fn(timeout)` with retries for transient failures, all within `give_up_after` seconds; other HTTP
+        errors become SelfimproveError (the httpx error as `__cause__`)."""
         import httpx
 
+        started = time.monotonic()
         for attempt in range(1, self.retries + 1):
             with self._lock:  # the annotation prefetch calls from its own thread
                 self.requests += 1
+            left = self.give_up_after - (time.monotonic() - started)
+            timeout = max(0.05, min(self.timeout, left))
+            self._tell(f"waiting for {what} from Phoenix at {self.endpoint}"
+                       + (f" (attempt {attempt} of {self.retries})" if attempt > 1 else ""))
             try:
-                return fn()
+                return fn(timeout)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                if attempt == self.retries:
-                    raise _transport_error(exc, self.endpoint, self.timeout, attempt) from exc
+                waited = time.monotonic() - started
+                if attempt == self.retries or waited + self.backoff * 2 ** (attempt - 1) >= self.give_up_after:
+                    raise _transport_error(exc, self.endpoint, waited, attempt, self.give_up_after) from exc
+                self._tell(f"Phoenix at {self.endpoint}: {_failure(exc)} after {waited:.0f} s; retrying "
+                           f"(gives up after {self.give_up_after:g} s)")
             except httpx.HTTPStatusError as exc:
                 status = exc.response.status_code
                 if status not in _RETRY_STATUS or attempt == self.retries:
                     raise _status_error(exc, self.endpoint, self.api_key_env) from exc
             time.sleep(self.backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
+
+    def _tell(self, message: str) -> None:
+        if self.on_wait is not None:
+            self.on_wait(message)
 
 
 def _base_url(endpoint: str) -> str:
@@ -302,13 +320,27 @@ def _detail(response: Any) -> str:
         return response.text[:200]
 
 
-def _transport_error(exc: Exception, endpoint: str, timeout: float, attempts: int) -> SelfimproveError:
+def _failure(exc: Exception) -> str:
     import httpx
 
     if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-        return SelfimproveError(f"Phoenix at {endpoint} did not answer within {timeout:g}s ({attempts} attempts)",
-                                hint="raise the timeout, or lower the page size")
-    return SelfimproveError(f"cannot reach Phoenix at {endpoint} after {attempts} attempts: "
+        return "no answer"
+    return f"{type(exc).__name__}"
+
+
+def _transport_error(exc: Exception, endpoint: str, waited: float, attempts: int,
+                     give_up_after: float) -> SelfimproveError:
+    import httpx
+
+    tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return SelfimproveError(f"Phoenix at {endpoint} did not answer: gave up after {waited:.0f} s ({tries}); "
+                                "nothing was written",
+                                hint="check that the server is up and not overloaded; a slow but healthy server "
+                                     f"needs a longer wait (pull --give-up-after, now {give_up_after:g} s; "
+                                     "telemetry.phoenix.timeout_s per request) or a smaller "
+                                     "telemetry.phoenix.page_size")
+    return SelfimproveError(f"cannot reach Phoenix at {endpoint} after {tries} ({waited:.0f} s): "
                             f"{type(exc).__name__}: {exc}", hint="is the server running? check the endpoint")
 
 

@@ -38,7 +38,8 @@ def fetch_tree(source: Any, trace_ids: Sequence[str], known: Sequence[str] = ())
     for i in range(0, len(ids), TRACE_IDS_PER_REQUEST):
         params: dict[str, Any] = {"trace_id": ids[i:i + TRACE_IDS_PER_REQUEST], "limit": SPANS_PER_PAGE}
         while True:
-            payload = source._call(lambda params=params: _get(source, path, params))
+            payload = source._call(lambda timeout, params=params: _get(source, path, params, timeout),
+                                   what="the traces' other spans")
             for span in payload.get("data") or []:
                 context = span.get("context") or {}
                 if context.get("span_id") in skip:
@@ -75,7 +76,8 @@ def _trace_annotations_chunk(source: Any, ids: list[str]) -> pd.DataFrame:
     path = f"v1/projects/{quote(source.project, safe='')}/trace_annotations"
     while True:
         try:
-            payload = source._call(lambda params=params: _get(source, path, params))
+            payload = source._call(lambda timeout, params=params: _get(source, path, params, timeout),
+                                   what="trace annotations")
         except SelfimproveError as exc:
             status = exc.__cause__.response.status_code if isinstance(exc.__cause__, httpx.HTTPStatusError) else 0
             if status in _TOO_LONG and len(ids) > TRACE_IDS_PER_REQUEST:
@@ -92,8 +94,7 @@ def _trace_annotations_chunk(source: Any, ids: list[str]) -> pd.DataFrame:
     return normalize_phoenix_annotations(_annotations_frame(rows))
 
 
-def _get(source: Any, path: str, params: dict[str, Any]) -> Any:
-    response = source._http().get(path, params=params, headers={"accept": "application/json"},
-                                  timeout=source.timeout)
+def _get(source: Any, path: str, params: dict[str, Any], timeout: float) -> Any:
+    response = source._http().get(path, params=params, headers={"accept": "application/json"}, timeout=timeout)
     response.raise_for_status()
     return response.json()
