@@ -226,3 +226,15 @@ def test_property_pass_implies_every_rule(diff, half, tol, minimum):
 
 def test_directed_ignores_non_finite_values():
     assert directed({"diff": float("nan"), "ci": [0, float("inf")]}) == (None, None)
+
+
+def test_too_many_pairs_lost_to_failed_calls_refuses():
+    e = entry()
+    e["n_samples"] = 64  # the primary has n=60 pairs: 4 lost (6%), above the default 5%
+    d = decide(e, S)
+    assert not d.passed and d.reasons == ("4 of 64 pairs (6%) lost to failed calls on the primary eval, more than "
+                                          + "gate.max_failed_pairs = 5%",)
+    assert decide(e, S.model_copy(update={"max_failed_pairs": 0.1})).passed
+    e["n_samples"] = 63  # 3 of 63 (4.8%): within the default
+    assert decide(e, S).passed
+    assert settings_from_config(Gate(max_failed_pairs=0.2), "policy").max_failed_pairs == 0.2

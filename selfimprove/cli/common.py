@@ -55,3 +55,9 @@ def resolve_target(root: Path, target: str | None, overrides: list[str] | None =
             return found[0], None
         config_path(root, target)  # raises the usual "no target config" error
         raise
+
+
+def gate_overrides(overrides: list[str] | None, max_failed_pairs: float | None) -> list[str]:
+    """`--set` overrides plus the gate flags that are config keys (a flag wins over the config)."""
+    extra = [f"gate.max_failed_pairs={max_failed_pairs}"] if max_failed_pairs is not None else []
+    return [*(overrides or []), *extra]

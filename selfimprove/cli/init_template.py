@@ -63,6 +63,7 @@ min_improvement = 0.02              # the primary eval must improve at least thi
 default_max_regression = 0.02       # allowed drop on any other eval
 looks = 1                           # planned re-evaluations of one candidate against one baseline (cron)
 # max_cost_per_call_usd = 0.01
+max_failed_pairs = 0.05             # refuse when more than this share of held-out pairs was lost to failed calls
 '''
 
 _JUDGE_DEFAULT = '''# [llm.judge]                       # override the captured judge model (recorded in the report)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.common import JsonOpt, RootOpt, SetOpt, TargetOpt, WaitOpt
+from selfimprove.cli.common import JsonOpt, RootOpt, SetOpt, TargetOpt, WaitOpt, gate_overrides
 from selfimprove.cli.output import handle_errors
 
 
@@ -23,6 +23,9 @@ def run(
                                                           "update.max_calls).", min=1)] = None,
     min_improvement: Annotated[float | None, typer.Option(help="Required gain on the primary eval (default: "
                                                                   "config gate.min_improvement).")] = None,
+    max_failed_pairs: Annotated[float | None, typer.Option(
+        min=0, max=1, help="Refuse when more than this share of the held-out pairs was lost to failed calls "
+                           "(default: config gate.max_failed_pairs, 0.05).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the update's minibatches and search.")] = 0,
     candidates: Annotated[str, typer.Option(
         help="What evaluate tests on held-out data: best (default: update's pick on its validation slice), all "
@@ -49,7 +52,7 @@ def run(
     from selfimprove.core.errors import GateFailed
     from selfimprove.stages.loop import run_loop
 
-    result = run_loop(root=root, target=target, overrides=set_, since=since, until=until, limit=limit,
+    result = run_loop(root=root, target=target, overrides=gate_overrides(set_, max_failed_pairs), since=since, until=until, limit=limit,
                       trials=trials, max_calls=max_calls, min_improvement=min_improvement, seed=seed,
                       candidates=candidates, dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update, wait=wait)
     render_result("selfimprove.run/1", result, json_output)

@@ -65,7 +65,9 @@ class Endpoint(Section):
     api_key_env: str = "OPENAI_API_KEY"
     model: str | None = None
     timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(4, ge=0)
+    max_retries: int = Field(4, ge=0, description="retries of a timeout, 5xx or dropped connection")
+    rate_limit_wait_s: float = Field(300.0, gt=0, description="how long one call may wait out rate limits (429s, "
+                                     "Retry-After honoured, concurrency lowered) before its row counts as failed")
 
     _name = field_validator("api_key_env")(env_var_name)
 
@@ -157,6 +159,8 @@ class Gate(Section):
     max_cost_per_call_usd: float | None = Field(None, ge=0)
     looks: int = Field(1, ge=1, description="planned looks at one candidate against one baseline (e.g. nightly "
                                             "re-evaluations); each spends evaluate.alpha / looks")
+    max_failed_pairs: float = Field(0.05, ge=0, le=1, description="refuse when a larger share of the held-out "
+                                                                   "pairs was lost to failed calls")
 
 
 class Trigger(Section):

@@ -21,6 +21,9 @@ The rules, all of which must hold:
 4. **Cost.** With `max_cost_per_call_usd` set, the candidate's cost per call is at most the ceiling (an unknown
    cost with a ceiling set is a refusal: the gate cannot show the ceiling is kept).
 5. **Evidence present.** The primary eval exists in the entry, with a non-empty sample.
+6. **Few failed pairs.** A pair is a sample scored on the primary eval for both the baseline and the candidate;
+   a failed generation or judgement on either side loses it. More than `max_failed_pairs` (a share of the
+   candidate's `n_samples`) lost is a refusal: the estimate would rest on the samples that happened to survive.
 
 Units: report entries with `"scale": "normalized"` hold normalised scores (core.scores: [0, 1], 1 best), so the
 gain is `diff`. Entries of older reports (no `scale`) are in the eval's own units: for a "minimize" eval the gain
@@ -51,6 +54,7 @@ class GateSettings(BaseModel):
     max_regression: dict[str, float] = Field(default_factory=dict)
     default_max_regression: float = 0.02
     max_cost_per_call_usd: float | None = None
+    max_failed_pairs: float = Field(0.05, ge=0, le=1, description="largest share of pairs lost to failed calls")
 
     def tolerance(self, eval_name: str) -> float:
         return self.max_regression.get(eval_name, self.default_max_regression)
@@ -231,8 +235,20 @@ def decide(candidate: Mapping[str, Any], settings: GateSettings) -> GateDecision
     failed = sum(int(errors.get(k) or 0) for k in ("generation", "judgement"))
     if failed:
         warnings.append(f"{failed} call(s) failed during evaluation ({errors}); the estimates exclude them")
+    _check_failed_pairs(candidate, evals.get(settings.primary_eval), settings, reasons)
     return GateDecision(candidate=cid, passed=not reasons, reasons=tuple(reasons), warnings=tuple(warnings),
                         checks=tuple(checks), settings=settings)
+
+
+def _check_failed_pairs(candidate: Mapping[str, Any], primary: Mapping[str, Any] | None, s: GateSettings,
+                        reasons: list[str]) -> None:
+    total, n = candidate.get("n_samples"), (primary or {}).get("n")
+    if not isinstance(total, int) or total <= 0 or not isinstance(n, int):
+        return
+    lost = total - n
+    if lost / total > s.max_failed_pairs:
+        reasons.append(f"{lost} of {total} pairs ({lost / total:.0%}) lost to failed calls on the primary eval, "
+                       f"more than gate.max_failed_pairs = {s.max_failed_pairs:.0%}")
 
 
 def settings_from_config(gate: Any, primary_eval: str, *, min_improvement: float | None = None,
@@ -246,7 +262,7 @@ def settings_from_config(gate: Any, primary_eval: str, *, min_improvement: float
         family=dict(family or {}), look=look, looks=getattr(gate, "looks", 1),
         min_improvement=gate.min_improvement if min_improvement is None else min_improvement,
         max_regression=dict(gate.max_regression), default_max_regression=gate.default_max_regression,
-        max_cost_per_call_usd=gate.max_cost_per_call_usd)
+        max_cost_per_call_usd=gate.max_cost_per_call_usd, max_failed_pairs=gate.max_failed_pairs)
 
 
 def settings_for_report(gate: Any, report: Mapping[str, Any], primary_eval: str, *, alpha: float,

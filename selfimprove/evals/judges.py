@@ -118,6 +118,7 @@ class JudgeEndpoint:
     model: str | None = None
     max_retries: int = 4
     timeout_s: float = 60.0
+    rate_limit_wait_s: float = 300.0
 
 
 # Parameters phoenix-evals sets itself; a captured spec carrying them would collide.
@@ -162,7 +163,7 @@ class LLMJudge:
         timeout = httpx2.Timeout(endpoint.timeout_s)
         async_transport = retrying_transport(
             AsyncCachingTransport(self.cache, self.ledger, httpx2.AsyncHTTPTransport(limits=limits)),
-            self.ledger.prices, max_retries=endpoint.max_retries)
+            self.ledger.prices, max_retries=endpoint.max_retries, rate_limit_wait_s=endpoint.rate_limit_wait_s)
         client_kwargs: dict[str, Any] = {"api_key": endpoint.api_key or "unused"}
         if endpoint.base_url:
             client_kwargs["base_url"] = endpoint.base_url

@@ -1,9 +1,12 @@
 """`OpenAIChat`: async chat completions through the official `openai` SDK to any OpenAI-compatible base_url.
 
-- Retries: the SDK's own (exponential backoff with jitter, honouring Retry-After / retry-after-ms on 429s),
-  `max_retries` per call; a per-call `timeout` (the SDK retries timeouts too).
+- Rate limits: every request goes through its endpoint's adaptive limiter (selfimprove.llm.throttle), shared
+  with the judges: a 429 pauses the endpoint's callers for its Retry-After and halves their concurrency, and
+  the call is retried until it succeeds or has waited `rate_limit_wait_s`; a 429 alone does not fail a row.
+- Retries: the SDK's own for timeouts, 5xx and dropped connections (exponential backoff with jitter),
+  `max_retries` per call; a per-call `timeout`.
 - Concurrency: at most `concurrency` calls in flight per instance (an asyncio.Semaphore) and a connection
-  pool of the same size.
+  pool of the same size; fewer while the endpoint's limiter holds it lower.
 - Cache, ledger and budget: the SDK's HTTP client runs on `AsyncCachingTransport`, so a repeated request is
   answered from the run folder's cache and every attempt is booked (see `httpx_cache`).
 - Errors: a call that still fails after its retries returns a `ChatResult` with `error` set. Systemic
@@ -64,6 +67,7 @@ class OpenAIChat:
         cache: CallCache | str | Path | None = None,
         ledger: Ledger | None = None,
         max_consecutive_failures: int = 20,
+        rate_limit_wait_s: float = 300.0,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -73,6 +77,7 @@ class OpenAIChat:
         self.cache = CallCache(cache) if isinstance(cache, (str, Path)) else cache
         self.ledger = ledger if ledger is not None else Ledger()
         self.max_consecutive_failures = max_consecutive_failures
+        self.rate_limit_wait_s = rate_limit_wait_s
         self._api_key = resolve_api_key(base_url, api_key_env)
         self._state: tuple[Any, Any, asyncio.Semaphore] | None = None
         self._failures_in_a_row = 0
@@ -83,7 +88,8 @@ class OpenAIChat:
         """From a config `Endpoint` (base_url, api_key_env, model, timeout_s, max_retries)."""
         return cls(
             endpoint.base_url or "https://api.openai.com/v1", endpoint.api_key_env,
-            model=model or endpoint.model, timeout=endpoint.timeout_s, max_retries=endpoint.max_retries, **kwargs,
+            model=model or endpoint.model, timeout=endpoint.timeout_s, max_retries=endpoint.max_retries,
+            rate_limit_wait_s=endpoint.rate_limit_wait_s, **kwargs,
         )
 
     def __repr__(self) -> str:  # never shows the key
@@ -97,9 +103,12 @@ class OpenAIChat:
             import openai
 
             from selfimprove.llm.httpx_cache import AsyncCachingTransport
+            from selfimprove.llm.throttle import throttled_transport
 
             limits = httpx2.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-            transport = AsyncCachingTransport(self.cache, self.ledger, httpx2.AsyncHTTPTransport(limits=limits))
+            transport = throttled_transport(
+                AsyncCachingTransport(self.cache, self.ledger, httpx2.AsyncHTTPTransport(limits=limits)),
+                max_wait_s=self.rate_limit_wait_s)
             client = openai.AsyncOpenAI(
                 base_url=self.base_url, api_key=self._api_key, max_retries=self.max_retries, timeout=self.timeout,
                 http_client=httpx2.AsyncClient(transport=transport, timeout=self.timeout),

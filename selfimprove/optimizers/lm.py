@@ -61,13 +61,15 @@ class LedgerMeter:
 def cached_client(base_url: str, api_key: str, cache: Any, ledger: Any, timeout_s: float = 60.0,
                   max_retries: int = 2) -> Any:
     """A sync `openai.OpenAI` client whose chat calls go through the run's call cache and ledger
-    (selfimprove.llm.httpx_cache.CachingTransport): a re-run is free, and the ledger's budget is a hard cap."""
+    (selfimprove.llm.httpx_cache.CachingTransport): a re-run is free, and the ledger's budget is a hard cap.
+    429s are waited out under the endpoint's adaptive limiter (selfimprove.llm.throttle)."""
     import httpx2
     import openai
 
     from selfimprove.llm.httpx_cache import CachingTransport
+    from selfimprove.llm.throttle import throttled_sync_transport
 
-    http = httpx2.Client(transport=CachingTransport(cache, ledger), timeout=timeout_s)
+    http = httpx2.Client(transport=throttled_sync_transport(CachingTransport(cache, ledger)), timeout=timeout_s)
     return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries,
                          http_client=http)
 

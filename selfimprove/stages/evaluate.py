@@ -215,7 +215,19 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
                                  primary, outcome, mode, split, judge_override, tags, digests, label_only=label_only,
                                  stored_only=not_replayed, human_agreement=people_agreement(cfg, checkpoint, order),
                                  clusters=clusters, look=look)
+    warnings += failed_row_warnings(report)
     return report, frame, estimate, spent, warnings
+
+
+def failed_row_warnings(report: Any) -> list[str]:
+    """One line per policy whose generations or judgements failed: failed rows are counted, never silent."""
+    out = []
+    for who, entry in [("baseline", report.baseline), *((c.id, c) for c in report.candidates)]:
+        if entry.errors.generation or entry.errors.judgement:
+            out.append(f"{who}: {entry.errors.generation} generation(s) and {entry.errors.judgement} judgement(s) "
+                       f"failed of {entry.n_samples} samples (see results.parquet's error columns); the "
+                       "statistics exclude them")
+    return out
 
 
 def _check_budget(estimate: dict[str, Any], ev: Any, yes: bool, confirm: Any) -> None:

@@ -206,7 +206,9 @@ async def run_sequential(scorer: Any, *, baseline: Policy | None, stored: dict[s
                 on_batch(sum(len(b) for b in batches[:k + 1]), len(order), arms)
         return LoopOutcome(rows, baseline_ids, "decided" if not any(a.active for a in arms) else "exhausted")
     finally:
-        await _cancel([t for per in started.values() for ts in per.values() for t in ts if not t.done()])
+        # every task, finished ones too: a call the budget refused ended its task with BudgetExceeded, and an
+        # exception nobody retrieves is printed as "Task exception was never retrieved" when the loop closes
+        await _cancel([t for per in started.values() for ts in per.values() for t in ts])
 
 
 def stored_baseline_rows(samples: Sequence[Sample], evals: Sequence[EvalSpec], policy: Policy,

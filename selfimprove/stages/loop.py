@@ -154,7 +154,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
             step("evaluate", "skipped", reason, time.monotonic())
             result.refusal = {"message": "no candidate to evaluate", "reasons": [reason]}
             step("promote", "refused", "no candidate to evaluate: " + reason, time.monotonic())
-            result.calls, result.cost_usd = _sum_attr("calls", updated), _sum_attr("cost_usd", updated)
+            result.calls, result.cost_usd = _total_spent(updated)
             result.production = _production(ws, cfg.target)
             return finish("refused")
 
@@ -166,8 +166,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
                                                         focus="all", yes=True, force=False, wait=False))
         report = evaluated.report
         result.evaluated = len(report.candidates)
-        result.calls = _sum_attr("calls", updated, evaluated)
-        result.cost_usd = _sum_attr("cost_usd", updated, evaluated)
+        result.calls, result.cost_usd = _total_spent(updated, evaluated)
         html = run.path / "report.html"
         result.report_html = str(html) if html.is_file() else None
         step("evaluate", "done", _evaluate_detail(report, primary) + _spend(evaluated), t0)
@@ -264,17 +263,32 @@ def _evaluate_detail(report: Report, primary: str | None) -> str:
             f"(Δ {e.diff:+.3f}, 95% CI {ci_text}, n={e.n}, {e.clusters} clusters){test}")
 
 
+def _spent(result: Any) -> tuple[int, float] | None:
+    """(LLM calls sent, dollars) by one stage's invocation: every attempt the ledger booked, cache hits free.
+    Update reports `calls`/`cost_usd`, evaluate a `spent` dict; None for a stage that reports neither."""
+    spent = getattr(result, "spent", None)
+    if isinstance(spent, dict) and "calls" in spent:
+        return int(spent["calls"]), float(spent.get("cost_usd") or 0.0)
+    calls = getattr(result, "calls", None)
+    if isinstance(calls, int):
+        return calls, float(getattr(result, "cost_usd", None) or 0.0)
+    return None
+
+
 def _spend(result: Any) -> str:
-    calls, cost = getattr(result, "calls", None), getattr(result, "cost_usd", None)
-    if calls is None:
+    spent = _spent(result)
+    if spent is None:
         return ""
+    calls, cost = spent
     return f"; {calls} calls" + (f", ${cost:.4f}" if cost else "")
 
 
-def _sum_attr(name: str, *results: Any) -> Any:
-    values = [getattr(r, name, None) for r in results]
-    values = [v for v in values if isinstance(v, (int, float))]
-    return sum(values) if values else None
+def _total_spent(*results: Any) -> tuple[int | None, float | None]:
+    """Calls and dollars of every stage of the run (None when no stage reported any)."""
+    spent = [s for s in (_spent(r) for r in results) if s is not None]
+    if not spent:
+        return None, None
+    return sum(c for c, _ in spent), round(sum(d for _, d in spent), 6)
 
 
 def _production(ws: Any, target: str) -> str | None:

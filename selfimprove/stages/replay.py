@@ -150,7 +150,8 @@ class PolicyScorer:
         base = judge_cfg.base_url or "https://api.openai.com/v1"
         endpoint = JudgeEndpoint(base_url=base, api_key=resolve_api_key(base, judge_cfg.api_key_env),
                                  model=cfg.llm.judge.model if cfg.llm.judge else None,
-                                 max_retries=judge_cfg.max_retries, timeout_s=judge_cfg.timeout_s)
+                                 max_retries=judge_cfg.max_retries, timeout_s=judge_cfg.timeout_s,
+                                 rate_limit_wait_s=judge_cfg.rate_limit_wait_s)
         judges, skipped = build_judges(evals, endpoint, cache=cache, ledger=ledger, max_connections=conc)
         return cls(llm, judges, concurrency=conc, ledger=ledger, skipped=skipped, judge_endpoint=endpoint)
 
