@@ -99,6 +99,9 @@ def test_a_pasted_key_is_refused_without_being_echoed(tmp_path):
         for text in (res.stdout, res.stderr, flat(res.stderr)):
             assert KEY not in text and KEY[:12] not in text
         assert f"'{KEY[:4]}…' ({len(KEY)} characters)" in doc["error"] and key in doc["error"]
+    res = cli("init", "other", "--root", tmp_path, "--api-key-env", KEY, "--json")
+    assert res.exit_code == 2 and KEY not in res.stdout + res.stderr and KEY[:12] not in res.stdout + res.stderr
+    assert not (tmp_path / "configs" / "other.toml").exists()
     res = cli("demo", "--base-url", "http://127.0.0.1:9/v1", "--api-key-env", KEY, "--json")
     assert res.exit_code == 2 and KEY not in res.stdout + res.stderr and KEY[:12] not in res.stdout + res.stderr
     assert f"({len(KEY)} characters)" in one_document(res)["error"]
