@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.telemetry.base import ProgressCallback, check_window, report
+from selfimprove.telemetry.phoenix_errors import failure_text, response_detail, status_error, transport_error
 from selfimprove.telemetry.prefetch import ChunkPrefetcher
 from selfimprove.telemetry.raw import (
     concat_annotations,
@@ -215,7 +216,7 @@ class PhoenixSource:
                 return concat_annotations([p for p in parts if p is not None])
             if status != 404:
                 raise
-            if "span_ids" not in _detail(cause.response):  # "Project ... not found"
+            if "span_ids" not in response_detail(cause.response):  # "Project ... not found"
                 self.notes.append(f"project {self.project!r} not found on {self.endpoint}: no annotations")
                 return None
             return empty_annotations()  # none of these ids is a span of the project
@@ -279,13 +280,13 @@ class PhoenixSource:
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 waited = time.monotonic() - started
                 if attempt == self.retries or waited + self.backoff * 2 ** (attempt - 1) >= self.give_up_after:
-                    raise _transport_error(exc, self.endpoint, waited, attempt, self.give_up_after) from exc
-                self._tell(f"Phoenix at {self.endpoint}: {_failure(exc)} after {waited:.0f} s; retrying "
+                    raise transport_error(exc, self.endpoint, waited, attempt, self.give_up_after) from exc
+                self._tell(f"Phoenix at {self.endpoint}: {failure_text(exc)} after {waited:.0f} s; retrying "
                            f"(gives up after {self.give_up_after:g} s)")
             except httpx.HTTPStatusError as exc:
                 status = exc.response.status_code
                 if status not in _RETRY_STATUS or attempt == self.retries:
-                    raise _status_error(exc, self.endpoint, self.api_key_env) from exc
+                    raise status_error(exc, self.endpoint, self.api_key_env) from exc
             time.sleep(self.backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
@@ -311,47 +312,6 @@ def _raw_span_ids(df: pd.DataFrame) -> list[str]:
     if df.index.name in ("context.span_id", "span_id"):
         return [str(v) for v in df.index.dropna()]
     return []
-
-
-def _detail(response: Any) -> str:
-    try:
-        return str(response.json().get("detail", ""))
-    except ValueError:
-        return response.text[:200]
-
-
-def _failure(exc: Exception) -> str:
-    import httpx
-
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-        return "no answer"
-    return f"{type(exc).__name__}"
-
-
-def _transport_error(exc: Exception, endpoint: str, waited: float, attempts: int,
-                     give_up_after: float) -> SelfimproveError:
-    import httpx
-
-    tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-        return SelfimproveError(f"Phoenix at {endpoint} did not answer: gave up after {waited:.0f} s ({tries}); "
-                                "nothing was written",
-                                hint="check that the server is up and not overloaded; a slow but healthy server "
-                                     f"needs a longer wait (pull --give-up-after, now {give_up_after:g} s; "
-                                     "telemetry.phoenix.timeout_s per request) or a smaller "
-                                     "telemetry.phoenix.page_size")
-    return SelfimproveError(f"cannot reach Phoenix at {endpoint} after {tries} ({waited:.0f} s): "
-                            f"{type(exc).__name__}: {exc}", hint="is the server running? check the endpoint")
-
-
-def _status_error(exc: Any, endpoint: str, api_key_env: str | None) -> SelfimproveError:
-    status = exc.response.status_code
-    if status in (401, 403):
-        where = f"${api_key_env}" if api_key_env else "an API key (phoenix.api_key_env)"
-        return SelfimproveError(f"Phoenix at {endpoint} refused the request ({status})",
-                                hint=f"check {where}")
-    return SelfimproveError(f"Phoenix at {endpoint} answered {status} to {exc.request.method} "
-                            f"{exc.request.url.path}: {_detail(exc.response)}")
 
 
 def _annotations_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
