@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from fixtures.sim_checkpoint import BETTER_PROMPT, build_run, candidate
+from fixtures.sim_checkpoint import BETTER_PROMPT, build_run, candidate, write_candidates
 from fixtures.span_rows import span_row, write_spans
 from typer.testing import CliRunner
 
@@ -28,10 +28,7 @@ def promoted(sim, tmp_path_factory):
     root = tmp_path_factory.mktemp("corruption-template")
     _, run, *_ = build_run(root, sim.base_url, n=40)
     better = candidate(Policy(**default_policy("support")).model_copy(update={"system_prompt": BETTER_PROMPT}))
-    with run.stage("update", params={"best": better.id}, inputs=["checkpoint.json", "dataset.parquet"]) as st:
-        st.write_json(f"candidates/{better.id}.json", {"schema": "selfimprove.candidate/1",
-                                                         **better.model_dump(mode="json")})
-        st.write_json("update.json", {"schema": "selfimprove.update/1", "best": better.id})
+    write_candidates(run, [better], best=better.id)
     assert cli("evaluate", "--root", root, "--yes", "--concurrency", "16").exit_code == 0
     res = cli("promote", "--root", root)
     assert res.exit_code == 0, res.output

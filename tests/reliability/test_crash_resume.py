@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from fixtures.sim_checkpoint import BETTER_PROMPT, build_run, candidate
+from fixtures.sim_checkpoint import BETTER_PROMPT, build_run, candidate, write_candidates
 from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
@@ -245,10 +245,7 @@ def test_kill_in_promote_then_rerun(tmp_path, sim, phoenix, monkeypatch):
     sim.configure(latency_ms=0)
     _, run, *_ = build_run(tmp_path, sim.base_url, n=50)
     better = candidate(Policy(**default_policy("support")).model_copy(update={"system_prompt": BETTER_PROMPT}))
-    with run.stage("update", params={"best": better.id}, inputs=["checkpoint.json", "dataset.parquet"]) as st:
-        st.write_json(f"candidates/{better.id}.json", {"schema": "selfimprove.candidate/1",
-                                                         **better.model_dump(mode="json")})
-        st.write_json("update.json", {"schema": "selfimprove.update/1", "best": better.id})
+    write_candidates(run, [better], best=better.id)
     assert cli("evaluate", "--root", tmp_path, "--yes", "--concurrency", "16").exit_code == 0
     assert cli("promote", "--root", tmp_path, "--dry-run").exit_code == 0
     proxy = StallingProxy(phoenix.url, hold="/prompts")

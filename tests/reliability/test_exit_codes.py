@@ -8,7 +8,7 @@ swallowing text as markup.
 import json
 
 import pytest
-from fixtures.sim_checkpoint import build_run, candidate
+from fixtures.sim_checkpoint import build_run, candidate, write_candidates
 from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
@@ -40,11 +40,7 @@ def no_best(tmp_path, sim, monkeypatch):
     """A run whose update found no candidate better than the current policy (update.json best = null)."""
     monkeypatch.setenv("SELFIMPROVE_NO_PROGRESS", "1")
     build_run(tmp_path, sim.base_url, n=12)
-    run = Workspace(tmp_path).open_run("support")
-    with run.stage("update", params={"best": None}, inputs=["checkpoint.json", "dataset.parquet"]) as st:
-        for c in CANDIDATES:
-            st.write_json(f"candidates/{c.id}.json", {"schema": "selfimprove.candidate/1", **c.model_dump(mode="json")})
-        st.write_json("update.json", {"schema": "selfimprove.update/1", "best": None})
+    write_candidates(Workspace(tmp_path).open_run("support"), CANDIDATES, best=None)
     sim.reset_stats()
     return tmp_path
 
