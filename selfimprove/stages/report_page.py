@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfimprove.core.records import Policy, Sample
 from selfimprove.core.report import Report
+from selfimprove.stages.evaluate_report import BASELINE
 
-BASELINE = "baseline"
 EXAMPLES_PER_KIND = 3
 TEXT_LIMIT = 1200  # characters of an input or output shown; the rest is in results.parquet
 
