@@ -46,9 +46,11 @@ def test_a_templated_multi_turn_tool_app_goes_round_the_loop(tmp_path, phoenix, 
     monkeypatch.setenv(KEY_ENV, "dummy")
     template = default_policy("support")["system_prompt"] + " You work in the {team} team."
     shapes = TrafficShapes(variables=TEAMS, template_version="v7", turns=2, tools=(LOOKUP,), tool_choice="auto")
-    made = make_traffic("support", 80, phoenix_url=phoenix.url, project=project_name, sim_base_url=sim.base_url,
+    # 160 calls, half held out: at 80 the held-out set had 31% power for the minimum effect (evaluate warned so),
+    # and the gate refused once in CI when update's candidate came out weaker
+    made = make_traffic("support", 160, phoenix_url=phoenix.url, project=project_name, sim_base_url=sim.base_url,
                         seed=1, policy={"system_prompt": template}, shapes=shapes)
-    assert made["spans"] == 80 and len(set(map(json.dumps, made["variables"].values()))) == 3
+    assert made["spans"] == 160 and len(set(map(json.dumps, made["variables"].values()))) == 3
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "support.toml").write_text(demo_config(
         phoenix_url=phoenix.url, project=project_name, sim_base_url=sim.base_url, primary=PRIMARY, target="support"))
@@ -70,7 +72,7 @@ def test_a_templated_multi_turn_tool_app_goes_round_the_loop(tmp_path, phoenix, 
     # every replayed task call: rendered with that sample's variables, its tools and its earlier turns
     by_input = {_key([m.to_openai() for m in s.history]): s.variables for s in samples}
     task_calls = [r for r in sim.requests() if r.get("model") == "sim-small"]
-    assert len(task_calls) >= len(samples)
+    assert len(task_calls) >= sum(s.split == "test" for s in samples)  # the sequential test may stop early
     for request in task_calls:
         system = request["messages"][0]["content"]
         assert "{" not in system and "}" not in system, system  # no placeholder ever reached the model
