@@ -76,8 +76,8 @@ def main() -> None:
         from fixtures.sim_checkpoint import eval_specs
 
         from selfimprove.config.load import load_config
-        from selfimprove.stages.dataset import read_samples
-        from selfimprove.stages.replay import PolicyScorer, score_policy
+        from selfimprove.dataset.table import read_samples
+        from selfimprove.evaluation.replay import PolicyScorer, score_policy
 
         run_dir = root / "runs" / "support" / out.run
         frame = pd.read_parquet(run_dir / "results.parquet")

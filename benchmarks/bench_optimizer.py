@@ -33,9 +33,9 @@ from selfimprove.sim import default_policy, generate_inputs, start_server, world
 
 def make_scorer(base_url: str, evals: tuple[EvalSpec, ...], task_model: str):
     from selfimprove.evals.judges import JudgeEndpoint, build_judges
+    from selfimprove.evaluation.replay import PolicyScorer
+    from selfimprove.evaluation.scorer import ReplayScorer
     from selfimprove.llm import Ledger, OpenAIChat
-    from selfimprove.stages.replay import PolicyScorer
-    from selfimprove.stages.replay_scorer import ReplayScorer
 
     ledger = Ledger()
     llm = OpenAIChat(base_url, model=task_model, ledger=ledger, concurrency=32, max_retries=0)

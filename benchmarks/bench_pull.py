@@ -64,8 +64,8 @@ def build_cache(workdir: Path, n: int) -> None:
     from phoenix.client import Client
     from phoenix.client.types.spans import SpanQuery
 
-    from selfimprove.phoenix_server import start_phoenix
     from selfimprove.sim.traffic import SPEC_KEY, eval_specs
+    from selfimprove.telemetry.phoenix_server import start_phoenix
 
     shutil.rmtree(workdir, ignore_errors=True)
     started = time.monotonic()
@@ -148,7 +148,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--rebuild", action="store_true")
     args = ap.parse_args()
-    from selfimprove.phoenix_server import start_phoenix
+    from selfimprove.telemetry.phoenix_server import start_phoenix
 
     CACHE.mkdir(exist_ok=True)
     (CACHE / ".gitignore").write_text("*\n")

@@ -10,10 +10,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "instrument": ("selfimprove.evals.instrument", "instrument"),
-    "EvalInstrumentor": ("selfimprove.evals.instrument", "EvalInstrumentor"),
-    "tag_policy": ("selfimprove.evals.instrument", "tag_policy"),
-    "load_policy": ("selfimprove.runtime", "load_policy"),
+    "instrument": ("selfimprove.app.instrument", "instrument"),
+    "EvalInstrumentor": ("selfimprove.app.instrument", "EvalInstrumentor"),
+    "tag_policy": ("selfimprove.app.instrument", "tag_policy"),
+    "load_policy": ("selfimprove.app.runtime", "load_policy"),
     "load_config": ("selfimprove.config.load", "load_config"),
     "Workspace": ("selfimprove.store.runs", "Workspace"),
 }

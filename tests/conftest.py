@@ -1,7 +1,7 @@
 """Shared fixtures. Keep this file to fixtures any test may use.
 
 - `phoenix`: ONE real Phoenix server per test session (a subprocess from .venv-phoenix, see
-  selfimprove/phoenix_server.py; sqlite in memory), started lazily by the first test that requests it. Mark
+  selfimprove/telemetry/phoenix_server.py; sqlite in memory), started lazily by the first test that requests it. Mark
   such tests `@pytest.mark.phoenix`. Its log is under pytest's basetemp (`phoenix0/phoenix.log`). Phoenix
   ingests ~130 spans/s: keep each test's data small and poll until it is visible
   (`fixtures.traffic.wait_for_spans`).
@@ -34,7 +34,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def phoenix(tmp_path_factory):
     """The session's Phoenix server (`.url`, `.traces_endpoint`, `.pid`, `.workdir`, `.startup_seconds`)."""
-    from selfimprove.phoenix_server import start_phoenix
+    from selfimprove.telemetry.phoenix_server import start_phoenix
 
     server = start_phoenix(workdir=tmp_path_factory.mktemp("phoenix"), memory_db=True, timeout=120)
     print(f"\n[phoenix] {server.url} pid {server.pid} ready in {server.startup_seconds:.1f}s", file=sys.stderr)

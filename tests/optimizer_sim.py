@@ -2,7 +2,7 @@
 judge) and a Scorer that replays a policy and judges the outputs, both through the real openai SDK over HTTP.
 
 `SimReplayScorer` really implements the `Scorer` protocol (task call + one judge call per eval, JSON-schema
-structured verdicts); the product's own replay scorer is `selfimprove.stages.replay_scorer`.
+structured verdicts); the product's own replay scorer is `selfimprove.evaluation.scorer`.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def replay_scorer(base_url: str, evals: Sequence[EvalSpec], cache_dir=None):
     """The product's ReplayScorer (replay through OpenAIChat, phoenix-evals judges) on the simulator, with its own
     ledger; `cache_dir` None means no cache (every call is really made)."""
     from selfimprove.evals.judges import JudgeEndpoint, build_judges
+    from selfimprove.evaluation.replay import PolicyScorer
+    from selfimprove.evaluation.scorer import ReplayScorer
     from selfimprove.llm import CallCache, Ledger, OpenAIChat
-    from selfimprove.stages.replay import PolicyScorer
-    from selfimprove.stages.replay_scorer import ReplayScorer
 
     ledger = Ledger()
     cache = CallCache(cache_dir) if cache_dir else None

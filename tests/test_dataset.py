@@ -1,5 +1,5 @@
 from selfimprove.core.records import EvalResult, Message, Sample
-from selfimprove.stages.dataset import frame_to_samples, read_samples, samples_to_frame
+from selfimprove.dataset.table import frame_to_samples, read_samples, samples_to_frame
 from selfimprove.store.tables import table_digest, write_table
 
 

@@ -37,7 +37,7 @@ def test_evaluate_update_and_gate_share_the_normalisation():
 
     row = ScoredSample("s", (), "o", {"q": Verdict(12.0), "harm": Verdict(0.25)})
     assert row.value([RAILS, HARM]) == pytest.approx((normalize(12.0, RAILS) + normalize(0.25, HARM)) / 2)
-    from selfimprove.stages.evaluate_report import eval_entry
+    from selfimprove.evaluation.report import eval_entry
 
     e = eval_entry(HARM, [0.5, None, 0.9], [0.1, 0.2, 0.7], ["a", "b", "c"], test=None, n_resamples=200, seed=0)
     assert e["scale"] == "normalized" and e["n"] == 2 and e["n_dropped"] == 1  # the pair with a missing side
@@ -172,7 +172,7 @@ def test_power_cli_json():
 # ---- looks over time and the evaluation's design -----------------------------------------------------------
 
 def test_prior_looks_count_earlier_reports_of_the_same_comparison(tmp_path):
-    from selfimprove.stages.evaluate_design import prior_looks, test_level
+    from selfimprove.evaluation.design import prior_looks, test_level
     from selfimprove.store.runs import Workspace
 
     ws = Workspace(tmp_path)
@@ -199,7 +199,7 @@ def test_prior_looks_count_earlier_reports_of_the_same_comparison(tmp_path):
 def test_power_check_warns_when_the_held_out_set_is_too_small():
     from selfimprove.config.models import Evaluate
     from selfimprove.core.records import EvalResult, Message, Sample
-    from selfimprove.stages.evaluate_design import power_check
+    from selfimprove.evaluation.design import power_check
 
     spec = EvalSpec(name="q", choices={"no": 0.0, "yes": 1.0})
 

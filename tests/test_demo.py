@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
-from selfimprove.stages.demo import run_demo
+from selfimprove.demo.run import run_demo
 
 pytestmark = pytest.mark.phoenix
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
 from selfimprove.core.errors import UsageError
-from selfimprove.stages.demo_endpoint import estimate, resolve_endpoint
+from selfimprove.demo.endpoint import estimate, resolve_endpoint
 
 SENTINEL = "sk-" + "SENTINEL-7f3c9e1d-never-on-disk"  # split so that no key-shaped string is tracked
 SIM_MODELS = ["--task-model", "sim-small", "--judge-model", "sim-judge", "--optimizer-model", "sim-optimizer"]

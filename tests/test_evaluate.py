@@ -317,7 +317,7 @@ def test_killed_midway_rerun_finishes_without_paying_twice(root, sim):
 def test_people_are_not_replayed_and_the_report_shows_their_agreement_with_the_judge(root, sim):
     from selfimprove.core.agreement import agreement
     from selfimprove.core.records import EvalResult
-    from selfimprove.stages.dataset import read_samples, samples_to_frame
+    from selfimprove.dataset.table import read_samples, samples_to_frame
 
     run = Workspace(root).open_run("support")
     ckpt = json.loads((run.path / "checkpoint.json").read_text())

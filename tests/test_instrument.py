@@ -9,8 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from selfimprove.core.records import EvalSpec, Policy
-from selfimprove.evals.instrument import (
+from selfimprove.app.instrument import (
     SPEC_KEY,
     EvalInstrumentor,
     instrument,
@@ -18,6 +17,7 @@ from selfimprove.evals.instrument import (
     tag_policy,
     uninstrument,
 )
+from selfimprove.core.records import EvalSpec, Policy
 from selfimprove.evals.recover import read_registry
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
 from selfimprove.core.errors import IntegrityError
-from selfimprove.stages.dataset import read_samples
+from selfimprove.dataset.table import read_samples
 
 runner = CliRunner()
 
@@ -112,7 +112,7 @@ def test_log_marks_a_damaged_run_and_build_and_lists_the_rest(ws):
 
 def test_a_ref_edited_to_point_at_another_build_is_refused_by_verify_and_load_policy(ws):
     root, _run, _cid = ws
-    from selfimprove.runtime import load_policy
+    from selfimprove.app.runtime import load_policy
 
     ref = root / "prompts/support/production.ref.json"
     data = json.loads(ref.read_text())

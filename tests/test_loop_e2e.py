@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 import selfimprove
 from selfimprove.cli.app import app
 from selfimprove.core.canonical import pretty_json
+from selfimprove.demo.run import KEY_ENV, demo_config
 from selfimprove.sim import start_server
 from selfimprove.sim.traffic import make_traffic
-from selfimprove.stages.demo import KEY_ENV, demo_config
 from selfimprove.store.builds import list_builds, production
 from selfimprove.store.runs import Workspace
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from fixtures.traffic import phoenix_ws
 
-from selfimprove.stages.dataset import read_samples
+from selfimprove.dataset.table import read_samples
 from selfimprove.stages.pull import pull
 from selfimprove.stages.snapshot import snapshot
 

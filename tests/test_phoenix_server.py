@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from selfimprove.core.errors import SelfimproveError
-from selfimprove.phoenix_server import PYTHON_ENV, free_port, phoenix_command, start_phoenix
+from selfimprove.telemetry.phoenix_server import PYTHON_ENV, free_port, phoenix_command, start_phoenix
 
 STAND_IN = textwrap.dedent('''
     import json, os, signal, sys, time
@@ -148,7 +148,7 @@ def test_no_child_outlives_its_parent(stand_in, tmp_path, ending):
     env, read = stand_in
     script = textwrap.dedent(f'''
         import os, signal, sys
-        from selfimprove.phoenix_server import start_phoenix
+        from selfimprove.telemetry.phoenix_server import start_phoenix
         server = start_phoenix(python=sys.executable, extra_env={env("serve")!r}, timeout=20)
         print(server.pid, flush=True)
         if {ending!r} == "sigkill":
@@ -159,7 +159,7 @@ def test_no_child_outlives_its_parent(stand_in, tmp_path, ending):
 
 
 def test_python_resolution_order(monkeypatch, tmp_path):
-    import selfimprove.phoenix_server as mod
+    import selfimprove.telemetry.phoenix_server as mod
 
     assert phoenix_command(sys.executable)[0] == sys.executable  # argument first
     monkeypatch.setenv(PYTHON_ENV, sys.executable)

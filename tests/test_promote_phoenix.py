@@ -4,8 +4,8 @@ import pytest
 from test_promote import make_run
 
 import selfimprove
+from selfimprove.app.runtime import load_build
 from selfimprove.core.errors import UsageError
-from selfimprove.runtime import load_build
 from selfimprove.stages.promote import promote
 
 pytestmark = pytest.mark.phoenix

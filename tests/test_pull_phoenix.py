@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
 from selfimprove.core.records import EvalSpec, Policy
-from selfimprove.stages.dataset import read_samples
+from selfimprove.dataset.table import read_samples
 from selfimprove.stages.pull import Puller, pull
 from selfimprove.stages.snapshot import snapshot
 from selfimprove.telemetry.phoenix import PhoenixSource
@@ -128,7 +128,7 @@ def test_tagged_policy_with_template_variables_round_trips(phoenix, sim, project
     from phoenix.client import Client
     from phoenix.otel import register
 
-    from selfimprove.evals.instrument import tag_policy
+    from selfimprove.app.instrument import tag_policy
 
     policy = Policy(system_prompt="You are support for {product}. Be brief.", model="sim-small", temperature=0.0,
                     template_format="F_STRING")

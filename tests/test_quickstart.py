@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from selfimprove.phoenix_server import free_port
+from selfimprove.telemetry.phoenix_server import free_port
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "quickstart.md"
 

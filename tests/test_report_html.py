@@ -7,8 +7,8 @@ import re
 
 from selfimprove.core.records import Message, Policy, Sample
 from selfimprove.core.report import Report
-from selfimprove.stages.report_html import delta_chart, money, render_html
-from selfimprove.stages.report_page import fixed_and_broken, report_page
+from selfimprove.evaluation.html import delta_chart, money, render_html
+from selfimprove.evaluation.page import fixed_and_broken, report_page
 
 
 def make_report(direction="maximize", best="c1") -> Report:

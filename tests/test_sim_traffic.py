@@ -32,7 +32,7 @@ def test_traffic_traces_calls_and_logs_judged_annotations(phoenix, project_name,
     # the instrumentor is gone: openai.OpenAI.request is the original function again
     assert "Wrapper" not in type(openai.OpenAI.__dict__["request"]).__name__
     # so is the eval instrumentor the judges ran under (the process did not have it on before)
-    from selfimprove.evals.instrument import EvalInstrumentor
+    from selfimprove.app.instrument import EvalInstrumentor
 
     assert not EvalInstrumentor().is_instrumented
 
@@ -53,7 +53,7 @@ def test_traffic_traces_calls_and_logs_judged_annotations(phoenix, project_name,
 
 
 def test_the_instrumentation_block_restores_even_on_error_and_respects_an_existing_one(tmp_path):
-    from selfimprove.evals.instrument import EvalInstrumentor, instrument, uninstrument
+    from selfimprove.app.instrument import EvalInstrumentor, instrument, uninstrument
     from selfimprove.sim.traffic import _eval_instrumentation
 
     uninstrument()
@@ -77,8 +77,8 @@ def test_traffic_specs_come_from_the_instrumentor_and_an_existing_instrumentatio
                                                                                         tmp_path):
     from phoenix.client import Client
 
+    from selfimprove.app.instrument import EvalInstrumentor, instrument, uninstrument
     from selfimprove.core.records import EvalSpec
-    from selfimprove.evals.instrument import EvalInstrumentor, instrument, uninstrument
     from selfimprove.sim import start_server
     from selfimprove.sim.traffic import SPEC_KEY, eval_specs, make_traffic
 

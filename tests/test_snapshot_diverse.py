@@ -12,8 +12,8 @@ from fixtures.span_rows import span_row, workspace, write_spans
 from scipy import sparse
 
 from selfimprove.core.diverse import normalise_rows, select_diverse_rows
+from selfimprove.dataset.table import read_samples
 from selfimprove.sim import start_server
-from selfimprove.stages.dataset import read_samples
 from selfimprove.stages.pull import pull
 from selfimprove.stages.snapshot import snapshot
 

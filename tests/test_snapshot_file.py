@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from selfimprove.cli.app import app
 from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Checkpoint, EvalSpec
-from selfimprove.stages.dataset import read_samples
+from selfimprove.dataset.table import read_samples
 from selfimprove.stages.pull import pull
 from selfimprove.stages.snapshot import snapshot
 from selfimprove.store.runs import Workspace

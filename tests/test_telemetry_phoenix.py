@@ -13,8 +13,8 @@ from fixtures.flaky_proxy import FlakyProxy
 from fixtures.traffic import rest_spans, traced_chat_calls, utc, wait_for_spans
 
 from selfimprove.core.errors import SelfimproveError, UsageError
-from selfimprove.phoenix_server import free_port
 from selfimprove.telemetry import PhoenixSource, Progress, TelemetrySource
+from selfimprove.telemetry.phoenix_server import free_port
 from selfimprove.telemetry.raw import ANNOTATION_COLUMNS, SPAN_COLUMNS, SPAN_DTYPES, normalize_phoenix_spans
 
 pytestmark = pytest.mark.phoenix

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Message, Policy, Sample
 from selfimprove.core.templates import TemplateError, locate, render, rendering_format, variables_of
+from selfimprove.dataset.table import frame_to_samples, samples_to_frame
+from selfimprove.evaluation.replay import require_renderable
 from selfimprove.optimizers.guards import GuardContext, run_guards
-from selfimprove.stages.dataset import frame_to_samples, samples_to_frame
-from selfimprove.stages.replay import require_renderable
 from selfimprove.telemetry.spans import BadSpan, parse_span
 
 TEMPLATE = "You are support for the {team} team. Answer in {lang}."
@@ -185,7 +185,7 @@ def test_snapshot_of_a_templated_app_keeps_one_policy_and_counts_what_it_cannot_
     from typer.testing import CliRunner
 
     from selfimprove.cli.app import app
-    from selfimprove.stages.dataset import read_samples
+    from selfimprove.dataset.table import read_samples
     from selfimprove.stages.pull import pull
 
     teams = ["billing", "returns", "sales"]
@@ -240,8 +240,8 @@ def test_tool_definitions_and_choice_are_replayed_and_a_tool_call_is_judged_as_i
     from fixtures.sim_checkpoint import config_text
 
     from selfimprove.config.load import load_config
+    from selfimprove.evaluation.replay import PolicyScorer, replay
     from selfimprove.sim import start_server
-    from selfimprove.stages.replay import PolicyScorer, replay
 
     choice = {"type": "function", "function": {"name": "lookup_order"}}
     history = [{"role": "system", "content": "You are support."}, {"role": "user", "content": "Where is #12345?"}]
@@ -270,8 +270,8 @@ def test_tool_definitions_and_choice_are_replayed_and_a_tool_call_is_judged_as_i
 
 
 def test_parameters_replay_does_not_send_are_counted_and_named(tmp_path):
+    from selfimprove.dataset.select import Selection, build_samples
     from selfimprove.evals.recover import Recovered
-    from selfimprove.stages.select import Selection, build_samples
 
     params = {"model": "sim-small", "temperature": 0.0, "seed": 7, "stop": ["\n"], "stream": False,
               "tools": [LOOKUP], "parallel_tool_calls": False}

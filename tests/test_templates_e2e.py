@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 import selfimprove
 from selfimprove.cli.app import app
+from selfimprove.dataset.table import read_samples
+from selfimprove.demo.run import KEY_ENV, demo_config
 from selfimprove.sim import default_policy, start_server
 from selfimprove.sim.traffic import make_traffic
 from selfimprove.sim.traffic_shapes import EARLIER_REPLY, TrafficShapes
-from selfimprove.stages.dataset import read_samples
-from selfimprove.stages.demo import KEY_ENV, demo_config
 from selfimprove.store.builds import list_builds
 from selfimprove.store.runs import Workspace
 

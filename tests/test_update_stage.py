@@ -11,8 +11,8 @@ from selfimprove.cli.app import app
 from selfimprove.core.canonical import digest
 from selfimprove.core.errors import UsageError
 from selfimprove.core.records import Candidate, Checkpoint
+from selfimprove.dataset.table import read_samples, samples_to_frame
 from selfimprove.sim import start_server
-from selfimprove.stages.dataset import read_samples, samples_to_frame
 from selfimprove.stages.update import update
 from selfimprove.store.runs import Workspace
 

@@ -28,9 +28,9 @@ def diff(
 
     For CI: `selfimprove diff <build on main> production --fail-on-regression --json` exits 3 on a regression.
     """
+    from selfimprove.cli.views.builds import render_diff
     from selfimprove.core.errors import GateFailed
     from selfimprove.stages.compare import diff as diff_builds
-    from selfimprove.stages.views import render_diff
 
     name, cfg = resolve_target(root, target, set_)
     gate = cfg.gate if cfg else None
@@ -52,8 +52,8 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show one build: its policy, parent, run and the evidence that promoted it."""
+    from selfimprove.cli.views.builds import render_show
     from selfimprove.stages.compare import show as show_build
-    from selfimprove.stages.views import render_show
 
     name, _ = resolve_target(root, target, set_)
     data = show_build(root, name, build)

@@ -101,8 +101,8 @@ def demo(
 
     from selfimprove.cli.output import console
     from selfimprove.cli.render import render_result
-    from selfimprove.stages.demo import run_demo
-    from selfimprove.stages.demo_endpoint import resolve_endpoint
+    from selfimprove.demo.endpoint import resolve_endpoint
+    from selfimprove.demo.run import run_demo
 
     say = lambda text: console().print(text, markup=False)
     endpoint = resolve_endpoint(world, real=real, base_url=base_url, api_key_env=api_key_env,

@@ -1,6 +1,6 @@
 """`selfimprove phoenix serve`: a local Phoenix server for trying selfimprove without one of your own.
 
-It runs the same launcher as the demo and the tests (selfimprove.phoenix_server: the server from `.venv-phoenix`
+It runs the same launcher as the demo and the tests (selfimprove.telemetry.phoenix_server: the server from `.venv-phoenix`
 or $SELFIMPROVE_PHOENIX_PYTHON as a child process on loopback), keeps its sqlite database in a folder you choose,
 prints the URL on stdout once the server is healthy and stops it on Ctrl-C or SIGTERM.
 """
@@ -37,7 +37,7 @@ def serve(
     Point `selfimprove init --endpoint URL` and your app's OpenInference exporter (URL/v1/traces) at it.
     """
     from selfimprove.core.errors import SelfimproveError
-    from selfimprove.phoenix_server import log_tail, start_phoenix
+    from selfimprove.telemetry.phoenix_server import log_tail, start_phoenix
 
     server = start_phoenix(workdir=workdir.resolve(), port=port, timeout=timeout)
     previous = signal.signal(signal.SIGTERM, _interrupt)

@@ -8,7 +8,7 @@ descriptions when recorded, or the plain labels of a label-only eval>, include_e
 spec recorded (`bind_evaluator`): see `resolve_variables`. A label-only eval's verdicts carry a label and no
 score. Its OpenAI clients get our http client (selfimprove.llm.httpx_cache): every judge call shares the run's
 call cache and ledger with the task calls, so a re-run pays nothing; retries happen in a transport above the
-cache (selfimprove.evals.retry), so each attempt is booked and phoenix only sees the final answer. A code eval
+cache (selfimprove.llm.retry), so each attempt is booked and phoenix only sees the final answer. A code eval
 (`kind="code"`) calls the function registered under its name (code_evals.register).
 
 The contract (`Judge`): `judge(items)` returns one `Judgement` per item, in order; one failed judgement is a
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from selfimprove.core.records import EvalResult, EvalSpec, Message
-from selfimprove.evals.retry import CURRENT_CALL, CallRecord, retrying_transport
+from selfimprove.llm.retry import CURRENT_CALL, CallRecord, retrying_transport
 
 # Template variables a judge may use, filled from the sample ("input" side) or the replayed output ("output" side).
 VARIABLE_SIDES = {"input": "input", "query": "input", "question": "input", "conversation": "input",

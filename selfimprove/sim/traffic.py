@@ -159,7 +159,7 @@ def world_evaluators(world: str, sim_base_url: str, *, judge_model: str = JUDGE_
 @contextlib.contextmanager
 def _eval_instrumentation():
     """The EvalInstrumentor on for the block; left on afterwards only if the process had it on before."""
-    from selfimprove.evals.instrument import EvalInstrumentor, instrument
+    from selfimprove.app.instrument import EvalInstrumentor, instrument
 
     already = EvalInstrumentor().is_instrumented
     instrument()

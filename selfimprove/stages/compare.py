@@ -14,16 +14,14 @@ drifted) or the builds share no ancestor, the change is unknown and counts as a 
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
+from selfimprove.core.diffs import param_changes, prompt_diff
 from selfimprove.core.errors import UsageError
 from selfimprove.core.gate import directed
 from selfimprove.core.records import Build
 from selfimprove.store import builds as store
-
-PARAMS = ("model", "temperature", "top_p", "max_tokens", "response_format", "tools")
 
 
 def resolve_build(prompts_dir: Path, target: str, spec: str) -> Build:
@@ -40,23 +38,6 @@ def resolve_build(prompts_dir: Path, target: str, spec: str) -> Build:
         raise UsageError(f"no build or ref {spec!r} for target '{target}'",
                          hint="name a build (v0002), a ref (production) or a build file") from None
     return store.read_named_build(prompts_dir, target, name)
-
-
-def prompt_document(build: Build) -> list[str]:
-    lines = build.policy.system_prompt.splitlines()
-    for m in build.policy.few_shot:
-        lines += [f"[few-shot {m.role}] {line}" for line in (m.text() or "").splitlines() or [""]]
-    return lines
-
-
-def prompt_diff(a: Build, b: Build) -> str:
-    return "\n".join(difflib.unified_diff(prompt_document(a), prompt_document(b), fromfile=f"{a.name}/prompt",
-                                          tofile=f"{b.name}/prompt", lineterm=""))
-
-
-def param_changes(a: Build, b: Build) -> list[dict[str, Any]]:
-    pa, pb = a.policy.model_dump(mode="json"), b.policy.model_dump(mode="json")
-    return [{"name": k, "a": pa.get(k), "b": pb.get(k)} for k in PARAMS if pa.get(k) != pb.get(k)]
 
 
 def _lineage(build: Build, by_digest: dict[str, Build]) -> list[Build]:
@@ -149,8 +130,8 @@ def compare_builds(a: Build, b: Build, chain: list[Build], tolerances: dict[str,
         reasons.append("the path crosses unmeasured step(s) " + ", ".join(unmeasured)
                        + " (baselines recorded when production drifted), so the change is unknown")
     return {"a": _summary(a), "b": _summary(b), "relation": relation,
-            "common_ancestor": common.name if common else None, "prompt_diff": prompt_diff(a, b),
-            "params": param_changes(a, b), "evals": evals, "path": path, "unmeasured": unmeasured,
+            "common_ancestor": common.name if common else None, "prompt_diff": prompt_diff(a.policy, b.policy, a.name, b.name),
+            "params": param_changes(a.policy, b.policy), "evals": evals, "path": path, "unmeasured": unmeasured,
             "regresses": bool(reasons), "reasons": reasons,
             "evidence": {"a": a.evidence, "b": b.evidence}}
 

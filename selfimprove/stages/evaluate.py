@@ -40,7 +40,7 @@ class EvalReport(BaseModel):
     artifacts: list[str] = Field(default_factory=list)
 
     def render(self, console: Any) -> None:
-        from selfimprove.stages.evaluate_report import render_report
+        from selfimprove.evaluation.report import render_report
 
         console.print(f"evaluate {self.target} · run {self.run}" + (" (reused)" if self.reused else ""),
                       highlight=False)
@@ -82,8 +82,8 @@ def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: li
 def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: int | None, concurrency: int,
               mode: str, focus: str, yes: bool, force: bool, confirm: Any) -> EvalReport:
     from selfimprove.core.canonical import digest, pretty_json
-    from selfimprove.stages import evaluate_inputs as inputs
-    from selfimprove.stages.dataset import load_checkpoint
+    from selfimprove.dataset.table import load_checkpoint
+    from selfimprove.evaluation import inputs
     from selfimprove.store.documents import read_model
 
     checkpoint = load_checkpoint(run)
@@ -130,10 +130,10 @@ def _page_html(cfg: Any, report: Report, frame: Any, samples: list[Any], baselin
     """report.html: the report with the gate's verdict on the best candidate (as promote applies it), the prompt
     diff, fixed and broken samples, and a SIMULATOR banner when the task endpoint says it is the simulator."""
     from selfimprove.core.gate import decide
+    from selfimprove.evaluation.html import render_html
+    from selfimprove.evaluation.page import report_page
     from selfimprove.llm.endpoint import is_simulator
     from selfimprove.stages.promote import gate_settings
-    from selfimprove.stages.report_html import render_html
-    from selfimprove.stages.report_page import report_page
 
     best = report.entry(report.best)
     decision = decide(best.model_dump(mode="json"), gate_settings(cfg, report)) if best else None
@@ -152,13 +152,12 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
                       confirm: Any, tags: dict[str, str],
                       digests: dict[str, str]) -> tuple[Report, Any, dict, dict, list[str]]:
     from selfimprove.core.stats.sequential import SequentialMonitor
+    from selfimprove.evaluation import design, inputs
+    from selfimprove.evaluation.loop import Arm, cluster_of, run_sequential, stored_baseline_rows
+    from selfimprove.evaluation.replay import PolicyScorer, require_renderable, rows_to_frame
     from selfimprove.llm import Budget
     from selfimprove.llm.accounting import price_warning
     from selfimprove.llm.run import run_sync
-    from selfimprove.stages import evaluate_design as design
-    from selfimprove.stages import evaluate_inputs as inputs
-    from selfimprove.stages.evaluate_loop import Arm, cluster_of, run_sequential, stored_baseline_rows
-    from selfimprove.stages.replay import PolicyScorer, require_renderable, rows_to_frame
 
     ev = cfg.evaluate
     budget = Budget(max_calls=ev.max_calls, max_usd=ev.max_usd)
@@ -288,7 +287,7 @@ def stored_only_warning(entry: Any) -> str:
 
 def people_agreement(cfg: Any, checkpoint: Any, samples: list[Any]) -> list[Any]:
     """Each LLM judge against people's labels, on these samples' production verdicts."""
-    from selfimprove.stages.agreement import judge_agreements
+    from selfimprove.dataset.agreement import judge_agreements
 
     return judge_agreements({s.sample_id: s.evals for s in samples}, {e.name: e.kind for e in checkpoint.evals},
                             cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)

@@ -60,7 +60,7 @@ class LoopResult(BaseModel):
     seconds: float = 0.0
 
     def render(self, console) -> None:
-        from selfimprove.stages.views import render_loop
+        from selfimprove.cli.views.builds import render_loop
 
         render_loop(console, self)
 
@@ -89,7 +89,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
     """Run the loop once for one target; see the module docstring. `force_update` ignores the trigger;
     `candidates` is what evaluate tests: best (default), all, or a candidate id."""
     from selfimprove.config.load import load_target
-    from selfimprove.stages.dataset import load_checkpoint
+    from selfimprove.dataset.table import load_checkpoint
     from selfimprove.store.runs import Workspace
 
     started = time.monotonic()
@@ -219,7 +219,7 @@ def _snapshot(common: dict[str, Any], run_id: str) -> Any:
 def _new_samples(run_path: Path, current: str, primary: str | None) -> tuple[int, float | None, dict]:
     """(samples in this run, the mean primary score on them of the current policy (digest `current`), samples per
     split)."""
-    from selfimprove.stages.dataset import read_samples
+    from selfimprove.dataset.table import read_samples
 
     samples = read_samples(run_path / "dataset.parquet")
     split: dict[str, int] = {}

@@ -53,7 +53,7 @@ class PromoteResult(BaseModel):
     phoenix: dict[str, Any] | None = None
 
     def render(self, console) -> None:
-        from selfimprove.stages.views import render_promotion
+        from selfimprove.cli.views.builds import render_promotion
 
         render_promotion(console, self)
 
@@ -278,7 +278,7 @@ def _prod_name(ws, target: str) -> str | None:
 
 
 def _push(cfg, build: Build, note: str = "") -> dict[str, Any]:
-    from selfimprove.store.phoenix_prompts import client, push_build
+    from selfimprove.telemetry.phoenix_prompts import client, push_build
 
     px_cfg = cfg.telemetry.phoenix
     return push_build(client(px_cfg.endpoint, px_cfg.api_key_env), build, note=note)

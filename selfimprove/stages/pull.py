@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from selfimprove.core.errors import NothingNew, UsageError
 from selfimprove.core.when import iso, parse_when
-from selfimprove.stages.cursor import advance_cursor, read_cursor, source_key
+from selfimprove.store.cursor import advance_cursor, read_cursor, source_key
 from selfimprove.telemetry.base import Progress
 
 SOURCES = ("phoenix", "arize", "file")

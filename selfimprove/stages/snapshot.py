@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from selfimprove.core.errors import UsageError
-from selfimprove.stages.agreement import JudgeAgreement
-from selfimprove.stages.span_join import TREE, join_params
+from selfimprove.dataset.agreement import JudgeAgreement
+from selfimprove.dataset.join import TREE, join_params
 
 CHECKPOINT_SCHEMA = "selfimprove.checkpoint/1"
 RAW_INPUTS = ["raw/annotations.parquet", "raw/spans.parquet"]
@@ -85,7 +85,7 @@ class SnapshotResult(BaseModel):
     seconds: float = 0.0
 
     def render(self, console: Any) -> None:
-        from selfimprove.stages.snapshot_report import render_console
+        from selfimprove.dataset.summary import render_console
 
         render_console(self, console)
 
@@ -117,8 +117,8 @@ def _snapshot(root: Path, cfg: Any, run: Any, test_size: float | None, seed: int
               force: bool) -> SnapshotResult:
     from selfimprove.core.canonical import pretty_json
     from selfimprove.core.filters import parse_filter
+    from selfimprove.dataset.select import Selection
     from selfimprove.evals.recover import read_registry
-    from selfimprove.stages.select import Selection
 
     started = time.monotonic()
     exprs = list(cfg.split.filters) + list(filters)
@@ -190,12 +190,12 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
     """Read the raw tables of a run folder and build (result, dataset frame, Checkpoint, markdown report)."""
 
     from selfimprove.core.records import Checkpoint
+    from selfimprove.dataset.agreement import agreement_findings, judge_agreements
+    from selfimprove.dataset.join import join_run, read_tree
+    from selfimprove.dataset.select import build_samples
+    from selfimprove.dataset.summary import markdown
+    from selfimprove.dataset.table import samples_to_frame
     from selfimprove.evals.recover import recover
-    from selfimprove.stages.agreement import agreement_findings, judge_agreements
-    from selfimprove.stages.dataset import samples_to_frame
-    from selfimprove.stages.select import build_samples
-    from selfimprove.stages.snapshot_report import markdown
-    from selfimprove.stages.span_join import join_run, read_tree
     from selfimprove.store.documents import read_frame, read_rows
 
     # span rows straight from arrow (nulls as None, times as aware datetimes): ~2x faster than pandas' to_dict

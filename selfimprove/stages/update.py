@@ -63,7 +63,7 @@ class UpdateResult(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
     def render(self, console: Any) -> None:
-        from selfimprove.stages.update_view import render_update
+        from selfimprove.cli.views.update import render_update
 
         render_update(self, console)
 
@@ -107,7 +107,7 @@ def _update(cfg, run, name, trials, rounds, max_calls, seed, yes, force, fewshot
     from dataclasses import asdict
 
     from selfimprove.core.canonical import pretty_json
-    from selfimprove.stages.dataset import load_checkpoint
+    from selfimprove.dataset.table import load_checkpoint
 
     started = time.monotonic()
     settings = _settings(cfg, trials, rounds, fewshot, critique)
@@ -139,11 +139,11 @@ def _update(cfg, run, name, trials, rounds, max_calls, seed, yes, force, fewshot
 def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings: Any, limit: int, seed: int,
                   focus: str | None, scorer: Any, log: Any) -> tuple[UpdateResult, dict[str, str]]:
     """Run the optimizer on the checkpoint's train split; (result, {relative path: file text})."""
+    from selfimprove.dataset.table import read_samples
     from selfimprove.llm.accounting import Budget as LedgerBudget
     from selfimprove.llm.accounting import Ledger, price_warning
     from selfimprove.llm.cache import CallCache
     from selfimprove.optimizers.base import Budget, OptimizeContext
-    from selfimprove.stages.dataset import read_samples
 
     train_ids = set(checkpoint.train_ids)
     train = [s for s in read_samples(run_path / "dataset.parquet", split="train") if s.sample_id in train_ids]
@@ -160,7 +160,7 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
     ledger = Ledger(cfg.llm.prices, LedgerBudget(max_calls=limit))  # the hard stop, retries included
     cache = CallCache(run_path / "cache" / "llm")
     if scorer is None:
-        from selfimprove.stages.replay_scorer import ReplayScorer
+        from selfimprove.evaluation.scorer import ReplayScorer
 
         scorer = ReplayScorer.from_config(cfg, evals, cache=cache, ledger=ledger)
     skipped = getattr(scorer, "skipped", {}) or {}
@@ -208,7 +208,7 @@ def summarize(target: str, run_id: str, name: str, seed_policy: Any, out: Any, b
               limit: int) -> tuple[UpdateResult, dict[str, str]]:
     """The stage result and the candidate files, from an OptimizeResult."""
     from selfimprove.core.canonical import pretty_json
-    from selfimprove.optimizers.diffs import change_ratio, policy_diff
+    from selfimprove.core.diffs import change_ratio, policy_diff
     from selfimprove.optimizers.steps import candidate_id
 
     seed_id = candidate_id(seed_policy)

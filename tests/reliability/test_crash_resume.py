@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
 from selfimprove.core.records import Policy
+from selfimprove.demo.run import KEY_ENV, demo_config
 from selfimprove.sim import default_policy, start_server
 from selfimprove.sim.traffic import make_traffic
-from selfimprove.stages.demo import KEY_ENV, demo_config
 from selfimprove.store.runs import Workspace
 from selfimprove.store.verify import verify_run
 

@@ -89,8 +89,8 @@ def test_a_budget_stop_ends_cleanly(root, sim):
 
 @pytest.mark.phoenix
 def test_run_books_every_call_and_dollar_the_provider_served(tmp_path, phoenix, project_name, monkeypatch):
+    from selfimprove.demo.run import KEY_ENV, demo_config
     from selfimprove.sim.traffic import make_traffic
-    from selfimprove.stages.demo import KEY_ENV, demo_config
 
     monkeypatch.setenv(KEY_ENV, "dummy")
     monkeypatch.setenv("SELFIMPROVE_NO_PROGRESS", "1")

@@ -1,5 +1,5 @@
 """`report.html`: one self-contained page (inline SVG and CSS, no scripts, no external resources) drawn from a
-`ReportPage` (selfimprove.stages.report_page): the verdict and its reasons first, then the per-eval evidence,
+`ReportPage` (selfimprove.evaluation.page): the verdict and its reasons first, then the per-eval evidence,
 the change in each eval with its 95% interval, the prompt diff, samples the candidate fixed and broke with the
 judges' explanations, and cost. Pure string building: no I/O, no plotting library. Every piece of user text
 (prompts, outputs, explanations, ids) is escaped.
@@ -11,7 +11,7 @@ import math
 from html import escape
 
 from selfimprove.core.report import CandidateEntry, EvalStats, Report
-from selfimprove.stages.report_page import Example, ReportPage, Side
+from selfimprove.evaluation.page import Example, ReportPage, Side
 
 W = 760  # chart width
 ROW_H, PAD_L, PAD_R, PAD_T = 34, 190, 200, 34

@@ -1,7 +1,7 @@
 """From scored rows to the report document (selfimprove.core.report.Report) and the terminal table: paired
 statistics per eval, cost, Pareto, best.
 
-Rows are the dicts of `results.parquet` (see selfimprove.stages.replay.RESULT_COLUMNS): one per sample × policy
+Rows are the dicts of `results.parquet` (see selfimprove.evaluation.replay.RESULT_COLUMNS): one per sample × policy
 × eval, the policy named by `policy` ("baseline" or a candidate id). Comparisons are paired on sample id, in the
 order the samples were evaluated (the SPRT's order). Statistics come from selfimprove.core.stats; nothing here
 does I/O.

@@ -20,7 +20,7 @@ from typing import Any
 
 from selfimprove.core.records import EvalSpec, Policy, Sample
 from selfimprove.core.scores import normalize
-from selfimprove.stages.evaluate_report import BASELINE
+from selfimprove.evaluation.report import BASELINE
 
 
 @dataclass

@@ -22,8 +22,8 @@ from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.core.filters import Filter, matches
 from selfimprove.core.records import EvalSpec, Policy, Sample
 from selfimprove.core.split import SplitItem, seeded_order, split_by_trace
+from selfimprove.dataset.policies import renderable, template_notes, unmarked_templates, unreplayed_params
 from selfimprove.evals.recover import Recovered
-from selfimprove.stages.policy_checks import renderable, template_notes, unmarked_templates, unreplayed_params
 from selfimprove.telemetry.spans import BAD_REASONS, BadSpan, ParsedSpan, parse_span
 
 

@@ -1,4 +1,4 @@
-"""The product's Scorer: `selfimprove.stages.replay.score_policy` (replay through the LLM layer, re-judge with the
+"""The product's Scorer: `selfimprove.evaluation.replay.score_policy` (replay through the LLM layer, re-judge with the
 captured evals as phoenix-evals evaluators) seen through the optimizer's `Scorer` protocol. It lives with the
 stages because it wraps one: optimizers see only the protocol, never a stage.
 
@@ -25,14 +25,14 @@ class ReplayScorer:
 
     @classmethod
     def from_config(cls, cfg: Any, evals: Sequence[EvalSpec], *, cache: Any, ledger: Any) -> ReplayScorer:
-        from selfimprove.stages.replay import PolicyScorer
+        from selfimprove.evaluation.replay import PolicyScorer
 
         ps = PolicyScorer.from_config(cfg, cache_dir=cache.root, evals=evals, ledger=ledger)
         return cls(ps, evals, ledger)
 
     def score(self, policy: Policy, samples: Sequence[Sample]) -> ScoreBatch:
+        from selfimprove.evaluation.replay import score_policy
         from selfimprove.llm.accounting import BudgetExceeded
-        from selfimprove.stages.replay import score_policy
 
         before = self.ledger.snapshot()
         try:

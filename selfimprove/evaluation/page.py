@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfimprove.core.records import Policy, Sample
 from selfimprove.core.report import Report
-from selfimprove.stages.evaluate_report import BASELINE
+from selfimprove.evaluation.report import BASELINE
 
 EXAMPLES_PER_KIND = 3
 TEXT_LIMIT = 1200  # characters of an input or output shown; the rest is in results.parquet
@@ -64,7 +64,7 @@ def report_page(report: Report, rows: Iterable[Mapping[str, Any]], samples: Sequ
                 policies: Mapping[str, Policy], *, decision: Any = None, simulated: bool = False) -> ReportPage:
     """The page's content. `policies` maps candidate id -> policy; `decision` is core.gate's GateDecision for
     `report.best` (None: no best candidate, no verdict)."""
-    from selfimprove.optimizers.diffs import policy_diff
+    from selfimprove.core.diffs import policy_diff
 
     best = report.best
     verdict = None

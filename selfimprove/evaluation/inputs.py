@@ -13,7 +13,7 @@ from selfimprove.store.documents import read_frame, read_json, read_model
 
 
 def load_samples(run: Any, split: str) -> list[Sample]:
-    from selfimprove.stages.dataset import read_samples
+    from selfimprove.dataset.table import read_samples
 
     samples = read_samples(run.path / "dataset.parquet", split=split)
     if not samples:
@@ -109,7 +109,7 @@ def prior_tags(ws: Any, target: str, run: Any, samples: Sequence[Sample], primar
 
 def order_samples(samples: Sequence[Sample], seed: int, n: int | None, focus: str,
                   tags: dict[str, str], cluster_by: str = "trace") -> tuple[list[Sample], str | None]:
-    from selfimprove.stages.evaluate_loop import seeded_order
+    from selfimprove.evaluation.loop import seeded_order
 
     order = seeded_order(samples, seed, cluster_by)
     note = None
@@ -164,8 +164,8 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
     from selfimprove.core.stats import classify_samples
     from selfimprove.core.stats.multiple import correction_text
     from selfimprove.core.stats.sequential import TEST_NAME
-    from selfimprove.stages import evaluate_report as rep
-    from selfimprove.stages.evaluate_design import test_level
+    from selfimprove.evaluation import report as rep
+    from selfimprove.evaluation.design import test_level
 
     ev = cfg.evaluate
     rows = outcome.rows

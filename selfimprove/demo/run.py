@@ -1,5 +1,5 @@
 """`selfimprove demo`: the whole loop on a local Phoenix and the built-in SIMULATOR with no API key — or, when asked
-(`--real`, `--base-url`), on a REAL MODEL at an OpenAI-compatible endpoint (selfimprove.stages.demo_endpoint).
+(`--real`, `--base-url`), on a REAL MODEL at an OpenAI-compatible endpoint (selfimprove.demo.endpoint).
 
 1. A fresh workspace `<workdir>/<UTC stamp>/` (configs/, runs/, prompts/, phoenix/ with its sqlite DB).
 2. The simulator (a thread on a free loopback port; not started for a real endpoint) and a local Phoenix (a
@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from selfimprove.stages.demo_endpoint import SIM_KEY_ENV, DemoEndpoint
+from selfimprove.demo.endpoint import SIM_KEY_ENV, DemoEndpoint
 
 KEY_ENV = SIM_KEY_ENV
 TARGET = "demo"
@@ -61,7 +61,7 @@ class DemoResult(BaseModel):
     seconds: float = 0.0
 
     def render(self, console) -> None:
-        from selfimprove.stages.views import render_demo
+        from selfimprove.cli.views.builds import render_demo
 
         render_demo(console, self)
 
@@ -71,7 +71,7 @@ def demo_config(*, phoenix_url: str, project: str, sim_base_url: str | None, pri
                 evaluate_max_calls: int | None = None) -> str:
     """The demo target's TOML: the local Phoenix, the endpoint (default: the simulator at `sim_base_url`) for
     task/optimizer/judge, its prices. Only the key variable's *name* is written."""
-    from selfimprove.stages.demo_endpoint import UPDATE_MAX_CALLS, prices
+    from selfimprove.demo.endpoint import UPDATE_MAX_CALLS, prices
 
     ep = endpoint or DemoEndpoint(real=False, base_url=sim_base_url, api_key_env=KEY_ENV, task_model="sim-small",
                                   judge_model="sim-judge", optimizer_model="sim-optimizer")
@@ -95,14 +95,14 @@ def run_demo(*, workdir: str | Path = ".selfimprove-demo", world: str = "support
              confirm: Callable[[str], bool] | None = None,
              keep_running: bool = False, say: Callable[[str], None] | None = None,
              on_result: Callable[[DemoResult], None] | None = None) -> DemoResult:
-    """Run the demo; see the module docstring. `endpoint` (selfimprove.stages.demo_endpoint.resolve_endpoint;
+    """Run the demo; see the module docstring. `endpoint` (selfimprove.demo.endpoint.resolve_endpoint;
     default: the simulator) says which models run; a real one spends only with `yes` or `confirm(question)` true.
     `say` receives progress lines; `on_result` sees the result before a `keep_running` demo waits for Ctrl-C."""
-    from selfimprove.phoenix_server import start_phoenix
+    from selfimprove.demo.endpoint import estimate, evaluate_max_calls, resolve_endpoint
     from selfimprove.sim import start_server, world_evals
     from selfimprove.sim.traffic import make_traffic
-    from selfimprove.stages.demo_endpoint import estimate, evaluate_max_calls, resolve_endpoint
     from selfimprove.stages.loop import run_loop
+    from selfimprove.telemetry.phoenix_server import start_phoenix
 
     say = say or (lambda _text: None)
     ep = endpoint or resolve_endpoint(world)
@@ -167,7 +167,7 @@ def _approve(ep: DemoEndpoint, est: dict[str, Any] | None, *, yes: bool, confirm
              say: Callable[[str], None]) -> None:
     """Show a real run's estimate; go on only with `yes` or a confirmed question (nothing started before)."""
     from selfimprove.core.errors import UsageError
-    from selfimprove.stages.demo_endpoint import describe_estimate
+    from selfimprove.demo.endpoint import describe_estimate
 
     say(describe_estimate(ep, est or {}))
     if yes:

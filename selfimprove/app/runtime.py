@@ -55,14 +55,14 @@ def load_policy(target: str, *, root: str | Path = ".", source: Literal["local",
     Returns a fresh dict each call.
     """
     if source == "local":
-        from selfimprove.store.phoenix_prompts import openai_arguments
+        from selfimprove.telemetry.phoenix_prompts import openai_arguments
 
         policy = load_build(target, root=root, ref=ref).policy
         if policy.template_format is not None and variables is not None:
             return openai_arguments(policy, _render(policy, variables))
         args = openai_arguments(policy)
     elif source == "phoenix":
-        from selfimprove.store.phoenix_prompts import client, fetch_tagged, prompt_name
+        from selfimprove.telemetry.phoenix_prompts import client, fetch_tagged, prompt_name
 
         endpoint, api_key_env = _phoenix_settings(target, root, endpoint, api_key_env)
         args, rendered = fetch_tagged(client(endpoint, api_key_env), prompt or prompt_name(target), tag=ref,
