@@ -1,6 +1,8 @@
 """selfimprove: self-improving LLM calls from Phoenix traces and LLM-as-judge feedback.
 
-Heavy modules load lazily: `import selfimprove` is cheap, so the CLI starts fast.
+The commands as functions (selfimprove.api): `pull`, `snapshot`, `update`, `evaluate`, `promote`, `run`, their
+async twins (`apull`, ...) and options (`PullOptions`, ...). In the application: `load_policy`, `instrument`,
+`tag_policy`. Heavy modules load lazily: `import selfimprove` is cheap, so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -17,6 +19,42 @@ _LAZY = {
     "load_config": ("selfimprove.config.load", "load_config"),
     "Workspace": ("selfimprove.store.runs", "Workspace"),
 }
+_API = ("pull", "snapshot", "update", "evaluate", "promote", "run", "apull", "asnapshot", "aupdate", "aevaluate",
+        "apromote", "arun", "PullOptions", "SnapshotOptions", "UpdateOptions", "EvaluateOptions", "PromoteOptions",
+        "RunOptions")
+_LAZY |= {name: ("selfimprove.api", name) for name in _API}
+_LAZY |= {name: ("selfimprove.core.errors", name) for name in ("SelfimproveError", "GateFailed", "UsageError",
+                                                               "IntegrityError")}
+__all__ = [
+    "EvalInstrumentor",
+    "EvaluateOptions",
+    "GateFailed",
+    "IntegrityError",
+    "PromoteOptions",
+    "PullOptions",
+    "RunOptions",
+    "SelfimproveError",
+    "SnapshotOptions",
+    "UpdateOptions",
+    "UsageError",
+    "Workspace",
+    "aevaluate",
+    "apromote",
+    "apull",
+    "arun",
+    "asnapshot",
+    "aupdate",
+    "evaluate",
+    "instrument",
+    "load_config",
+    "load_policy",
+    "promote",
+    "pull",
+    "run",
+    "snapshot",
+    "tag_policy",
+    "update",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""`selfimprove sim` commands, through Typer's CliRunner and as `python -m selfimprove.sim`."""
+"""`selfimprove sim` commands, through Typer's CliRunner and as `python -m selfimprove.cli.sim` (how the simulator runs as a subprocess)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_python_dash_m_serve_prints_base_url_and_applies_knobs():
     import openai
     import pytest
 
-    proc = subprocess.Popen([sys.executable, "-m", "selfimprove.sim", "serve", "--world", "routing",
+    proc = subprocess.Popen([sys.executable, "-m", "selfimprove.cli.sim", "serve", "--world", "routing",
                              "--error-rate", "1.0"], stdout=subprocess.PIPE, text=True)
     try:
         base_url = proc.stdout.readline().strip()
@@ -57,7 +57,7 @@ def test_serve_json_prints_one_document_as_soon_as_it_is_up_then_keeps_serving()
     import json
     import urllib.request
 
-    proc = subprocess.Popen([sys.executable, "-m", "selfimprove.sim", "serve", "--world", "routing", "--seed", "7",
+    proc = subprocess.Popen([sys.executable, "-m", "selfimprove.cli.sim", "serve", "--world", "routing", "--seed", "7",
                              "--json"], stdout=subprocess.PIPE, text=True)
     try:
         doc = json.loads(proc.stdout.readline())

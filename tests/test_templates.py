@@ -240,7 +240,8 @@ def test_tool_definitions_and_choice_are_replayed_and_a_tool_call_is_judged_as_i
     from fixtures.sim_checkpoint import config_text
 
     from selfimprove.config.load import load_config
-    from selfimprove.evaluation.replay import PolicyScorer, replay
+    from selfimprove.evaluation.replay import PolicyScorer, agenerate
+    from selfimprove.llm.run import run_sync
     from selfimprove.sim import start_server
 
     choice = {"type": "function", "function": {"name": "lookup_order"}}
@@ -263,7 +264,7 @@ def test_tool_definitions_and_choice_are_replayed_and_a_tool_call_is_judged_as_i
         monkeypatch.setenv("SIM_API_KEY", "sim")
         scorer = PolicyScorer.from_config(load_config(tmp_path / "support.toml", []), cache_dir=tmp_path / "c", evals=[])
         sim.reset_stats()
-        gen, = replay(span.policy, [sample], scorer.llm)
+        gen = run_sync(agenerate(span.policy, sample, scorer.llm))
         sent, = sim.requests()
     assert sent["tools"] == [LOOKUP] and sent["tool_choice"] == choice
     assert gen.output == sample.output.output_text() and json.loads(gen.output)[0]["function"]["name"] == "lookup_order"

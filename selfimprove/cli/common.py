@@ -7,12 +7,15 @@ from typing import Annotated
 
 import typer
 
+from selfimprove.cli.output import json_flag
+
 TargetOpt = Annotated[str | None, typer.Option(
     "--target", "-t", metavar="CFG", help="Target config file (TOML/JSON), or a target name resolved as configs/<name>.toml. "
     "Defaults to the only config in configs/.")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set evaluate.concurrency=8 (repeatable).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (with a 'schema' field) on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (with a 'schema' field) on stdout.",
+                                        callback=json_flag)]
 RootOpt = Annotated[Path, typer.Option("--root", help="Workspace folder holding runs/, prompts/ and configs/.",
                                        envvar="SELFIMPROVE_ROOT")]
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run id or folder (default: the latest run).")]

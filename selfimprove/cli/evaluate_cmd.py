@@ -45,10 +45,12 @@ def evaluate(
     json_output: JsonOpt = False,
 ) -> None:
     """Score candidates against the current policy on held-out samples: results.parquet, report.json, report.html."""
+    from selfimprove.cli.output import asker, evaluate_progress, log_line
     from selfimprove.cli.render import render_result
+    from selfimprove.cli.views.evaluate import render_evaluate
     from selfimprove.stages.evaluate import evaluate as run_evaluate
 
     result = run_evaluate(root=root, target=target, overrides=set_, run=run, candidates=candidates, split=split,
                           n=n, concurrency=concurrency, baseline=baseline, focus=focus, yes=yes, force=force, fork=fork,
-                          wait=wait)
-    render_result("selfimprove.evaluate/1", result, json_output)
+                          wait=wait, confirm=asker(), log=log_line, progress=evaluate_progress())
+    render_result("selfimprove.evaluate/1", result, json_output, render_evaluate)

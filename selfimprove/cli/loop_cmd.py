@@ -49,13 +49,14 @@ def run(
     1/2/4 as for every command.
     """
     from selfimprove.cli.render import render_result
+    from selfimprove.cli.views.builds import render_loop
     from selfimprove.core.errors import GateFailed
     from selfimprove.stages.loop import run_loop
 
     result = run_loop(root=root, target=target, overrides=gate_overrides(set_, max_failed_pairs), since=since, until=until, limit=limit,
                       trials=trials, max_calls=max_calls, min_improvement=min_improvement, seed=seed,
                       candidates=candidates, dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update, wait=wait)
-    render_result("selfimprove.run/1", result, json_output)
+    render_result("selfimprove.run/1", result, json_output, render_loop)
     if result.outcome == "refused":
         refusal = result.refusal or {}
         raise GateFailed(refusal.get("message", "the gate refused the candidate"), reasons=refusal.get("reasons"))
@@ -101,6 +102,7 @@ def demo(
 
     from selfimprove.cli.output import console
     from selfimprove.cli.render import render_result
+    from selfimprove.cli.views.builds import render_demo
     from selfimprove.demo.endpoint import resolve_endpoint
     from selfimprove.demo.run import run_demo
 
@@ -112,4 +114,4 @@ def demo(
     confirm = (lambda q: typer.confirm(q, err=True)) if sys.stdin.isatty() else None
     run_demo(workdir=workdir, world=world, traffic=traffic, seed=seed, endpoint=endpoint, yes=yes, confirm=confirm,
              keep_running=keep_running, say=say,
-             on_result=lambda result: render_result("selfimprove.demo/1", result, json_output))
+             on_result=lambda result: render_result("selfimprove.demo/1", result, json_output, render_demo))

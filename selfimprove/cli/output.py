@@ -32,6 +32,7 @@ import typer
 
 _consoles: dict[bool, Any] = {}
 _printed = False  # a --json document was written by the current command
+_json_requested = False  # the current command's --json flag, set by the option itself (`json_flag`)
 UNBOUNDED_WIDTH = 10_000  # off a terminal: tables keep whole ids and lines, however long
 
 
@@ -74,6 +75,40 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty() and not os.environ.get("SELFIMPROVE_NO_PROGRESS")
 
 
+def json_flag(value: bool) -> bool:
+    """The --json option's callback: Click calls it for every invocation (with the default when the flag is
+    absent), so the error handler knows the mode however the command names its parameter."""
+    global _json_requested
+    _json_requested = bool(value)
+    return value
+
+
+def log_line(text: str) -> None:
+    """A stage's log line (an estimate, a warning) on stderr, verbatim."""
+    console().print(text, markup=False, highlight=False)
+
+
+def asker(default: bool = False) -> Callable[[str], bool] | None:
+    """A yes/no question on the terminal, or None when nobody is there to answer (then stages refuse or skip)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return None
+    return lambda question: typer.confirm(question, default=default, err=True)
+
+
+def evaluate_progress() -> Callable[[int, int, int], None] | None:
+    """evaluate's per-batch line on a terminal: samples done, candidates still undecided."""
+    if not progress_enabled():
+        return None
+
+    def show(done: int, total: int, undecided: int) -> None:
+        sys.stderr.write(f"\r  {done}/{total} samples · {undecided} candidate(s) undecided")
+        if done >= total or not undecided:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
 def _error_document(message: str, hint: str | None, code: int) -> None:
     global _printed
     if not _printed:
@@ -90,9 +125,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from selfimprove.core.errors import SelfimproveError
 
-        global _printed
+        global _printed, _json_requested
         _printed = False
-        json_mode = bool(kwargs.get("json_output"))
+        json_mode = _json_requested
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -122,5 +157,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             say("Unexpected error:", text, "bold red")
             say("Hint:", "re-run with SELFIMPROVE_DEBUG=1 for the traceback")
             raise typer.Exit(1) from None
+        finally:
+            _json_requested = False  # a later command without --json in this process starts clean
 
     return wrapper

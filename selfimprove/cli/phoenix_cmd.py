@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.output import handle_errors
+from selfimprove.cli.output import handle_errors, json_flag
 
 app = typer.Typer(help="A local Phoenix server (sqlite on disk, loopback only) for trying selfimprove.",
                   no_args_is_help=True)
@@ -28,7 +28,7 @@ def serve(
     workdir: Annotated[Path, typer.Option(help="Folder for Phoenix's sqlite database and its log (kept).")] = Path(
         ".phoenix"),
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to become healthy.")] = 120.0,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line {schema: selfimprove.phoenix."
+    json_output: Annotated[bool, typer.Option("--json", callback=json_flag, help="Print one JSON line {schema: selfimprove.phoenix."
                                                              "serve/1, url, traces_endpoint, workdir, log, pid} "
                                                              "instead of the bare URL.")] = False,
 ) -> None:

@@ -40,6 +40,7 @@ def promote(
     promotion of a target also records the baseline as v0001.
     """
     from selfimprove.cli.render import render_result
+    from selfimprove.cli.views.builds import render_promotion
     from selfimprove.core.errors import GateFailed
     from selfimprove.stages.promote import promote as run_promote
 
@@ -48,8 +49,8 @@ def promote(
                              min_improvement=min_improvement, dry_run=dry_run, push_phoenix=push_phoenix, to=to,
                              wait=wait)
     except GateFailed as exc:
-        refused = getattr(exc, "result", None)
+        refused = exc.result
         if refused is not None:  # the decision, for people and for scripts, before the exit-3 error
-            render_result("selfimprove.promote/1", refused, json_output)
+            render_result("selfimprove.promote/1", refused, json_output, render_promotion)
         raise
-    render_result("selfimprove.promote/1", result, json_output)
+    render_result("selfimprove.promote/1", result, json_output, render_promotion)

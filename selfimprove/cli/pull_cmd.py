@@ -41,13 +41,14 @@ def pull(
     Exit 2 when the window holds no spans; exit 1 when the server cannot be reached or does not answer within
     --give-up-after seconds. No run is left behind by a pull that fails."""
     from selfimprove.cli.render import render_result
+    from selfimprove.cli.views.pull import render_pull
     from selfimprove.stages.pull import pull as run_pull
 
     overrides = [*(set_ or []), *([f"telemetry.phoenix.give_up_after_s={give_up_after}"] if give_up_after else [])]
     with _progress() as on_progress:
         result = run_pull(root=root, target=target, overrides=overrides, since=since, until=until, limit=limit,
                           source=source, wait=wait, on_progress=on_progress)
-    render_result("selfimprove.pull/1", result, json_output)
+    render_result("selfimprove.pull/1", result, json_output, render_pull)
 
 
 @contextmanager
@@ -124,6 +125,7 @@ def snapshot(
     variables. Every policy seen is listed (digest, samples, first and last call, the current one). Exit 2 when no
     sample is usable."""
     from selfimprove.cli.render import render_result
+    from selfimprove.cli.views.snapshot import render_snapshot
     from selfimprove.stages.snapshot import snapshot as run_snapshot
 
     if min_policy_samples is not None:
@@ -131,4 +133,4 @@ def snapshot(
     result = run_snapshot(root=root, target=target, overrides=set_, run=run, test_size=test_size, seed=seed,
                           max_samples=max_samples, diverse=diverse, filters=filter_ or [], policy=policy,
                           force=force, wait=wait, fork=fork)
-    render_result("selfimprove.snapshot/1", result, json_output)
+    render_result("selfimprove.snapshot/1", result, json_output, render_snapshot)

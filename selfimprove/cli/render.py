@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from selfimprove.cli.output import emit
@@ -17,13 +18,15 @@ def as_dict(result: Any) -> dict[str, Any]:
     return dict(result)
 
 
-def render_result(schema: str, result: Any, json_mode: bool) -> None:
-    """Print `result` (a pydantic model, dataclass or dict); a result with `render(console)` draws itself."""
+def render_result(schema: str, result: Any, json_mode: bool,
+                  view: Callable[[Any, Any], None] | None = None) -> None:
+    """Print `result` (a pydantic model, dataclass or dict): its document with --json, else `view(console,
+    result)` (a function of selfimprove.cli.views), or a plain key/value table when there is no view."""
     data = as_dict(result)
 
     def draw(console) -> None:
-        if hasattr(result, "render"):
-            result.render(console)
+        if view is not None:
+            view(console, result)
             return
         from rich.table import Table
 

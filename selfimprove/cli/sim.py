@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from selfimprove.cli.common import JsonOpt
-from selfimprove.cli.output import handle_errors
+from selfimprove.cli.output import handle_errors, json_flag
 
 app = typer.Typer(
     help="The built-in simulator: simulated task, judge and optimizer models behind an OpenAI-compatible API, "
@@ -52,7 +52,7 @@ def serve(
         "slow_rate, slow_ms, fault_models, judge_error_rate, judge_rejects_response_format, optimizer_vague, "
         "optimizer_drop, optimizer_filler, gullible.")] = None,
     config_json: Annotated[str | None, typer.Option(hidden=True, help="Every knob as one JSON object.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line {schema: selfimprove.sim.serve/1, "
+    json_output: Annotated[bool, typer.Option("--json", callback=json_flag, help="Print one JSON line {schema: selfimprove.sim.serve/1, "
                                                              "base_url, world, seed, pid} instead of the bare "
                                                              "base_url.")] = False,
 ) -> None:
@@ -144,3 +144,7 @@ def traffic(
                       f"({summary['errors']} failed); mean scores: {scores}", markup=False)
 
     emit("selfimprove.sim.traffic/v1", summary, json_mode=json_output, render=render)
+
+
+if __name__ == "__main__":  # `python -m selfimprove.cli.sim serve …`: how the simulator runs as a subprocess
+    app(prog_name="python -m selfimprove.cli.sim")

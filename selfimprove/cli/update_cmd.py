@@ -61,6 +61,7 @@ def update(
 
     from selfimprove.cli.output import console, progress_enabled
     from selfimprove.cli.render import render_result
+    from selfimprove.cli.views.update import render_update
     from selfimprove.stages.update import update as run_update
 
     confirm = (lambda msg: typer.confirm(msg, default=True, err=True)) if sys.stdin.isatty() else None
@@ -69,4 +70,4 @@ def update(
                         rounds=rounds, max_calls=max_calls, seed=seed, yes=yes, force=force, wait=wait, fork=fork,
                         fewshot=fewshot, focus=focus, critique=critique, confirm=confirm,
                         log=log)
-    render_result("selfimprove.update/1", result, json_output)
+    render_result("selfimprove.update/1", result, json_output, render_update)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SelfimproveError(Exception):
     """An expected failure: a message for the user, an optional hint, and an exit code."""
@@ -36,9 +38,11 @@ class GateFailed(SelfimproveError):
 
     exit_code = 3
 
-    def __init__(self, message: str, reasons: list[str] | None = None, hint: str | None = None):
+    def __init__(self, message: str, reasons: list[str] | None = None, hint: str | None = None,
+                 result: Any = None):
         super().__init__(message, hint)
         self.reasons = list(reasons or [])
+        self.result = result  # what the refusing stage decided (promote: a PromoteResult with action "refused")
 
 
 class IntegrityError(SelfimproveError):

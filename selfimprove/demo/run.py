@@ -60,11 +60,6 @@ class DemoResult(BaseModel):
     report_html: str | None = None
     seconds: float = 0.0
 
-    def render(self, console) -> None:
-        from selfimprove.cli.views.builds import render_demo
-
-        render_demo(console, self)
-
 
 def demo_config(*, phoenix_url: str, project: str, sim_base_url: str | None, primary: str, target: str = TARGET,
                 min_new_samples: int = 20, endpoint: DemoEndpoint | None = None,

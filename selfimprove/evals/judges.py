@@ -80,6 +80,20 @@ def input_text(history: Sequence[Message]) -> str:
     return "\n".join(f"{m.role}: {m.text()}" for m in turns)
 
 
+def judged_output_text(message: dict[str, Any] | None, text: str) -> str:
+    """The text a judge reads of a replayed (or simulated) answer: `Message.output_text` (the content, then any tool calls as
+    JSON), the same form as a production output's."""
+    from selfimprove.core.records import FunctionCall, Message, ToolCall
+
+    calls = [c for c in (message or {}).get("tool_calls") or [] if isinstance(c, dict) and c.get("function")]
+    if not calls:
+        return text
+    return Message(role="assistant", content=text or None, tool_calls=tuple(
+        ToolCall(function=FunctionCall(name=str(c["function"].get("name") or ""),
+                                       arguments=str(c["function"].get("arguments") or ""))) for c in calls)
+    ).output_text()
+
+
 def resolve_variables(variables: Sequence[str], input_mapping: dict[str, str | None] | None
                       ) -> tuple[dict[str, str], dict[str, str]]:
     """({template variable: "input" | "output"}, {variable: why replay cannot fill it}).

@@ -109,9 +109,9 @@ def prior_tags(ws: Any, target: str, run: Any, samples: Sequence[Sample], primar
 
 def order_samples(samples: Sequence[Sample], seed: int, n: int | None, focus: str,
                   tags: dict[str, str], cluster_by: str = "trace") -> tuple[list[Sample], str | None]:
-    from selfimprove.evaluation.loop import seeded_order
+    from selfimprove.evaluation.loop import cluster_order
 
-    order = seeded_order(samples, seed, cluster_by)
+    order = cluster_order(samples, seed, cluster_by)
     note = None
     if focus == "discriminative":
         chosen = [s for s in order if tags.get(s.sample_id) == "discriminative"]

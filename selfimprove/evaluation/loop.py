@@ -13,14 +13,15 @@ finished call is in the cache, so a re-run resumes without paying twice.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from selfimprove.core.records import EvalSpec, Policy, Sample
 from selfimprove.core.scores import normalize
+from selfimprove.core.split import seeded_order
 from selfimprove.evaluation.report import BASELINE
+from selfimprove.llm.accounting import BudgetExceeded
 
 
 @dataclass
@@ -51,15 +52,13 @@ def cluster_of(sample: Sample, cluster_by: str = "trace") -> str:
     return sample.trace_id if cluster_by == "trace" else sample.sample_id
 
 
-def seeded_order(samples: Sequence[Sample], seed: int, cluster_by: str = "trace") -> list[Sample]:
+def cluster_order(samples: Sequence[Sample], seed: int, cluster_by: str = "trace") -> list[Sample]:
     """The samples cluster by cluster: clusters in a random order fixed by `seed` (independent of the order on
-    disk), a cluster's samples together in conversation order (step, then id)."""
+    disk; core.split.seeded_order), a cluster's samples together in conversation order (step, then id)."""
     groups: dict[str, list[Sample]] = {}
     for s in sorted(samples, key=lambda s: (s.step, s.sample_id)):
         groups.setdefault(cluster_of(s, cluster_by), []).append(s)
-    keys = sorted(groups)
-    random.Random(seed).shuffle(keys)
-    return [s for k in keys for s in groups[k]]
+    return [s for k in seeded_order(groups, seed) for s in groups[k]]
 
 
 class PriorityLimit:
@@ -176,7 +175,7 @@ async def run_sequential(scorer: Any, *, baseline: Policy | None, stored: dict[s
             try:
                 results = [await asyncio.gather(*started[k][label]) for label in wanted]
             except SelfimproveError as exc:
-                kind = "budget" if type(exc).__name__ == "BudgetExceeded" else "unavailable"
+                kind = "budget" if isinstance(exc, BudgetExceeded) else "unavailable"
                 return LoopOutcome(rows, baseline_ids, kind, exc.message)
             batch_rows = [r for per_label in results for rs in per_label for r in rs]
             if baseline is None:

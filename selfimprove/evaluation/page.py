@@ -2,7 +2,7 @@
 and a few held-out samples the candidate fixed and broke, each with both outputs and the judge's explanations.
 
 `report_page(...)` gathers them from what evaluate already holds (the report, the results rows, the samples, the
-policies, the gate settings) into a typed `ReportPage`; report_html renders it without any other input.
+policies, the gate settings) into a typed `ReportPage`; evaluation.html renders it without any other input.
 """
 
 from __future__ import annotations

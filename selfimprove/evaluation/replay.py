@@ -1,6 +1,6 @@
 """Replay a policy on samples and judge the outputs: the scoring that `evaluate` and `update` share.
 
-- `replay(policy, samples, llm, concurrency, on_progress)`: one task call per sample
+- `agenerate(policy, sample, llm)`: one task call for a sample
   (`policy.messages_for(sample.history, sample.variables)` with `policy.params()`: a template is rendered with
   each sample's own variables), through the LLM layer (cache, ledger, retries); a failed call is a `Generation`
   with `error`. A sample without the variables the policy's template needs stops the replay before any call
@@ -44,19 +44,6 @@ class Generation:
     cached: bool = False
 
 
-def output_text(message: dict[str, Any] | None, text: str) -> str:
-    """The text a judge reads of a replayed answer: `Message.output_text` (the content, then any tool calls as
-    JSON), the same form as a production output's."""
-    from selfimprove.core.records import FunctionCall, Message, ToolCall
-
-    calls = [c for c in (message or {}).get("tool_calls") or [] if isinstance(c, dict) and c.get("function")]
-    if not calls:
-        return text
-    return Message(role="assistant", content=text or None, tool_calls=tuple(
-        ToolCall(function=FunctionCall(name=str(c["function"].get("name") or ""),
-                                       arguments=str(c["function"].get("arguments") or ""))) for c in calls)
-    ).output_text()
-
 
 def require_renderable(policy: Policy, samples: Sequence[Sample]) -> None:
     """Raise UsageError when `policy` is a template that some samples cannot fill (their variables are missing),
@@ -94,31 +81,11 @@ async def agenerate(policy: Policy, sample: Sample, llm: Any, limit: asyncio.Sem
             res = await call()
     if res.error:
         return Generation(sample.sample_id, None, error=res.error, latency_ms=res.latency_ms)
-    return Generation(sample.sample_id, output_text(res.message, res.text), tokens=res.usage.total_tokens,
+    from selfimprove.evals.judges import judged_output_text
+
+    return Generation(sample.sample_id, judged_output_text(res.message, res.text), tokens=res.usage.total_tokens,
                       cost_usd=res.cost, latency_ms=res.latency_ms, cached=res.cached)
 
-
-async def areplay(policy: Policy, samples: Sequence[Sample], llm: Any, concurrency: int = 32,
-                  on_progress: Progress | None = None) -> list[Generation]:
-    require_renderable(policy, samples)
-    limit = asyncio.Semaphore(concurrency)
-    done = 0
-
-    async def one(s: Sample) -> Generation:
-        nonlocal done
-        g = await agenerate(policy, s, llm, limit)
-        done += 1
-        if on_progress:
-            on_progress(done, len(samples))
-        return g
-
-    return list(await asyncio.gather(*(one(s) for s in samples)))
-
-
-def replay(policy: Policy, samples: Sequence[Sample], llm: Any, concurrency: int = 32,
-           on_progress: Progress | None = None) -> list[Generation]:
-    """Replay `policy` on `samples` (results in sample order) through `llm` (a ChatModel, e.g. OpenAIChat)."""
-    return run_sync(areplay(policy, samples, llm, concurrency, on_progress))
 
 
 class PolicyScorer:

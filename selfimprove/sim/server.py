@@ -254,7 +254,7 @@ def start_server(world: str = "support", *, seed: int = 0, port: int = 0, latenc
         return SimServer(f"http://{host}:{httpd.server_address[1]}", httpd=httpd, thread=thread)
     if mode != "subprocess":
         raise ValueError(f"mode must be 'thread' or 'subprocess', not {mode!r}")
-    cmd = [sys.executable, "-m", "selfimprove.sim", "serve", "--world", world, "--host", host, "--port", str(port),
+    cmd = [sys.executable, "-m", "selfimprove.cli.sim", "serve", "--world", world, "--host", host, "--port", str(port),
            "--config-json", json.dumps(config.as_dict())]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()

@@ -75,6 +75,6 @@ def judge_input(history: list[dict[str, Any]]) -> str:
 
 def judged_output(message: Any) -> str:
     """The `{output}` a judge reads for a response message: its text, then its tool calls as JSON."""
-    from selfimprove.evaluation.replay import output_text
+    from selfimprove.evals.judges import judged_output_text
 
-    return output_text(message.model_dump(), message.content or "")
+    return judged_output_text(message.model_dump(), message.content or "")

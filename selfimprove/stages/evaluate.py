@@ -6,7 +6,7 @@ Reads `checkpoint.json`, `dataset.parquet` (split `test` by default) and `candid
 stage (`evaluate.train`) writing `results.train.parquet`, `report.train.json` and `report.train.html`. The baseline is the checkpoint's current policy, replayed now (`replay`, the default: no drift
 between production time and now) or taken from the production outputs and scores (`stored`: cheaper, with a
 warning). Samples are scored in a seeded-random order in batches of `concurrency`; an SPRT on the primary eval per
-candidate stops its evaluation once the answer is clear (see evaluate_loop). Before spending, the worst-case
+candidate stops its evaluation once the answer is clear (see selfimprove.evaluation.loop). Before spending, the worst-case
 calls and cost are estimated: within the config budget (`evaluate.max_calls`, `evaluate.max_usd`) it proceeds;
 above it, it asks on a terminal, proceeds with `--yes` (the budget still caps the spend: the loop stops when it is
 used up), and refuses otherwise. Every call goes through the run's call cache: killed and re-run, it finishes
@@ -15,9 +15,9 @@ without paying twice.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -39,27 +39,18 @@ class EvalReport(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     artifacts: list[str] = Field(default_factory=list)
 
-    def render(self, console: Any) -> None:
-        from selfimprove.evaluation.report import render_report
-
-        console.print(f"evaluate {self.target} · run {self.run}" + (" (reused)" if self.reused else ""),
-                      highlight=False)
-        render_report(console, self.report, self.warnings)
-        if self.spent:
-            console.print(f"spent now: {self.spent.get('calls', 0)} calls, {self.spent.get('cache_hits', 0)} cache "
-                          f"hits, ${self.spent.get('cost_usd', 0.0):.4f}", highlight=False)
-        for a in self.artifacts:
-            console.print(f"  wrote {a}", highlight=False)
-
 
 def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
              run: str | None = None, candidates: str = "best", split: str = "test", n: int | None = None,
              concurrency: int | None = None, baseline: str | None = None, focus: str = "all", yes: bool = False,
              force: bool = False, wait: bool = False, config: Any = None,
-             confirm: Any = None, fork: bool = False) -> EvalReport:
+             confirm: Callable[[str], bool] | None = None, log: Callable[[str], None] | None = None,
+             progress: Callable[[int, int, int], None] | None = None, fork: bool = False) -> EvalReport:
     """Evaluate the run's candidates (see the module docstring). `config` replaces loading the target config;
-    `confirm(message) -> bool` replaces the terminal question when the estimate exceeds the budget; `fork`
-    evaluates in a new run forked from the run (store/seal.py: how a sealed run is evaluated again)."""
+    `confirm(question) -> bool` is asked when the estimate exceeds the budget (None: nobody to ask, so it refuses
+    unless `yes`); `log(line)` receives the estimate and warnings as they happen; `progress(done, total,
+    undecided)` is called after each batch; `fork` evaluates in a new run forked from the run (store/seal.py: how
+    a sealed run is evaluated again). Nothing here writes to a terminal."""
     from selfimprove.config.load import load_target
     from selfimprove.store.runs import Workspace
     from selfimprove.store.seal import stage_run
@@ -76,11 +67,19 @@ def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: li
     with ws.lock(cfg.target, wait=wait), stage_run(ws, cfg.target, run, stage_name(split), fork) as the_run:
         return _evaluate(cfg, ws, the_run, candidates=candidates, split=split, n=n,
                          concurrency=concurrency or cfg.evaluate.concurrency, mode=mode, focus=focus, yes=yes,
-                         force=force, confirm=confirm)
+                         force=force, hooks=Hooks(confirm, log, progress))
+
+
+class Hooks(NamedTuple):
+    """How evaluate talks to its caller (the CLI supplies terminal versions; a notebook may pass none)."""
+
+    confirm: Callable[[str], bool] | None = None
+    log: Callable[[str], None] | None = None
+    progress: Callable[[int, int, int], None] | None = None
 
 
 def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: int | None, concurrency: int,
-              mode: str, focus: str, yes: bool, force: bool, confirm: Any) -> EvalReport:
+              mode: str, focus: str, yes: bool, force: bool, hooks: Hooks) -> EvalReport:
     from selfimprove.core.canonical import digest, pretty_json
     from selfimprove.dataset.table import load_checkpoint
     from selfimprove.evaluation import inputs
@@ -117,7 +116,7 @@ def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: in
         digests = {ref["path"]: ref["digest"] for ref in st.inputs}
         report, frame, estimate, spent, more = _score_and_report(
             cfg, ws, run, checkpoint, chosen, order, evals, primary, concurrency=concurrency, mode=mode, split=split,
-            judge_override=judge_override, yes=yes, confirm=confirm, tags=tags, digests=digests)
+            judge_override=judge_override, yes=yes, hooks=hooks, tags=tags, digests=digests)
         warnings += more
         st.write_table(results, frame.drop(columns=list(WRITTEN_COLUMNS_DROP)))
         st.write_text(report_json, pretty_json(report.document()))
@@ -149,7 +148,7 @@ def stage_name(split: str) -> str:
 
 def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list[Any], order: list[Any], evals: list[Any],
                       primary: Any, *, concurrency: int, mode: str, split: str, judge_override: Any, yes: bool,
-                      confirm: Any, tags: dict[str, str],
+                      hooks: Hooks, tags: dict[str, str],
                       digests: dict[str, str]) -> tuple[Report, Any, dict, dict, list[str]]:
     from selfimprove.core.stats.sequential import SequentialMonitor
     from selfimprove.evaluation import design, inputs
@@ -181,8 +180,9 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
     estimate["power"], power_note = design.power_check(order, clusters, primary, ev, len(chosen), cfg.gate.looks)
     if power_note:
         warnings.append(power_note)
-        print(f"warning: {power_note}", file=sys.stderr)
-    _check_budget(estimate, ev, yes, confirm)
+        if hooks.log:
+            hooks.log(f"warning: {power_note}")
+    _check_budget(estimate, ev, yes, hooks)
     for policy in [checkpoint.policy] * (mode == "replay") + [c.policy for c in chosen]:
         require_renderable(policy, order)
     look = design.prior_looks(ws, cfg.target, run, checkpoint.policy.digest, [c.policy.digest for c in chosen],
@@ -190,7 +190,7 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
     level = design.test_level(ev.alpha, len(chosen), cfg.gate.looks)
     arms = [Arm(c.id, c.policy, SequentialMonitor(level, ev.beta, ev.min_effect)) for c in chosen]
     stored = stored_baseline_rows(order, judged, checkpoint.policy, scorer.ledger.prices) if mode == "stored" else None
-    progress = _progress(len(order))
+    progress = _on_batch(len(order), hooks.progress)
 
     async def main() -> Any:
         try:
@@ -229,44 +229,31 @@ def failed_row_warnings(report: Any) -> list[str]:
     return out
 
 
-def _check_budget(estimate: dict[str, Any], ev: Any, yes: bool, confirm: Any) -> None:
+def _check_budget(estimate: dict[str, Any], ev: Any, yes: bool, hooks: Hooks) -> None:
+    """Tell the estimate; above the budget go on only with `yes` or a confirmed question, else refuse."""
     over = []
     if estimate["calls"] > ev.max_calls:
         over.append(f"{estimate['calls']} calls > evaluate.max_calls={ev.max_calls}")
     if ev.max_usd is not None and estimate["cost_usd"] > ev.max_usd:
         over.append(f"${estimate['cost_usd']:.4f} > evaluate.max_usd={ev.max_usd}")
-    text = (f"estimate: at most {estimate['calls']} LLM calls, ~{estimate['tokens']} tokens, "
-            f"~${estimate['cost_usd']:.4f} (the SPRT may stop earlier; cached calls are free)")
-    print(text, file=sys.stderr)
+    if hooks.log:
+        hooks.log(f"estimate: at most {estimate['calls']} LLM calls, ~{estimate['tokens']} tokens, "
+                  f"~${estimate['cost_usd']:.4f} (the SPRT may stop earlier; cached calls are free)")
     if not over or yes:
         return
     question = f"{'; '.join(over)}. Spend up to the budget (evaluation stops when it is used up)?"
-    if confirm is None and sys.stdin.isatty() and sys.stderr.isatty():
-        import typer
-
-        confirm = lambda msg: typer.confirm(msg, default=False, err=True)
-    if confirm is not None and confirm(question):
+    if hooks.confirm is not None and hooks.confirm(question):
         return
     raise UsageError(f"the estimate exceeds the budget: {'; '.join(over)}",
                      hint="pass --yes to spend up to the budget, evaluate fewer samples with --n, or raise "
                           "evaluate.max_calls / evaluate.max_usd")
 
 
-def _progress(total: int) -> Any:
-    """A per-batch progress line on stderr when it is a terminal (never on stdout)."""
-    import os
-
-    if not sys.stderr.isatty() or os.environ.get("SELFIMPROVE_NO_PROGRESS"):
+def _on_batch(total: int, progress: Callable[[int, int, int], None] | None) -> Any:
+    """The loop's per-batch callback, as `progress(done, total, undecided candidates)`."""
+    if progress is None:
         return None
-
-    def show(done: int, _total: int, arms: list[Any]) -> None:
-        undecided = sum(1 for a in arms if a.active)
-        print(f"\r  {done}/{total} samples · {undecided} candidate(s) undecided", end="", file=sys.stderr,
-              flush=True)
-        if done >= total or not undecided:
-            print(file=sys.stderr)
-
-    return show
+    return lambda done, _total, arms: progress(done, total, sum(1 for a in arms if a.active))
 
 
 def stored_only_entry(name: str, why: str, samples: list[Any]) -> Any:

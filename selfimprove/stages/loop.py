@@ -59,11 +59,6 @@ class LoopResult(BaseModel):
     report_html: str | None = None
     seconds: float = 0.0
 
-    def render(self, console) -> None:
-        from selfimprove.cli.views.builds import render_loop
-
-        render_loop(console, self)
-
 
 def trigger_decision(n_new: int, score: float | None, trigger: Any) -> dict[str, Any]:
     """Pure: go or skip, with the reason. `score` is the current policy's mean primary score on the new samples."""
@@ -178,7 +173,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
             promoted = promote(**common, run=run.run_id, candidate=None, min_improvement=min_improvement,
                                dry_run=dry_run, push_phoenix=push_phoenix, to=None, wait=False)
         except GateFailed as exc:
-            refused = getattr(exc, "result", None)
+            refused = exc.result
             if refused is not None:
                 result.decision = refused.decision.model_dump(mode="json")
                 result.primary = refused.primary

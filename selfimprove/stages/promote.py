@@ -52,11 +52,6 @@ class PromoteResult(BaseModel):
     primary: dict[str, Any] | None = None
     phoenix: dict[str, Any] | None = None
 
-    def render(self, console) -> None:
-        from selfimprove.cli.views.builds import render_promotion
-
-        render_promotion(console, self)
-
 
 def promote(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
             run: str | None = None, candidate: str | None = None, min_improvement: float | None = None,
@@ -155,11 +150,10 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
                          candidate=entry.id, split=report.split, n_samples=report.n_samples, decision=decision,
                          primary=primary_evidence(facts, primary))
     if not decision.passed:
-        exc = GateFailed(f"candidate {entry.id} of run {run.run_id} did not pass the gate",
+        raise GateFailed(f"candidate {entry.id} of run {run.run_id} did not pass the gate",
                          reasons=list(decision.reasons),
-                         hint="see report.html; adjust the gate with --min-improvement or [gate] only with reason")
-        exc.result = base.model_copy(update={"action": "refused"})  # the CLI prints the decision
-        raise exc
+                         hint="see report.html; adjust the gate with --min-improvement or [gate] only with reason",
+                         result=base.model_copy(update={"action": "refused"}))
     prod = store.production(ws.prompts_dir, cfg.target)
     base.previous = prod.name if prod else None
     if dry_run:

@@ -47,23 +47,6 @@ class PullResult(BaseModel):
     parent_build: str | None = None
     seconds: float = 0.0
 
-    def render(self, console: Any) -> None:
-        from rich.table import Table
-
-        table = Table(title=f"pull · {self.target} · run {self.run}", show_header=False, box=None)
-        src = self.source.get("project") or self.source.get("path") or ""
-        table.add_row("source", f"{self.source.get('name')} {src}".strip())
-        table.add_row("window", f"[{self.since or 'beginning'}, {self.until})  (from {self.since_from})")
-        table.add_row("spans", f"{self.spans}  ({self.first_start_time} … {self.last_start_time})")
-        names = ", ".join(f"{k} {v}" for k, v in sorted(self.annotation_names.items()))
-        table.add_row("annotations", f"{self.annotations}" + (f"  ({names})" if names else ""))
-        if self.skipped:
-            table.add_row("skipped", ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())))
-        table.add_row("written", f"{self.run_path}/raw/")
-        console.print(table)
-        for note in self.notes:
-            console.print(f"note: {note}", markup=False)
-
 
 def describe_source(source: Any) -> dict[str, Any]:
     """The identity of a source for the stage record and the cursor: never a secret, only names."""

@@ -84,11 +84,6 @@ class SnapshotResult(BaseModel):
                                                    "calls sent, cache_hits, prompt_tokens (not recorded)")
     seconds: float = 0.0
 
-    def render(self, console: Any) -> None:
-        from selfimprove.dataset.summary import render_console
-
-        render_console(self, console)
-
 
 def snapshot(root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
              run: str | None = None, test_size: float | None = None, seed: int | None = None,

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from selfimprove.core.errors import UsageError
+from selfimprove.optimizers.base import Optimizer
 
 CANDIDATE_SCHEMA = "selfimprove.candidate/1"
 UPDATE_SCHEMA = "selfimprove.update/1"
@@ -61,11 +62,6 @@ class UpdateResult(BaseModel):
     cost_usd: float = 0.0
     seconds: float = 0.0
     warnings: list[str] = Field(default_factory=list)
-
-    def render(self, console: Any) -> None:
-        from selfimprove.cli.views.update import render_update
-
-        render_update(self, console)
 
 
 def update(root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
@@ -178,17 +174,21 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
                           lm=_optimizer_lm(cfg, cache, ledger), budget=Budget(limit),
                           primary_eval=checkpoint.primary_eval, settings=settings, seed=seed, focus=focus,
                           prices=dict(cfg.llm.prices), log=log, stored_evals=stored)
-    if name == "gepa":
-        from selfimprove.optimizers.gepa_adapter import GEPAOptimizer
-
-        out = GEPAOptimizer(settings).optimize(ctx)
-    else:
-        from selfimprove.optimizers.textgrad import TextGradOptimizer
-
-        out = TextGradOptimizer(settings).optimize(ctx)
+    out = _optimizer(name, settings).optimize(ctx)
     result, files = summarize(cfg.target, run_path.name, name, checkpoint.policy, out, ctx.budget, limit)
     unpriced = price_warning(ledger.unpriced())
     return (result.model_copy(update={"warnings": [unpriced]}) if unpriced else result), files
+
+
+def _optimizer(name: str, settings: Any) -> Optimizer:
+    """The optimizer called `name` (`update.optimizer`): gepa, or the built-in search."""
+    if name == "gepa":
+        from selfimprove.optimizers.gepa_adapter import GEPAOptimizer
+
+        return GEPAOptimizer(settings)
+    from selfimprove.optimizers.textgrad import TextGradOptimizer
+
+    return TextGradOptimizer(settings)
 
 
 def _optimizer_lm(cfg: Any, cache: Any, ledger: Any) -> Any:

@@ -116,6 +116,7 @@ def test_paths_and_messages_are_never_read_as_markup(tmp_path):
 def test_a_hint_keeps_its_brackets():
     import typer
 
+    from selfimprove.cli.common import JsonOpt
     from selfimprove.cli.output import handle_errors
     from selfimprove.core.errors import GateFailed
 
@@ -123,7 +124,7 @@ def test_a_hint_keeps_its_brackets():
 
     @probe.command()
     @handle_errors
-    def refuse(json_output: bool = typer.Option(False, "--json")) -> None:
+    def refuse(json_output: JsonOpt = False) -> None:
         raise GateFailed("candidate [c-1] did not pass", reasons=["[red]Δ[/red] below"], hint="adjust [gate] only with reason")
 
     res = CliRunner().invoke(probe, [])

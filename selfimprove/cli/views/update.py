@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def render_update(result: Any, console: Any) -> None:
+def render_update(console: Any, result: Any) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
     from rich.text import Text
