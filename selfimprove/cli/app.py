@@ -77,4 +77,22 @@ def _main(
 
 
 def main() -> None:
-    app()
+    """The console script. With --json, a usage error Click finds while parsing (an unknown flag, a bad value) is
+    one JSON document on stdout too, like every other failure; the usual message still goes to stderr."""
+    import sys
+
+    from typer.exceptions import TyperException
+
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as exc:  # Click's usage errors (BadParameter, NoSuchOption, ...)
+        if "--json" in sys.argv[1:]:
+            from selfimprove.cli.output import usage_error_document
+
+            usage_error_document(exc.format_message(), getattr(exc, "exit_code", 2))
+        exc.show()
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        sys.stderr.write("Aborted!\n")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

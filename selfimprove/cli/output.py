@@ -109,6 +109,11 @@ def evaluate_progress() -> Callable[[int, int, int], None] | None:
     return show
 
 
+def usage_error_document(message: str, code: int) -> None:
+    """The --json document of a usage error Click found before any command ran."""
+    _error_document(message, "see the command's --help", code)
+
+
 def _error_document(message: str, hint: str | None, code: int) -> None:
     global _printed
     if not _printed:

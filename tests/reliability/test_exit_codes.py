@@ -133,3 +133,21 @@ def test_a_hint_keeps_its_brackets():
     assert "candidate [c-1] did not pass" in err and "[red]Δ[/red] below" in err and "adjust [gate] only" in err
     res = CliRunner().invoke(probe, ["--json"])
     assert one_document(res)["hint"] == "adjust [gate] only with reason"
+
+
+@pytest.mark.parametrize("argv,message", [(["pull", "--bogus"], "No such option: --bogus"),
+                                          (["evaluate", "--n", "zero"], "Invalid value for '--n'")])
+def test_a_usage_error_is_one_json_document_too(argv, message, tmp_path):
+    """Click's own usage errors (found before any command runs) keep the --json contract: one document, exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "selfimprove"
+    res = subprocess.run([str(exe), *argv, "--json"], check=False, capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2
+    doc = one_document(res)
+    assert doc["schema"] == "selfimprove.error/1" and message in doc["error"] and doc["exit_code"] == 2
+    assert message in res.stderr  # people still read it on stderr
+    plain = subprocess.run([str(exe), *argv], check=False, capture_output=True, text=True, cwd=tmp_path)
+    assert plain.returncode == 2 and plain.stdout == ""
