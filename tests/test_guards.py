@@ -128,3 +128,26 @@ def test_trace_input_texts_takes_user_and_tool_messages_only():
     history = [Message(role="system", content="sys"), Message(role="user", content="hi"),
                Message(role="assistant", content="hello"), Message(role="tool", content="result", tool_call_id="1")]
     assert trace_input_texts([history]) == ["hi", "result"]
+
+
+def test_meta_prompt_scaffolding_copied_into_the_prompt_is_rejected():
+    """What Qwen2.5-Coder 1.5B wrote as an optimizer: the meta-prompt's own tags around its answer."""
+    copied = edited("\n<current_prompt>\nBe brief.\n</current_prompt>\n<feedback id=\"s1\" score=\"0.00\">")
+    out = results(copied)["no_meta_prompt_tags"]
+    assert not out.passed and "<current_prompt>" in out.reason and "<feedback id=" in out.reason
+    assert results(edited(" Keep replies under 50 words."))["no_meta_prompt_tags"].passed
+    # a tag the parent already has (an app whose prompt uses <input> itself) is the app's, not copied
+    tagged = PARENT.model_copy(update={"system_prompt": PARENT.system_prompt + " Read <input> carefully."})
+    out = {g.name: g for g in run_guards(edited(" Read <input> carefully. Be brief."), tagged, ctx())}
+    assert out["no_meta_prompt_tags"].passed
+
+
+def test_every_tag_the_meta_prompts_use_is_guarded():
+    import re
+    from pathlib import Path
+
+    from selfimprove.optimizers import guards
+
+    source = "".join(Path(guards.__file__).with_name(n).read_text() for n in ("metaprompt.py", "critique.py"))
+    used = set(re.findall(r"<([a-z_]+)[ >]", source))
+    assert used and used <= set(guards.META_TAGS), used - set(guards.META_TAGS)

@@ -10,6 +10,9 @@ Each guard is a pure function of (child, parent, context) returning a GuardResul
 - `no_planted_content`: nothing that looks planted in trace data (URLs, e-mail addresses, code blocks,
   "ignore previous instructions"-style phrases, identifiers or runs of words copied from trace inputs) unless the
   parent prompt, the eval definitions or the constitution already contain it;
+- `no_meta_prompt_tags`: none of the meta-prompt's own tags (`<current_prompt>`, `<trace_data>`, `<feedback …>`,
+  …) unless the parent has it: a small optimizer model copies the scaffolding it was shown into its answer (seen
+  on Qwen2.5-Coder 1.5B), and such a prompt would show the task model tags it was never meant to read;
 - `constitution`: every must-keep line of the config is still present;
 - `output_contract`: response_format, tools and tool_choice unchanged, model only from the allowed list, unless
   allowed.
@@ -43,6 +46,11 @@ _INJECTION = [re.compile(p, re.IGNORECASE) for p in (
 )]
 _IDENT = re.compile(r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Z])[A-Z0-9][A-Za-z0-9_-]{3,}\b")
 _WORD = re.compile(r"[\w']+")
+# The tags the meta-prompts (optimizers/metaprompt.py, critique.py) wrap their parts in; tests/test_guards.py
+# checks that every tag they use is listed here.
+META_TAGS = ("current_prompt", "trace_data", "feedback", "evals", "eval", "template", "rails", "critique",
+             "verdict", "input", "output")
+_META_TAG = re.compile(r"</?\s*(" + "|".join(META_TAGS) + r")\b[^<>]{0,200}>", re.IGNORECASE)
 
 
 def template_variables(text: str) -> set[str]:
@@ -180,6 +188,15 @@ def _squash(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def check_meta_prompt_tags(child: Policy, parent: Policy, ctx: GuardContext) -> GuardResult:
+    found = [m.group(0) for m in _META_TAG.finditer(child.system_prompt)
+             if m.group(0).lower() not in parent.system_prompt.lower()]
+    found = list(dict.fromkeys(found))
+    return GuardResult(name="no_meta_prompt_tags", passed=not found,
+                       reason="" if not found else "meta-prompt scaffolding copied into the prompt: "
+                                                   + ", ".join(map(repr, found[:5])))
+
+
 def check_constitution(child: Policy, parent: Policy, ctx: GuardContext) -> GuardResult:
     prompt = _squash(child.system_prompt)
     missing = [line for line in ctx.constitution if line.strip() and _squash(line) not in prompt]
@@ -203,8 +220,8 @@ def check_output_contract(child: Policy, parent: Policy, ctx: GuardContext) -> G
     return GuardResult(name="output_contract", passed=not reasons, reason="; ".join(reasons))
 
 
-GUARDS = (check_template_variables, check_not_empty, check_length, check_planted, check_constitution,
-          check_output_contract)
+GUARDS = (check_template_variables, check_not_empty, check_length, check_planted, check_meta_prompt_tags,
+          check_constitution, check_output_contract)
 
 
 def run_guards(child: Policy, parent: Policy, ctx: GuardContext) -> tuple[GuardResult, ...]:
