@@ -10,6 +10,7 @@ import typer
 from selfimprove.cli import (
     builds_cmd,
     evaluate_cmd,
+    local_model_cmd,
     loop_cmd,
     phoenix_cmd,
     power_cmd,
@@ -43,6 +44,9 @@ app.command("diff")(builds_cmd.diff)
 app.command("show")(builds_cmd.show)
 app.command("run")(loop_cmd.run)
 app.command("demo")(loop_cmd.demo)
+app.add_typer(local_model_cmd.app, name="local-model", help="A REAL small language model on this machine: "
+              "llama.cpp's llama-server with Qwen2.5-Coder 0.5B/1.5B or SmolLM2 from the package registry, on "
+              "loopback with an OpenAI-compatible API (no key).")
 app.add_typer(phoenix_cmd.app, name="phoenix", help="A local Phoenix server (sqlite on disk, loopback only) for trying "
               "selfimprove without one of your own.")
 
