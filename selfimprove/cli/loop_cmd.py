@@ -68,7 +68,8 @@ def demo(
                                               "sub-folder (configs/, runs/, prompts/, phoenix/).")] = Path(
         ".selfimprove-demo"),
     world: Annotated[str, typer.Option(help="Simulator world: support or routing.")] = "support",
-    traffic: Annotated[int, typer.Option(help="Production calls to simulate.", min=20)] = 160,
+    traffic: Annotated[int | None, typer.Option(help="Production calls (default 160; 30 with --local-model).",
+                                                min=20)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulator and the loop.")] = 0,
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Phoenix up after the demo for "
                                                                       "browsing; Ctrl-C stops it.")] = False,
@@ -86,6 +87,10 @@ def demo(
                                                              "gpt-4.1-mini).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Accept a real run's call/cost estimate without "
                                                           "asking.")] = False,
+    local_model: Annotated[bool, typer.Option("--local-model", help="Run on a REAL small model on this machine "
+                                              "(llama-server with Qwen 0.5B as task model, Qwen 1.5B as optimizer; "
+                                              "`make setup-real` first): no key, no cost, 10-20 minutes; code "
+                                              "evals decide.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """The whole loop in about a minute with no API key: a local Phoenix, the built-in SIMULATOR, production
@@ -96,7 +101,11 @@ def demo(
     With --real (OpenAI; defaults: task gpt-4o-mini, judge gpt-4.1-mini, optimizer gpt-4.1-mini) or --base-url
     URL the same demo runs on a REAL MODEL: the world's inputs and eval templates, real calls and real
     phoenix-evals judges. It first prints the call/cost estimate and needs --yes or a confirmation. Without
-    --real/--base-url it is always the simulator, even with OPENAI_API_KEY set."""
+    --real/--base-url it is always the simulator, even with OPENAI_API_KEY set.
+
+    With --local-model the loop runs on a REAL MODEL on this machine without a key: llama-server with Qwen2.5-Coder
+    0.5B answering customer messages and 1.5B as optimizer (`make setup-real` builds and fetches them once), judged
+    by deterministic code evals (replies under 50 words; no Markdown), labelled REAL MODEL (local qwen0.5b)."""
     import os
     import sys
 
@@ -107,6 +116,17 @@ def demo(
     from selfimprove.demo.run import run_demo
 
     say = lambda text: console().print(text, markup=False)
+    if local_model:
+        from selfimprove.core.errors import UsageError
+        from selfimprove.demo.local_demo import run_local_demo
+
+        if real or base_url or api_key_env or task_model or judge_model or optimizer_model or world != "support":
+            raise UsageError("--local-model runs its own task and local models",
+                             hint="drop --real, --base-url, --api-key-env, --world and the model options")
+        run_local_demo(workdir=workdir, traffic=traffic or 30, seed=seed, keep_running=keep_running, say=say,
+                       on_result=lambda result: render_result("selfimprove.demo/1", result, json_output))
+        return
+    traffic = traffic or 160
     endpoint = resolve_endpoint(world, real=real, base_url=base_url, api_key_env=api_key_env,
                                 task_model=task_model, judge_model=judge_model, optimizer_model=optimizer_model)
     if not endpoint.real and os.environ.get("OPENAI_API_KEY"):

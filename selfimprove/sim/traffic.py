@@ -172,7 +172,7 @@ def _eval_instrumentation():
 
 def _judge_and_log(world: str, rows: list[dict[str, str]], *, client, sim_base_url: str,
                    judge_model: str = JUDGE_MODEL, api_key_env: str | None = None, eval_on: str = "span",
-                   humans: float = 0.0, human_flip: float = 0.0, seed: int = 0
+                   humans: float = 0.0, human_flip: float = 0.0, seed: int = 0, evaluators: list[Any] | None = None
                    ) -> tuple[dict[str, float], int, dict[str, dict[str, int]]]:
     """Judge `rows` as a team would: evaluate_dataframe → to_annotation_dataframe → log_span_annotations_dataframe,
     with the EvalInstrumentor on, so each annotation's metadata carries its eval's spec (SPEC_KEY).
@@ -181,7 +181,8 @@ def _judge_and_log(world: str, rows: list[dict[str, str]], *, client, sim_base_u
     import phoenix.evals as px_evals
     from phoenix.evals.utils import to_annotation_dataframe
 
-    evaluators = world_evaluators(world, sim_base_url, judge_model=judge_model, api_key_env=api_key_env)
+    evaluators = evaluators or world_evaluators(world, sim_base_url, judge_model=judge_model,
+                                                api_key_env=api_key_env)
     df = pd.DataFrame([{k: r[k] for k in ("span_id", "input", "output")} for r in rows]).set_index("span_id")
     df.index.name = "context.span_id"
     with _eval_instrumentation():
@@ -245,7 +246,8 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
                  policy: dict[str, Any] | None = None, seed: int = 0, evals: bool = True,
                  timeout: float = 120.0, api_key_env: str | None = None,
                  judge_model: str = JUDGE_MODEL, chain: bool = False, eval_on: str = "span",
-                 humans: float = 0.0, human_flip: float = 0.0, shapes: TrafficShapes | None = None) -> dict[str, Any]:
+                 humans: float = 0.0, human_flip: float = 0.0, shapes: TrafficShapes | None = None,
+                 evaluators: list[Any] | None = None) -> dict[str, Any]:
     """Send `n` calls of `policy` (default: the world's weak default policy) for `world`'s inputs, traced into
     Phoenix `project`; wait until Phoenix shows every span; then judge and annotate them (unless `evals=False`).
     `sim_base_url` may be any OpenAI-compatible base_url: with `api_key_env` naming the variable that holds its
@@ -255,11 +257,12 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
     `eval_on` ("span", "parent", "root" or "trace": Phoenix trace annotations) is where the evals are logged; `humans` is the share of judged calls
     that simulated people also review (annotator_kind HUMAN), giving the judge's label except on a `human_flip`
     share. `shapes` makes the calls look like a real app's (templates, multi-turn histories, tools; see
-    `TrafficShapes`).
+    `TrafficShapes`). `evaluators` (phoenix-evals evaluators, e.g. code evaluators) replace the world's judges.
 
     Returns {world, project, calls, errors, spans, annotations, scores: {eval: mean}, span_ids, policy,
-    parents: {llm span id: {parent, root}} (with chain), reviews: {eval: {reviewed, disagree}} (with humans)},
-    and with a template `variables` ({span_id: the variables that call was rendered with}).
+    parents: {llm span id: {parent, root}} (with chain), reviews: {eval: {reviewed, disagree}} (with humans),
+    replies: [{span_id, input, output}] (what was judged)}, and with a template `variables` ({span_id: the
+    variables that call was rendered with}).
     """
     from phoenix.client import Client
 
@@ -279,12 +282,14 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
     if evals and rows:
         scores, annotations, people = _judge_and_log(world, rows, client=client, sim_base_url=sim_base_url,
                                              judge_model=judge_model, api_key_env=api_key_env, eval_on=eval_on,
-                                             humans=humans, human_flip=human_flip, seed=seed)
+                                             humans=humans, human_flip=human_flip, seed=seed,
+                                             evaluators=evaluators)
     out = {"world": world, "project": project, "calls": n, "errors": errors, "spans": len(rows),
            "annotations": annotations, "scores": scores, "span_ids": span_ids, "policy": pol,
            "parents": {r["span_id"]: {"parent": r["parent_id"], "root": r["root_id"], "trace": r["trace_id"]}
                        for r in rows if chain},
-           "reviews": people}
+           "reviews": people,
+           "replies": [{k: r[k] for k in ("span_id", "input", "output")} for r in rows]}
     if shapes is not None and shapes.variables:
         out["variables"] = {r["span_id"]: r["variables"] for r in rows}
     return out
