@@ -164,3 +164,11 @@ def test_serve_runs_in_the_background_until_stop(registry, tmp_path, monkeypatch
     assert not _alive(served["pid"])
     nothing = runner.invoke(app, ["local-model", "stop", "smollm2-135m", "--json"])
     assert nothing.exit_code == 0 and json.loads(nothing.stdout)["stopped"] is False
+
+
+def test_demo_on_the_local_model_before_setup_says_what_to_run_and_starts_nothing(registry, tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--local-model", "--workdir", str(tmp_path / "demo"), "--json"])
+    assert result.exit_code == 2, result.output
+    assert "make setup-real" in json.loads(result.stdout)["hint"] and not (tmp_path / "demo").exists()
+    mixed = CliRunner().invoke(app, ["demo", "--local-model", "--real"])
+    assert mixed.exit_code == 2 and "--local-model runs its own task" in mixed.stderr

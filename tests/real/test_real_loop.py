@@ -33,7 +33,7 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def test_the_loop_on_real_models(tmp_path, phoenix, project_name, local_models):
+def test_the_loop_on_real_models(local_models, tmp_path, phoenix, project_name):
     from phoenix.client import Client
 
     task, optimizer = local_models
