@@ -41,9 +41,9 @@ LABEL = f"REAL MODEL (local: task {TASK_MODEL}, optimizer {OPTIMIZER_MODEL})"
 
 def make_scorer(base_url: str, evals: tuple[EvalSpec, ...]):
     from selfimprove.evals.judges import JudgeEndpoint, build_judges
+    from selfimprove.evaluation.replay import PolicyScorer
+    from selfimprove.evaluation.scorer import ReplayScorer
     from selfimprove.llm import Ledger, OpenAIChat
-    from selfimprove.stages.replay import PolicyScorer
-    from selfimprove.stages.replay_scorer import ReplayScorer
 
     ledger = Ledger()
     llm = OpenAIChat(base_url, "SELFIMPROVE_LOCAL_MODEL_KEY", model=TASK_MODEL, ledger=ledger, concurrency=1,

@@ -1,6 +1,6 @@
 """`selfimprove demo --local-model`: the whole loop on a REAL small model running on this machine (no key, no money).
 
-Same shape as the simulator demo (selfimprove.stages.demo): a fresh workspace, a local Phoenix, production, then
+Same shape as the simulator demo (selfimprove.demo.run): a fresh workspace, a local Phoenix, production, then
 pull → snapshot → update → evaluate → promote, but every model is a local llama-server (`make setup-real`): the
 task model Qwen 0.5B answers customer messages, Qwen 1.5B is the optimizer, and the deterministic code evals of
 selfimprove.demo.local_task decide (`concise`: under 50 words; `plain_text`: no Markdown). An LLM judge on the
@@ -45,13 +45,13 @@ def run_local_demo(*, workdir: str | Path = ".selfimprove-demo", traffic: int = 
                    task_model: str = TASK_MODEL, optimizer_model: str = OPTIMIZER_MODEL,
                    threads: int | None = None, keep_running: bool = False,
                    say: Callable[[str], None] | None = None, on_result: Callable[..., None] | None = None):
-    """Run the local-model demo; returns a selfimprove.stages.demo.DemoResult (mode "real", label REAL MODEL
+    """Run the local-model demo; returns a selfimprove.demo.run.DemoResult (mode "real", label REAL MODEL
     (local <task model>)). Raises UsageError before starting anything when `make setup-real` has not run."""
     from selfimprove.demo.local_traffic import make_local_traffic
+    from selfimprove.demo.run import DemoResult, _fill, _fresh_folder
     from selfimprove.llm.local.serve import server_command
-    from selfimprove.phoenix_server import start_phoenix
-    from selfimprove.stages.demo import DemoResult, _fill, _fresh_folder
     from selfimprove.stages.loop import run_loop
+    from selfimprove.telemetry.phoenix_server import start_phoenix
 
     say = say or (lambda _text: None)
     for name in {task_model, optimizer_model}:

@@ -4,7 +4,7 @@ The server lives in its own virtualenv (importing it costs ~10 s and 440 MB), so
 child process: `<python> -m phoenix.server.main serve` on a free loopback port, sqlite in a work dir (or in
 memory), all its output in `<workdir>/phoenix.log` (migrations alone print ~4,500 lines).
 
-Invariants (those of the shared launcher, selfimprove.llm.launcher): a started server is healthy (`GET /healthz`
+Invariants (those of the shared launcher, selfimprove.launcher): a started server is healthy (`GET /healthz`
 answered OK) or an error was raised and the child is gone; every child is stopped at interpreter exit (atexit),
 and on Linux also when the starting process dies.
 """
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Self
 
 from selfimprove.core.errors import SelfimproveError
-from selfimprove.llm.launcher import ChildServer, EarlyExit, free_port, launch, log_tail
+from selfimprove.launcher import ChildServer, EarlyExit, free_port, launch, log_tail
 
 __all__ = ["LOG_NAME", "PYTHON_ENV", "PhoenixServer", "free_port", "log_tail", "phoenix_command", "start_phoenix"]
 
 PYTHON_ENV = "SELFIMPROVE_PHOENIX_PYTHON"
 LOG_NAME = "phoenix.log"
-_REPO_VENV_PYTHON = Path(__file__).resolve().parents[1] / ".venv-phoenix" / "bin" / "python"
+_REPO_VENV_PYTHON = Path(__file__).resolve().parents[2] / ".venv-phoenix" / "bin" / "python"
 
 
 class PhoenixServer:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Self
 
 from selfimprove.core.errors import SelfimproveError, UsageError
-from selfimprove.llm.launcher import ChildServer, EarlyExit, free_port, launch
+from selfimprove.launcher import ChildServer, EarlyExit, free_port, launch
 from selfimprove.llm.local.assemble import model_path
 from selfimprove.llm.local.build import find_server_binary
 from selfimprove.llm.local.catalog import cache_root, lookup_model
