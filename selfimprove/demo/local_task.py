@@ -29,7 +29,7 @@ PRIMARY = "concise"
 CODE_EVALS = ("concise", "plain_text")
 WORD_LIMIT = 50
 WEAK_PROMPT = "You are a customer support assistant for Acme. Help the customer with their message."
-TASK_PARAMS = {"temperature": 0.7, "max_tokens": 200}
+TASK_PARAMS = {"temperature": 0.7, "max_tokens": 120}  # ~90 words: enough to see a reply run long
 JUDGE_TEMPLATE = ("Is this reply to a customer helpful and polite?\n\nCustomer: {input}\n\nReply: {output}\n\n"
                   "Answer helpful or unhelpful.")
 _MARKDOWN = re.compile(r"(^\s{0,3}(#{1,6}\s|[-*+]\s|\d+[.)]\s))|\*\*|__", re.MULTILINE)
@@ -73,7 +73,7 @@ def code_evaluators() -> list[Any]:
     return [create_evaluator(name=name, kind="code")(fn) for name, fn in CHECKS.items()]
 
 
-def llm_judge(base_url: str, model: str = JUDGE_MODEL, max_tokens: int = 160) -> Any:
+def llm_judge(base_url: str, model: str = JUDGE_MODEL, max_tokens: int = 96) -> Any:
     """The robustness probe: a phoenix-evals ClassificationEvaluator on a local model. `max_tokens` bounds what a
     looping answer costs."""
     from phoenix.evals import LLM, ClassificationEvaluator
@@ -104,7 +104,7 @@ def local_config(*, target: str, phoenix_url: str, project: str, task_url: str, 
             f'project = "{project}"\n\n[evals]\ninclude = {list(CODE_EVALS)!r}\nprimary = "{PRIMARY}"\n\n'
             f'[llm.task]\n{endpoint(task_url, 900)}\n[llm.optimizer]\nmodel = "{OPTIMIZER_MODEL}"\n'
             f'{endpoint(optimizer_url, 1200)}\n[llm.judge]\n{endpoint(optimizer_url, 900)}\n'
-            f'[update]\noptimizer = "{optimizer}"\ntrials = 2\nminibatch = 6\nrounds = 1\npopulation = 3\n'
+            f'[update]\noptimizer = "{optimizer}"\ntrials = 1\nminibatch = 4\nrounds = 1\npopulation = 2\n'
             f'max_calls = {update_max_calls}\n\n[evaluate]\nconcurrency = 1\nmax_calls = {evaluate_max_calls}\n\n'
             f'[split]\nmin_policy_samples = 10\n\n[trigger]\nmin_new_samples = {min_new_samples}\n')
 

@@ -25,8 +25,8 @@ from selfimprove.optimizers.guards import META_TAGS
 
 pytestmark = [pytest.mark.real, pytest.mark.phoenix]
 runner = CliRunner()
-N = 24
-JUDGED = 3
+N = 20
+JUDGED = 2
 
 
 def cli(*args):
