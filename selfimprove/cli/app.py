@@ -10,6 +10,7 @@ import typer
 from selfimprove.cli import (
     builds_cmd,
     evaluate_cmd,
+    experiment_cmd,
     local_model_cmd,
     loop_cmd,
     phoenix_cmd,
@@ -35,6 +36,8 @@ app.command("pull")(pull_cmd.pull)
 app.command("snapshot")(pull_cmd.snapshot)
 app.command("update")(update_cmd.update)
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("experiment")(experiment_cmd.experiment)
+app.command("experiments")(experiment_cmd.experiments)
 app.command("promote")(promote_cmd.promote)
 app.command("power")(power_cmd.power)
 app.command("init")(store_cmds.init)

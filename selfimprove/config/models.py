@@ -34,6 +34,9 @@ class PhoenixSource(Section):
     timeout_s: float = Field(120.0, gt=0, description="seconds one request may wait for an answer")
     give_up_after_s: float = Field(300.0, gt=0, description="seconds to wait for one answer, retries included, "
                                                             "before pull gives up")
+    experiments: bool | None = Field(None, description="record `experiment` runs in Phoenix (the held-out split "
+                                     "as a dataset, each arm as an experiment); unset: on when telemetry.source "
+                                     "is phoenix")
 
     _name = field_validator("api_key_env")(env_var_name)
 

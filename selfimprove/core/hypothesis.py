@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import Field
+
 from selfimprove.core.canonical import digest, short
 from selfimprove.core.guidelines import GuidelineChange, guideline_change
 from selfimprove.core.records import Policy, Record
 
 HYPOTHESIS_SCHEMA = "selfimprove.hypothesis/1"
+EXPERIMENTS_FOLDER = "experiments"
 RESULT_SCHEMA = "selfimprove.experiment/1"
 
 ArmKind = Literal["production", "build", "file", "candidate"]
@@ -42,7 +45,7 @@ class PolicyChange(Record):
     the few-shot demonstrations differ."""
 
     guidelines: GuidelineChange = GuidelineChange()
-    params: dict[str, tuple[Any, Any]] = {}
+    params: dict[str, tuple[Any, Any]] = Field(default_factory=dict)
     few_shot_changed: bool = False
 
     @property
@@ -70,6 +73,11 @@ class Hypothesis(Record):
     expected_effect: float | None = None
     method: str
     parent: str | None = None
+
+
+def experiment_dir(hid: str) -> str:
+    """An experiment's folder in its run: `experiments/<id>` (its stage is `experiment.<id>`)."""
+    return f"{EXPERIMENTS_FOLDER}/{hid}"
 
 
 def hypothesis_id(control: ArmSource, test: ArmSource, metric: str, split: str,

@@ -25,21 +25,28 @@ def prior_looks(ws: Any, target: str, run: Any, baseline_digest: str, candidate_
     wanted = set(candidate_digests)
     seen: dict[str, set[str]] = {}
     for other in ws.runs(target):
-        if other.run_id == run.run_id or not (other.path / "report.json").is_file():
+        if other.run_id == run.run_id:
             continue
-        try:
-            report = json.loads((other.path / "report.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if (report.get("baseline") or {}).get("policy_digest") != baseline_digest:
-            continue
-        data = (report.get("inputs") or {}).get("dataset") or other.run_id
-        if dataset_digest is not None and data == dataset_digest:
-            continue
-        for c in report.get("candidates") or []:
-            if c.get("policy_digest") in wanted:
-                seen.setdefault(c["policy_digest"], set()).add(data)
+        for path in [other.path / "report.json", *sorted(other.path.glob("experiments/*/report.json"))]:
+            _count_look(path, other.run_id, baseline_digest, wanted, dataset_digest, seen)
     return 1 + max((len(d) for d in seen.values()), default=0)
+
+
+def _count_look(path: Any, run_id: str, baseline_digest: str, wanted: set[str], dataset_digest: str | None,
+                seen: dict[str, set[str]]) -> None:
+    """Add the data set of the report at `path` (evaluate's, or an experiment's) to `seen[candidate digest]`."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent or unreadable: no look to count
+        return
+    if (report.get("baseline") or {}).get("policy_digest") != baseline_digest:
+        return
+    data = (report.get("inputs") or {}).get("dataset") or run_id
+    if dataset_digest is not None and data == dataset_digest:
+        return
+    for c in report.get("candidates") or []:
+        if c.get("policy_digest") in wanted:
+            seen.setdefault(c["policy_digest"], set()).add(data)
 
 
 def power_check(order: Sequence[Sample], clusters: dict[str, str], primary: EvalSpec, ev: Any, candidates: int,

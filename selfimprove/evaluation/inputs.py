@@ -152,11 +152,12 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
                  judge_override: dict[str, Any] | None, tags: dict[str, str], digests: dict[str, str],
                  label_only: Sequence[EvalSpec] = (), stored_only: Sequence[Any] = (),
                  human_agreement: Sequence[Any] = (), *, clusters: dict[str, str] | None = None,
-                 look: int = 1) -> Report:
+                 look: int = 1, candidate_files: dict[str, str] | None = None) -> Report:
     """The report.json document (selfimprove.core.report.Report); deterministic for the same scored rows.
     `judged` are the scored evals (statistics, Pareto, gate); `label_only` evals get `label_agreement` only;
     `digests` are the stage's input digests by relative path (dataset, checkpoint, candidate files); `clusters`
-    maps every planned sample to its cluster; `look` is which look at these comparisons this is."""
+    maps every planned sample to its cluster; `look` is which look at these comparisons this is;
+    `candidate_files` names a candidate's file when it is not candidates/<id>.json (an experiment's test arm)."""
     import statistics
 
     from selfimprove.core.gate import settings_for_report
@@ -191,7 +192,7 @@ def build_report(cfg: Any, run: Any, checkpoint: Checkpoint, chosen: Sequence[Ca
         cost = rep.cost_summary(rep.generation_rows(rows, arm.id, set(used)))
         cost["baseline_per_call_usd"] = rep.cost_summary(rep.generation_rows(rows, rep.BASELINE, set(used)))["per_call_usd"]
         entries.append({"id": arm.id, "policy_digest": arm.policy.digest,
-                        "candidate_digest": digests[f"candidates/{arm.id}.json"],
+                        "candidate_digest": digests[(candidate_files or {}).get(arm.id, f"candidates/{arm.id}.json")],
                         "passed_guards": by_id[arm.id].passed_guards,
                         "parent": by_id[arm.id].parent, "evals": evals, "cost": cost,
                         "errors": rep.error_counts(rows, arm.id, set(used)), "n_samples": len(used)})

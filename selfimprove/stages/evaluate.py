@@ -114,18 +114,18 @@ def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: in
             return EvalReport(target=cfg.target, run=run.run_id, reused=True, report=report, warnings=warnings,
                               artifacts=artifacts)
         digests = {ref["path"]: ref["digest"] for ref in st.inputs}
-        report, frame, estimate, spent, more = _score_and_report(
+        report, frame, estimate, spent, more = score_and_report(
             cfg, ws, run, checkpoint, chosen, order, evals, primary, concurrency=concurrency, mode=mode, split=split,
             judge_override=judge_override, yes=yes, hooks=hooks, tags=tags, digests=digests)
         warnings += more
         st.write_table(results, frame.drop(columns=list(WRITTEN_COLUMNS_DROP)))
         st.write_text(report_json, pretty_json(report.document()))
-        st.write_text(report_html, _page_html(cfg, report, frame, order, checkpoint.policy, chosen))
+        st.write_text(report_html, page_html(cfg, report, frame, order, checkpoint.policy, chosen))
     return EvalReport(target=cfg.target, run=run.run_id, report=report, estimate=estimate, spent=spent,
                       warnings=warnings, artifacts=artifacts)
 
 
-def _page_html(cfg: Any, report: Report, frame: Any, samples: list[Any], baseline: Any, chosen: list[Any]) -> str:
+def page_html(cfg: Any, report: Report, frame: Any, samples: list[Any], baseline: Any, chosen: list[Any]) -> str:
     """report.html: the report with the gate's verdict on the best candidate (as promote applies it), the prompt
     diff, fixed and broken samples, and a SIMULATOR banner when the task endpoint says it is the simulator."""
     from selfimprove.core.gate import decide
@@ -146,10 +146,14 @@ def stage_name(split: str) -> str:
     return "evaluate" if split == "test" else f"evaluate.{split}"
 
 
-def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list[Any], order: list[Any], evals: list[Any],
+def score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list[Any], order: list[Any], evals: list[Any],
                       primary: Any, *, concurrency: int, mode: str, split: str, judge_override: Any, yes: bool,
-                      hooks: Hooks, tags: dict[str, str],
-                      digests: dict[str, str]) -> tuple[Report, Any, dict, dict, list[str]]:
+                     hooks: Hooks, tags: dict[str, str], digests: dict[str, str],
+                     candidate_files: dict[str, str] | None = None) -> tuple[Report, Any, dict, dict, list[str]]:
+    """The evaluation engine `evaluate` and `experiment` share: replay `order` under the checkpoint's policy (the
+    baseline) and each of `chosen`, re-judge, run the sequential test, and build the report. `digests` are the
+    stage's input digests by relative path; `candidate_files` maps a candidate id to its file when it is not
+    candidates/<id>.json. Returns (report, results frame, estimate, spent, warnings)."""
     from selfimprove.core.stats.sequential import SequentialMonitor
     from selfimprove.evaluation import design, inputs
     from selfimprove.evaluation.loop import Arm, cluster_of, run_sequential, stored_baseline_rows
@@ -213,7 +217,7 @@ def _score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list
     report = inputs.build_report(cfg, run, checkpoint, chosen, arms, [e for e in judged if not e.label_only],
                                  primary, outcome, mode, split, judge_override, tags, digests, label_only=label_only,
                                  stored_only=not_replayed, human_agreement=people_agreement(cfg, checkpoint, order),
-                                 clusters=clusters, look=look)
+                                 clusters=clusters, look=look, candidate_files=candidate_files)
     warnings += failed_row_warnings(report)
     return report, frame, estimate, spent, warnings
 

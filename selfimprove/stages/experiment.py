@@ -22,10 +22,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from selfimprove.core.errors import UsageError
-from selfimprove.core.hypothesis import ArmSource, ExperimentResult, Hypothesis
+from selfimprove.core.hypothesis import ArmSource, ExperimentResult, Hypothesis, experiment_dir
 from selfimprove.core.records import Candidate, Edit, Policy
-
-FOLDER = "experiments"
 
 
 class ExperimentOptions(BaseModel):
@@ -56,10 +54,6 @@ class ExperimentReport(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     artifacts: list[str] = Field(default_factory=list)
     phoenix: dict[str, Any] | None = None
-
-
-def experiment_dir(hid: str) -> str:
-    return f"{FOLDER}/{hid}"
 
 
 def resolve_arm(spec: str, overrides: list[str], *, role: str, ws: Any, target: str, run: Any,
@@ -148,3 +142,183 @@ def outcome(hyp: Hypothesis, report: Any, report_path: str, report_digest: str) 
         diff=ev.diff if ev else None, ci=tuple(ev.ci) if ev and ev.ci else None,
         p_value=test.p_value if test else None, stop=test.stop if test else None,
         expected_effect=hyp.expected_effect, report=report_path, report_digest=report_digest)
+
+
+def experiment(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
+               run: str | None = None, options: ExperimentOptions, yes: bool = False, force: bool = False,
+               wait: bool = False, config: Any = None, confirm: Any = None) -> ExperimentReport:
+    """Run one experiment (see the module docstring) in `run` (default the latest). `config` replaces loading
+    the target config; `confirm(message) -> bool` replaces the question when the estimate exceeds the budget."""
+    from selfimprove.config.load import load_target
+    from selfimprove.store.runs import Workspace
+
+    cfg = config if config is not None else load_target(Path(root), target, overrides)
+    if options.split not in ("test", "train"):
+        raise UsageError(f"--split must be test or train, not {options.split!r}")
+    cfg = _with_hypothesis_settings(cfg, options)
+    ws = Workspace(root)
+    with ws.lock(cfg.target, wait=wait):
+        the_run = ws.open_run(cfg.target, run)
+        report = _experiment(cfg, ws, the_run, options, yes=yes, force=force, confirm=confirm)
+    if _phoenix_on(cfg, options):
+        report.phoenix, note = _publish(cfg, the_run, report)
+        if note:
+            report.warnings.append(note)
+    return report
+
+
+def _with_hypothesis_settings(cfg: Any, options: ExperimentOptions) -> Any:
+    """The config with the hypothesis' metric as the primary eval and its expected effect as the effect the
+    decision test is planned for (evaluate.min_effect)."""
+    update: dict[str, Any] = {}
+    if options.metric:
+        update["evals"] = cfg.evals.model_copy(update={"primary": options.metric})
+    if options.expected_effect is not None:
+        update["evaluate"] = cfg.evaluate.model_copy(update={"min_effect": options.expected_effect})
+    return cfg.model_copy(update=update) if update else cfg
+
+
+def _experiment(cfg: Any, ws: Any, run: Any, options: ExperimentOptions, *, yes: bool, force: bool,
+                confirm: Any) -> ExperimentReport:
+    from selfimprove.core.canonical import digest, pretty_json
+    from selfimprove.core.hypothesis import HYPOTHESIS_SCHEMA, RESULT_SCHEMA
+    from selfimprove.core.report import Report
+    from selfimprove.core.stats.sequential import TEST_NAME
+    from selfimprove.stages import evaluate_inputs as inputs
+    from selfimprove.stages.dataset import load_checkpoint
+    from selfimprove.stages.evaluate import WRITTEN_COLUMNS_DROP, score_and_report
+    from selfimprove.store.artifacts import file_digest
+    from selfimprove.store.documents import read_model
+
+    checkpoint = load_checkpoint(run)
+    control = resolve_arm(options.control, options.control_set, role="control", ws=ws, target=cfg.target, run=run,
+                          current=checkpoint.policy)
+    test = resolve_arm(options.test, options.test_set, role="test", ws=ws, target=cfg.target, run=run,
+                       current=checkpoint.policy)
+    evals = inputs.included_evals(cfg, checkpoint)
+    primary = inputs.primary_eval(cfg, checkpoint, evals)
+    hyp = make_hypothesis(options, control, test, primary.name, TEST_NAME)
+    samples = inputs.load_samples(run, options.split)
+    order, _ = inputs.order_samples(samples, cfg.split.seed, options.n, "all", {}, cfg.evaluate.cluster_by)
+    concurrency = options.concurrency or cfg.evaluate.concurrency
+    judge = inputs.judge_override(cfg)
+    folder = experiment_dir(hyp.id)
+    params = {"hypothesis": hyp.model_dump(mode="json"), "n": options.n, "concurrency": concurrency,
+              "evals": [e.digest for e in evals], "primary": primary.name, "judge": judge, "seed": cfg.split.seed,
+              "settings": cfg.evaluate.model_dump(mode="json"), "order": digest([s.sample_id for s in order]),
+              "prices": {m: p.model_dump() for m, p in sorted(cfg.llm.prices.items())}, "gate": cfg.gate.model_dump()}
+    stage_inputs = ["checkpoint.json", "dataset.parquet"]
+    if hyp.test.kind == "candidate":
+        stage_inputs.append(f"candidates/{hyp.test.ref}.json")
+    files = {k: f"{folder}/{k}" for k in ("hypothesis.json", "control.json", "candidate.json", "results.parquet",
+                                          "report.json", "report.html", "result.json")}
+    artifacts = list(files.values())
+    with run.stage(f"experiment.{hyp.id}", params=params, inputs=stage_inputs, force=force) as st:
+        if st.reused:
+            report = read_model(run.path / files["report.json"], Report, "experiment report")
+            result = read_model(run.path / files["result.json"], ExperimentResult, "experiment result",
+                                drop=("schema",))
+            return ExperimentReport(target=cfg.target, run=run.run_id, reused=True, hypothesis=hyp, result=result,
+                                    artifacts=artifacts)
+        st.write_json(files["hypothesis.json"], {"schema": HYPOTHESIS_SCHEMA, **hyp.model_dump(mode="json")})
+        st.write_json(files["control.json"], {"schema": "selfimprove.policy/1", **control[1].model_dump(mode="json")})
+        cand = test_candidate(hyp, test[1])
+        st.write_json(files["candidate.json"], {"schema": "selfimprove.candidate/1", **cand.model_dump(mode="json")})
+        digests = {ref["path"]: ref["digest"] for ref in st.inputs}
+        digests[files["candidate.json"]] = file_digest(run.path / files["candidate.json"])[0]
+        baseline_checkpoint = checkpoint.model_copy(update={"policy": control[1]})
+        report, frame, _estimate, spent, warnings = score_and_report(
+            cfg, ws, run, baseline_checkpoint, [cand], order, evals, primary, concurrency=concurrency,
+            mode="replay", split=options.split, judge_override=judge, yes=yes, confirm=confirm, tags={},
+            digests=digests, candidate_files={cand.id: files["candidate.json"]})
+        st.write_table(files["results.parquet"], frame.drop(columns=list(WRITTEN_COLUMNS_DROP)))
+        doc = report.document()
+        st.write_text(files["report.json"], pretty_json(doc))
+        st.write_text(files["report.html"], _page(cfg, report, frame, order, control[1], cand))
+        result = outcome(hyp, report, files["report.json"], digest(doc))
+        st.write_json(files["result.json"], {"schema": RESULT_SCHEMA, **result.model_dump(mode="json")})
+    return ExperimentReport(target=cfg.target, run=run.run_id, hypothesis=hyp, result=result, spent=spent,
+                            warnings=warnings, artifacts=artifacts)
+
+
+def _page(cfg: Any, report: Any, frame: Any, samples: list[Any], control: Policy, cand: Candidate) -> str:
+    from selfimprove.stages.evaluate import page_html
+
+    return page_html(cfg, report, frame, samples, control, [cand])
+
+
+def _phoenix_on(cfg: Any, options: ExperimentOptions) -> bool:
+    if options.phoenix is not None:
+        return options.phoenix
+    setting = cfg.telemetry.phoenix.experiments
+    return cfg.telemetry.source == "phoenix" if setting is None else setting
+
+
+def _publish(cfg: Any, run: Any, rep: ExperimentReport) -> tuple[dict[str, Any] | None, str | None]:
+    """The held-out samples as a Phoenix dataset and both arms as experiments, the control tagged baseline:
+    (links, None), or (None, a warning) when Phoenix refuses — the run folder already holds every result."""
+    from selfimprove.stages import evaluate_inputs as inputs
+    from selfimprove.store.documents import read_frame
+    from selfimprove.store.phoenix_prompts import client
+    from selfimprove.telemetry.phoenix_experiments import ArmRecord, publish
+
+    hyp = rep.hypothesis
+    px_cfg = cfg.telemetry.phoenix
+    try:
+        frame = read_frame(run.path / experiment_dir(hyp.id) / "results.parquet")
+        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        used = {r["sample_id"] for r in rows}
+        samples = [s for s in inputs.load_samples(run, hyp.split) if s.sample_id in used]
+        kinds = {e.name: e.kind.upper() for e in _checkpoint_evals(run)}
+        key = {"target": cfg.target, "run": run.run_id, "experiment": hyp.id}
+        arms = [ArmRecord(name=f"{hyp.id} control: {hyp.control.ref}", label="baseline", baseline=True,
+                          metadata={"selfimprove": {**key, "arm": "control"}, "policy_digest": hyp.control.policy_digest}),
+                ArmRecord(name=f"{hyp.id} test: {hyp.test.ref}", label=hyp.id,
+                          metadata={"selfimprove": {**key, "arm": "test"}, "policy_digest": hyp.test.policy_digest,
+                                    "hypothesis": hyp.description, "outcome": rep.result.outcome})]
+        out = publish(client(px_cfg.endpoint, px_cfg.api_key_env), target=cfg.target, split=hyp.split,
+                      samples=samples, rows=rows, arms=arms, evals=kinds,
+                      description=f"selfimprove {cfg.target}: the '{hyp.split}' split of run {run.run_id}")
+    except Exception as exc:  # noqa: BLE001 — Phoenix is a view: its refusal never loses the run
+        return None, (f"Phoenix at {px_cfg.endpoint} did not record the experiment ({type(exc).__name__}: "
+                      f"{str(exc)[:200]}); every result is in the run folder; re-run the same "
+                      "experiment (reused, free) to retry, or pass --no-phoenix")
+    return {"dataset": {"id": out.dataset_id, "name": out.dataset_name, "url": out.dataset_url,
+                        "examples": out.examples},
+            "experiments": {arm: out.experiments[a.name] for arm, a in zip(("control", "test"), arms)}}, None
+
+
+def _checkpoint_evals(run: Any) -> list[Any]:
+    from selfimprove.stages.dataset import load_checkpoint
+
+    return list(load_checkpoint(run).evals)
+
+
+class ExperimentEntry(BaseModel):
+    """One recorded experiment, as `selfimprove experiments` lists it."""
+
+    run: str
+    hypothesis: Hypothesis
+    result: ExperimentResult
+
+
+def list_experiments(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
+                     config: Any = None) -> list[ExperimentEntry]:
+    """Every experiment recorded in the target's runs (those whose stage record is in the manifest), oldest run
+    first, then by id."""
+    from selfimprove.config.load import load_target
+    from selfimprove.store.documents import read_model
+    from selfimprove.store.runs import Workspace
+
+    cfg = config if config is not None else load_target(Path(root), target, overrides)
+    out = []
+    for run in Workspace(root).runs(cfg.target):
+        for entry in run.manifest()["stages"]:
+            if not entry["stage"].startswith("experiment."):
+                continue
+            folder = run.path / experiment_dir(entry["stage"].removeprefix("experiment."))
+            out.append(ExperimentEntry(
+                run=run.run_id, hypothesis=read_model(folder / "hypothesis.json", Hypothesis, "hypothesis",
+                                                      drop=("schema",)),
+                result=read_model(folder / "result.json", ExperimentResult, "experiment result", drop=("schema",))))
+    return sorted(out, key=lambda e: (e.run, e.hypothesis.id))

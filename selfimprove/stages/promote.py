@@ -108,12 +108,13 @@ def _load_json(run, rel: str, hint: str) -> dict[str, Any]:
     return read_json(path)
 
 
-def _load_report(run) -> Report:
-    """The run's held-out report; refused (exit 3) when it holds evidence from another split."""
+def _load_report(run, rel: str = "report.json") -> Report:
+    """The run's held-out report (or an experiment's); refused (exit 3) when it holds evidence from another
+    split."""
     from selfimprove.store.documents import read_json, read_model
 
-    path = run.path / "report.json"
-    if not path.is_file() and run.record("evaluate") is None:
+    path = run.path / rel
+    if not path.is_file() and run.record("evaluate") is None and rel == "report.json":
         raise UsageError(f"{path} not found", hint="run `selfimprove evaluate` first (on the held-out test split)")
     raw = read_json(path, "evaluation report")
     if isinstance(raw, dict) and raw.get("schema") == "selfimprove.report/1":
@@ -133,14 +134,18 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
                  push_phoenix: bool) -> PromoteResult:
     from selfimprove.store.verify import verify_run
 
-    _refuse_if_update_found_none(run)
+    experiment = _experiment_folder(run, candidate)
+    if experiment is None:
+        _refuse_if_update_found_none(run)
     verify_run(run)
-    report = _load_report(run)
+    report_rel = f"{experiment}/report.json" if experiment else "report.json"
+    report = _load_report(run, report_rel)
     checkpoint = _load_json(run, "checkpoint.json", "run `selfimprove snapshot` first")
+    baseline_policy = _experiment_control(run, experiment) if experiment else checkpoint["policy"]
     primary = report.primary_eval
     settings = gate_settings(cfg, report, min_improvement)
     entry = _pick_candidate(report, candidate, settings)
-    cand_rel = f"candidates/{entry.id}.json"
+    cand_rel = f"{experiment}/candidate.json" if experiment else f"candidates/{entry.id}.json"
     cand = _load_json(run, cand_rel, "the report names a candidate that update did not write")
     _check_candidate(run, cand_rel, cand, entry)
     policy = Policy.model_validate(cand["policy"])
@@ -162,16 +167,16 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
     params = {"candidate": entry.id, "gate": settings.model_dump(mode="json"), "push_phoenix": push_phoenix}
     if run.record("promote") is not None and _find_own_build(ws, cfg.target, run.run_id, policy) is not None:
         return _already_promoted(ws, cfg, run, base)  # whatever the key now (a newer selfimprove, other flags)
-    with run.stage("promote", params=params, inputs=["checkpoint.json", cand_rel, "report.json"]) as st:
+    with run.stage("promote", params=params, inputs=["checkpoint.json", cand_rel, report_rel]) as st:
         if st.reused:
             return _already_promoted(ws, cfg, run, base)
         manifest = run.manifest()
-        written, parent = _ensure_baseline(ws, cfg.target, Policy.model_validate(checkpoint["policy"]), run.run_id)
+        written, parent = _ensure_baseline(ws, cfg.target, Policy.model_validate(baseline_policy), run.run_id)
         build = _find_own_build(ws, cfg.target, run.run_id, policy)
         if build is None:
             doc = report.document()
             evidence = {**facts, "primary": base.primary, "baseline_policy_digest": parent.policy_digest,
-                        "report": {"path": "report.json", "digest": digest(doc), "split": report.split,
+                        "report": {"path": report_rel, "digest": digest(doc), "split": report.split,
                                    "n_samples": report.n_samples, "baseline": doc["baseline"],
                                    "judge_override": doc["judge_override"]},
                         "gate": {"settings": settings.model_dump(mode="json"), "warnings": list(decision.warnings)}}
@@ -188,6 +193,35 @@ def _promote_run(ws, cfg, run, candidate: str | None, min_improvement: float | N
                                          "phoenix": phoenix})
     return base.model_copy(update={"builds_written": written, "build": build.name, "build_digest": build.digest,
                                    "production": build.name, "phoenix": phoenix})
+
+
+def _experiment_folder(run, candidate: str | None) -> str | None:
+    """`experiments/<id>` when `candidate` names an experiment recorded in the run (its test arm is promoted on
+    its own report), else None."""
+    from selfimprove.core.hypothesis import experiment_dir
+
+    if not candidate or not candidate.startswith("h-"):
+        return None
+    rel = experiment_dir(candidate)
+    if run.record(f"experiment.{candidate}") is None:
+        raise UsageError(f"run {run.run_id} holds no experiment {candidate}",
+                         hint="`selfimprove experiments` lists them with their runs (pass --run)")
+    return rel
+
+
+def _experiment_control(run, folder: str) -> dict[str, Any]:
+    """The control policy an experiment measured against; only production or a build may be the parent of a
+    promoted policy (a policy file is no build: promoting against it would prove nothing about production)."""
+    from selfimprove.store.documents import read_json
+
+    hyp = read_json(run.path / folder / "hypothesis.json", "hypothesis")
+    if hyp["control"]["kind"] not in ("production", "build"):
+        raise GateFailed(f"experiment {hyp['id']} measured its test arm against a {hyp['control']['kind']} "
+                         f"({hyp['control']['ref']}), not against production or a build",
+                         reasons=["only evidence against production or a build can promote"],
+                         hint="run the experiment with --control production (the default), then promote")
+    policy = read_json(run.path / folder / "control.json", "control policy")
+    return {k: v for k, v in policy.items() if k != "schema"}
 
 
 def _already_promoted(ws, cfg, run, base: PromoteResult) -> PromoteResult:

@@ -14,6 +14,7 @@ decides anything: Phoenix is a view of results that are already in the run folde
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +109,7 @@ def record_arm(client: Any, dataset: Any, example_ids: dict[str, str], arm: ArmR
         if example in done:
             continue
         first = verdicts[0]
-        latency = dt.timedelta(milliseconds=float(first.get("gen_latency_ms") or 0.0))
+        latency = dt.timedelta(milliseconds=_number(first.get("gen_latency_ms")) or 0.0)
         run = client.experiments.log_run(experiment_id=exp["id"], dataset_example_id=example,
                                          output={"output": first.get("output")}, start_time=now,
                                          end_time=now + latency, error=first.get("gen_error") or None,
@@ -134,7 +135,7 @@ def _number(value: Any) -> float | None:
     if value is None:
         return None
     value = float(value)
-    return None if value != value else value  # NaN (a missing score in a frame) is no score
+    return None if math.isnan(value) else value  # NaN (a missing score in a frame) is no score
 
 
 def publish(client: Any, *, target: str, split: str, samples: Sequence[Sample], rows: Sequence[dict[str, Any]],
