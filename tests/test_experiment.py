@@ -168,3 +168,30 @@ def test_both_arms_are_phoenix_experiments_once_and_a_refusing_phoenix_is_a_warn
     gone = json.loads(res.stdout)
     assert res.exit_code == 3 and gone["reused"] and gone["phoenix"] is None
     assert any("did not record the experiment" in w for w in gone["warnings"])
+
+
+NOOP2 = "- Use plain words."
+
+
+def test_ablation_names_the_one_added_guideline_that_did_the_work_within_its_printed_budget(root):
+    three = policy_file(root, "three.toml", f"{FIX}\n{NOOP}\n{NOOP2}")
+    res = cli("experiment", "--root", str(root), "--json", "--no-phoenix", "--test", str(three))
+    assert res.exit_code == 0, res.output
+    assert cli("promote", "--root", str(root), "--candidate", json.loads(res.stdout)["hypothesis"]["id"]).exit_code == 0
+    before = json.loads(cli("guidelines", "--root", str(root), "--json").stdout)
+    rows = {g["text"]: g for g in before["guidelines"]}
+    assert before["production"] == "v0002" and rows[FIX[2:]]["first_build"] == "v0002"
+    assert rows[BASE.system_prompt.splitlines()[0]]["builds"] == ["v0001", "v0002"]
+    assert all(g["impact"] is None for g in before["guidelines"])
+    res = CliRunner().invoke(app, ["guidelines", "--root", str(root), "--json", "--ablate", "--yes", "--max-calls",
+                                   "1500"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.stderr.index("ablation of 3 guideline(s) of v0002") < res.stderr.index("at most")  # printed first
+    out = json.loads(res.stdout)
+    ab = out["ablation"]
+    assert ab["build"] == "v0002" and ab["parent"] == "v0001" and len(ab["measured"]) == 3 and not ab["not_measured"]
+    assert ab["alpha_per_line"] == pytest.approx(0.05 / 3) and 0 < ab["spent"]["calls"] <= 1500
+    impact = {g["text"]: g["impact"] for g in out["guidelines"]}
+    assert impact[FIX[2:]]["outcome"] == "accepted" and impact[FIX[2:]]["diff"] > 0
+    assert impact[NOOP[2:]]["outcome"] == impact[NOOP2[2:]]["outcome"] == "refused"
+    assert impact[BASE.system_prompt.splitlines()[0]] is None  # v0002 did not add it: not ablated

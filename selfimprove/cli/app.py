@@ -11,6 +11,7 @@ from selfimprove.cli import (
     builds_cmd,
     evaluate_cmd,
     experiment_cmd,
+    guidelines_cmd,
     local_model_cmd,
     loop_cmd,
     phoenix_cmd,
@@ -38,6 +39,7 @@ app.command("update")(update_cmd.update)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("experiment")(experiment_cmd.experiment)
 app.command("experiments")(experiment_cmd.experiments)
+app.command("guidelines")(guidelines_cmd.guidelines)
 app.command("promote")(promote_cmd.promote)
 app.command("power")(power_cmd.power)
 app.command("init")(store_cmds.init)

@@ -22,7 +22,7 @@ HYPOTHESIS_SCHEMA = "selfimprove.hypothesis/1"
 EXPERIMENTS_FOLDER = "experiments"
 RESULT_SCHEMA = "selfimprove.experiment/1"
 
-ArmKind = Literal["production", "build", "file", "candidate"]
+ArmKind = Literal["production", "build", "file", "candidate", "ablation"]
 Outcome = Literal["accepted", "refused"]
 
 # the policy fields a one-parameter experiment changes (everything but the prompt and the demonstrations)
@@ -32,7 +32,7 @@ _PARAMS = ("model", "temperature", "top_p", "max_tokens", "response_format", "to
 
 class ArmSource(Record):
     """Where an arm's policy came from: its kind, the reference given (a build name, a file path, a candidate
-    id, `production`), the `--*-set` overrides applied to it, and the resulting policy's digest."""
+    id, `production`, or for an ablation `<build> - <guideline id>`), the `--*-set` overrides applied to it, and the resulting policy's digest."""
 
     kind: ArmKind
     ref: str

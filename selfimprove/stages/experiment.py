@@ -159,11 +159,9 @@ def experiment(*, root: str | Path = ".", target: str | None = None, overrides: 
     ws = Workspace(root)
     with ws.lock(cfg.target, wait=wait):
         the_run = ws.open_run(cfg.target, run)
-        report = _experiment(cfg, ws, the_run, options, yes=yes, force=force, confirm=confirm)
-    if _phoenix_on(cfg, options):
-        report.phoenix, note = _publish(cfg, the_run, report)
-        if note:
-            report.warnings.append(note)
+        report = experiment_in_run(cfg, ws, the_run, options, yes=yes, force=force, confirm=confirm)
+    if phoenix_on(cfg, options):
+        publish_experiment(cfg, the_run, report)
     return report
 
 
@@ -178,8 +176,10 @@ def _with_hypothesis_settings(cfg: Any, options: ExperimentOptions) -> Any:
     return cfg.model_copy(update=update) if update else cfg
 
 
-def _experiment(cfg: Any, ws: Any, run: Any, options: ExperimentOptions, *, yes: bool, force: bool,
-                confirm: Any) -> ExperimentReport:
+def experiment_in_run(cfg: Any, ws: Any, run: Any, options: ExperimentOptions, *, yes: bool, force: bool,
+                      confirm: Any, arms: tuple[Any, Any] | None = None) -> ExperimentReport:
+    """One experiment in an open run, the target locked by the caller; `arms` ((source, policy, build name) of
+    the control and the test) replaces resolving `options.control` and `options.test` (ablation builds its own)."""
     from selfimprove.core.canonical import digest, pretty_json
     from selfimprove.core.hypothesis import HYPOTHESIS_SCHEMA, RESULT_SCHEMA
     from selfimprove.core.report import Report
@@ -191,10 +191,11 @@ def _experiment(cfg: Any, ws: Any, run: Any, options: ExperimentOptions, *, yes:
     from selfimprove.store.documents import read_model
 
     checkpoint = load_checkpoint(run)
-    control = resolve_arm(options.control, options.control_set, role="control", ws=ws, target=cfg.target, run=run,
-                          current=checkpoint.policy)
-    test = resolve_arm(options.test, options.test_set, role="test", ws=ws, target=cfg.target, run=run,
-                       current=checkpoint.policy)
+    control, test = arms or (
+        resolve_arm(options.control, options.control_set, role="control", ws=ws, target=cfg.target, run=run,
+                    current=checkpoint.policy),
+        resolve_arm(options.test, options.test_set, role="test", ws=ws, target=cfg.target, run=run,
+                    current=checkpoint.policy))
     evals = inputs.included_evals(cfg, checkpoint)
     primary = inputs.primary_eval(cfg, checkpoint, evals)
     hyp = make_hypothesis(options, control, test, primary.name, TEST_NAME)
@@ -247,11 +248,18 @@ def _page(cfg: Any, report: Any, frame: Any, samples: list[Any], control: Policy
     return page_html(cfg, report, frame, samples, control, [cand])
 
 
-def _phoenix_on(cfg: Any, options: ExperimentOptions) -> bool:
+def phoenix_on(cfg: Any, options: ExperimentOptions) -> bool:
     if options.phoenix is not None:
         return options.phoenix
     setting = cfg.telemetry.phoenix.experiments
     return cfg.telemetry.source == "phoenix" if setting is None else setting
+
+
+def publish_experiment(cfg: Any, run: Any, rep: ExperimentReport) -> None:
+    """Set `rep.phoenix` to the Phoenix links, or add a warning when Phoenix refuses."""
+    rep.phoenix, note = _publish(cfg, run, rep)
+    if note:
+        rep.warnings.append(note)
 
 
 def _publish(cfg: Any, run: Any, rep: ExperimentReport) -> tuple[dict[str, Any] | None, str | None]:
