@@ -91,6 +91,7 @@ def test_a_prompt_that_fixes_a_hidden_rule_is_accepted_recorded_listed_and_promo
     # listed with its outcome
     listed = json.loads(cli("experiments", "--root", str(root), "--json").stdout)["experiments"]
     assert [(e["hypothesis"]["id"], e["result"]["outcome"]) for e in listed] == [(hyp["id"], "accepted")]
+    check_exports(root, hyp["id"])
     # promoted through the same gate: the first promotion records production's policy, then the test arm
     res = cli("promote", "--root", str(root), "--json", "--candidate", hyp["id"])
     assert res.exit_code == 0, res.output
@@ -195,3 +196,39 @@ def test_ablation_names_the_one_added_guideline_that_did_the_work_within_its_pri
     assert impact[FIX[2:]]["outcome"] == "accepted" and impact[FIX[2:]]["diff"] > 0
     assert impact[NOOP[2:]]["outcome"] == impact[NOOP2[2:]]["outcome"] == "refused"
     assert impact[BASE.system_prompt.splitlines()[0]] is None  # v0002 did not add it: not ablated
+
+
+def check_exports(root, hid):
+    """Exports round-trip: tables through pandas, fine-tuning files valid in the OpenAI formats."""
+    import pandas as pd
+
+    from selfimprove.core.finetune import chat_format_errors
+
+    def export(*args):
+        res = cli("export", "--root", str(root), "--json", *args)
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    parquet = pd.read_parquet(Workspace(root).open_run("support").path / "dataset.parquet")
+    for fmt in ("csv", "jsonl", "parquet"):
+        out = export("dataset", "--out", str(root / f"d.{fmt}"))
+        back = {"csv": pd.read_csv, "parquet": pd.read_parquet,
+                "jsonl": lambda p: pd.read_json(p, lines=True)}[fmt](root / f"d.{fmt}")
+        assert out["rows"] == len(back) == len(parquet) == 60
+        assert list(back["sample_id"]) == list(parquet["sample_id"])
+        assert list(back["eval.policy_compliance.score"]) == list(parquet["eval.policy_compliance.score"])
+    results = export("results", "--experiment", hid, "--out", str(root / "r.csv"))
+    assert results["rows"] == len(pd.read_csv(root / "r.csv")) > 0
+    sft = export("sft", "--source", "both", "--experiment", hid, "--out", str(root / "sft.jsonl"))
+    lines = [json.loads(line) for line in (root / "sft.jsonl").read_text().splitlines()]
+    assert len(lines) == sft["rows"] > 0 and sft["skipped"]  # the non-compliant ones are left out
+    assert all(not chat_format_errors(e) for e in lines)
+    assert {e["messages"][0]["content"] for e in lines} >= {BASE.system_prompt}
+    pairs = export("preferences", "--experiment", hid, "--out", str(root / "pref.jsonl"))
+    prefs = [json.loads(line) for line in (root / "pref.jsonl").read_text().splitlines()]
+    assert len(prefs) == pairs["rows"] > 0
+    for p in prefs:
+        assert set(p) == {"input", "preferred_output", "non_preferred_output"}
+        assert p["input"]["messages"][0] == {"role": "system", "content": BASE.system_prompt}
+        assert p["preferred_output"][0]["role"] == "assistant" != p["preferred_output"][0]["content"]
+    assert cli("export", "--root", str(root), "sft", "--out", str(root / "sft.csv")).exit_code == 2

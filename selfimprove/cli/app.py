@@ -11,6 +11,7 @@ from selfimprove.cli import (
     builds_cmd,
     evaluate_cmd,
     experiment_cmd,
+    export_cmd,
     guidelines_cmd,
     local_model_cmd,
     loop_cmd,
@@ -40,6 +41,7 @@ app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("experiment")(experiment_cmd.experiment)
 app.command("experiments")(experiment_cmd.experiments)
 app.command("guidelines")(guidelines_cmd.guidelines)
+app.command("export")(export_cmd.export)
 app.command("promote")(promote_cmd.promote)
 app.command("power")(power_cmd.power)
 app.command("init")(store_cmds.init)
