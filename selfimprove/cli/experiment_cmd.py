@@ -81,7 +81,7 @@ def experiments(
 ) -> None:
     """List the recorded experiments of the target: hypothesis, arms, metric, outcome and evidence."""
     from selfimprove.cli.output import emit
-    from selfimprove.stages.experiment import list_experiments
+    from selfimprove.stages.experiments import list_experiments
 
     found = list_experiments(root=root, target=target, overrides=set_)
     data = {"experiments": [e.model_dump(mode="json") for e in found]}

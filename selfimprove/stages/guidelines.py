@@ -107,7 +107,7 @@ def dictionary(builds: list[Any]) -> list[GuidelineRow]:
 
 def measured_impacts(root: str | Path, cfg: Any) -> dict[str, Impact]:
     """guideline id -> the latest recorded experiment whose only change is adding that guideline."""
-    from selfimprove.stages.experiment import list_experiments
+    from selfimprove.stages.experiments import list_experiments
 
     out: dict[str, Impact] = {}
     for e in list_experiments(root=root, config=cfg):
