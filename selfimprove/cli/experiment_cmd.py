@@ -52,7 +52,7 @@ def experiment(
     """Test a hand-written change against production (or any policy) on held-out data: accepted when it passes
     the gate `promote` applies (exit 0), refused otherwise (exit 3). Promote a winner with
     `selfimprove promote --candidate <experiment id>`."""
-    from selfimprove.cli.output import emit
+    from selfimprove.cli.output import asker, emit, evaluate_progress, log_line
     from selfimprove.cli.render import as_dict
     from selfimprove.cli.views.experiments import render_experiment
     from selfimprove.core.errors import GateFailed
@@ -63,7 +63,7 @@ def experiment(
                                 expected_effect=expected_effect, split=split, control_set=control_set or [],
                                 test_set=test_set or [], n=n, concurrency=concurrency, phoenix=phoenix)
     result = run_experiment(root=root, target=target, overrides=set_, run=run, options=options, yes=yes,
-                            force=force, wait=wait)
+                            force=force, wait=wait, confirm=asker(), log=log_line, progress=evaluate_progress())
     emit("selfimprove.experiment/1", as_dict(result), json_mode=json_output,
          render=lambda console: render_experiment(console, result))
     if result.result.outcome != "accepted":

@@ -37,18 +37,12 @@ def guidelines(
     appeared in, the builds that carry it, and its measured impact (a recorded experiment that added just that
     line). With --ablate, measure the lines a build added first: which did the work, which had no measurable
     effect (candidates for removal)."""
-    from selfimprove.cli.output import console, emit
+    from selfimprove.cli.output import asker, console, emit
     from selfimprove.cli.views.guidelines import render_estimate, render_guidelines
     from selfimprove.stages.guidelines import guidelines as run_guidelines
 
-    confirm = None
-    if not yes and not json_output:
-        import sys
-
-        if sys.stdin.isatty() and sys.stderr.isatty():
-            confirm = lambda msg: typer.confirm(msg, default=False, err=True)
     result = run_guidelines(root=root, target=target, overrides=set_, run=run, build=build, ablate=ablate, n=n,
                             max_calls=max_calls, max_usd=max_usd, concurrency=concurrency, yes=yes, wait=wait,
-                            on_estimate=lambda est: render_estimate(console(), est), confirm=confirm)
+                            on_estimate=lambda est: render_estimate(console(), est), confirm=asker())
     emit("selfimprove.guidelines/1", result.model_dump(mode="json"), json_mode=json_output,
          render=lambda c: render_guidelines(c, result), product=True)

@@ -146,10 +146,13 @@ def outcome(hyp: Hypothesis, report: Any, report_path: str, report_digest: str) 
 
 def experiment(*, root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,
                run: str | None = None, options: ExperimentOptions, yes: bool = False, force: bool = False,
-               wait: bool = False, config: Any = None, confirm: Any = None) -> ExperimentReport:
+               wait: bool = False, config: Any = None, confirm: Any = None, log: Any = None,
+               progress: Any = None) -> ExperimentReport:
     """Run one experiment (see the module docstring) in `run` (default the latest). `config` replaces loading
-    the target config; `confirm(message) -> bool` replaces the question when the estimate exceeds the budget."""
+    the target config; `confirm`, `log` and `progress` are evaluate's callbacks (stages/evaluate.py: asked when the
+    estimate exceeds the budget, the estimate and warnings as they happen, one call per batch)."""
     from selfimprove.config.load import load_target
+    from selfimprove.stages.evaluate import Hooks
     from selfimprove.store.runs import Workspace
 
     cfg = config if config is not None else load_target(Path(root), target, overrides)
@@ -159,7 +162,8 @@ def experiment(*, root: str | Path = ".", target: str | None = None, overrides: 
     ws = Workspace(root)
     with ws.lock(cfg.target, wait=wait):
         the_run = ws.open_run(cfg.target, run)
-        report = experiment_in_run(cfg, ws, the_run, options, yes=yes, force=force, confirm=confirm)
+        report = experiment_in_run(cfg, ws, the_run, options, yes=yes, force=force,
+                                   hooks=Hooks(confirm, log, progress))
     if phoenix_on(cfg, options):
         publish_experiment(cfg, the_run, report)
     return report
@@ -177,16 +181,16 @@ def _with_hypothesis_settings(cfg: Any, options: ExperimentOptions) -> Any:
 
 
 def experiment_in_run(cfg: Any, ws: Any, run: Any, options: ExperimentOptions, *, yes: bool, force: bool,
-                      confirm: Any, arms: tuple[Any, Any] | None = None) -> ExperimentReport:
+                      hooks: Any = None, arms: tuple[Any, Any] | None = None) -> ExperimentReport:
     """One experiment in an open run, the target locked by the caller; `arms` ((source, policy, build name) of
     the control and the test) replaces resolving `options.control` and `options.test` (ablation builds its own)."""
     from selfimprove.core.canonical import digest, pretty_json
     from selfimprove.core.hypothesis import HYPOTHESIS_SCHEMA, RESULT_SCHEMA
     from selfimprove.core.report import Report
     from selfimprove.core.stats.sequential import TEST_NAME
-    from selfimprove.stages import evaluate_inputs as inputs
-    from selfimprove.stages.dataset import load_checkpoint
-    from selfimprove.stages.evaluate import WRITTEN_COLUMNS_DROP, score_and_report
+    from selfimprove.dataset.table import load_checkpoint
+    from selfimprove.evaluation import inputs
+    from selfimprove.stages.evaluate import WRITTEN_COLUMNS_DROP, Hooks, score_and_report
     from selfimprove.store.artifacts import file_digest
     from selfimprove.store.documents import read_model
 
@@ -230,7 +234,7 @@ def experiment_in_run(cfg: Any, ws: Any, run: Any, options: ExperimentOptions, *
         baseline_checkpoint = checkpoint.model_copy(update={"policy": control[1]})
         report, frame, _estimate, spent, warnings = score_and_report(
             cfg, ws, run, baseline_checkpoint, [cand], order, evals, primary, concurrency=concurrency,
-            mode="replay", split=options.split, judge_override=judge, yes=yes, confirm=confirm, tags={},
+            mode="replay", split=options.split, judge_override=judge, yes=yes, hooks=hooks or Hooks(), tags={},
             digests=digests, candidate_files={cand.id: files["candidate.json"]})
         st.write_table(files["results.parquet"], frame.drop(columns=list(WRITTEN_COLUMNS_DROP)))
         doc = report.document()
@@ -265,10 +269,10 @@ def publish_experiment(cfg: Any, run: Any, rep: ExperimentReport) -> None:
 def _publish(cfg: Any, run: Any, rep: ExperimentReport) -> tuple[dict[str, Any] | None, str | None]:
     """The held-out samples as a Phoenix dataset and both arms as experiments, the control tagged baseline:
     (links, None), or (None, a warning) when Phoenix refuses — the run folder already holds every result."""
-    from selfimprove.stages import evaluate_inputs as inputs
+    from selfimprove.evaluation import inputs
     from selfimprove.store.documents import read_frame
-    from selfimprove.store.phoenix_prompts import client
     from selfimprove.telemetry.phoenix_experiments import ArmRecord, publish
+    from selfimprove.telemetry.phoenix_prompts import client
 
     hyp = rep.hypothesis
     px_cfg = cfg.telemetry.phoenix
@@ -297,6 +301,6 @@ def _publish(cfg: Any, run: Any, rep: ExperimentReport) -> tuple[dict[str, Any] 
 
 
 def _checkpoint_evals(run: Any) -> list[Any]:
-    from selfimprove.stages.dataset import load_checkpoint
+    from selfimprove.dataset.table import load_checkpoint
 
     return list(load_checkpoint(run).evals)

@@ -126,8 +126,8 @@ def _context(cfg: Any, run: Any, options: ExportOptions) -> tuple[Any, Any, dict
     """(samples by id, primary eval spec, policy by result label) for the run (and experiment)."""
     from selfimprove.core.hypothesis import experiment_dir
     from selfimprove.core.records import Candidate, Policy
-    from selfimprove.stages import evaluate_inputs as inputs
-    from selfimprove.stages.dataset import load_checkpoint, read_samples
+    from selfimprove.dataset.table import load_checkpoint, read_samples
+    from selfimprove.evaluation import inputs
     from selfimprove.store.documents import read_json, read_model
 
     checkpoint = load_checkpoint(run)

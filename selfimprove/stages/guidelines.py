@@ -125,8 +125,8 @@ def _ablate(cfg: Any, ws: Any, run: Any, build: str | None, *, n: int | None, ma
             max_usd: float | None, concurrency: int | None, yes: bool, on_estimate: Any, confirm: Any) -> Ablation:
     from selfimprove.core.guidelines import guideline_change, split_guidelines, without_guideline
     from selfimprove.core.hypothesis import ArmSource
-    from selfimprove.stages import evaluate_inputs as inputs
-    from selfimprove.stages.dataset import load_checkpoint
+    from selfimprove.dataset.table import load_checkpoint
+    from selfimprove.evaluation import inputs
     from selfimprove.stages.experiment import ExperimentOptions, experiment_in_run
     from selfimprove.store import builds as store
 
@@ -175,7 +175,7 @@ def _ablate(cfg: Any, ws: Any, run: Any, build: str | None, *, n: int | None, ma
                 target.name)
         options = ExperimentOptions(control=control[0].ref, test=target.name, n=n, concurrency=concurrency,
                                     hypothesis=f"guideline {g.id} of {target.name} does measurable work: {g.text}")
-        rep = experiment_in_run(run_cfg, ws, run, options, yes=True, force=False, confirm=None, arms=(control, test))
+        rep = experiment_in_run(run_cfg, ws, run, options, yes=True, force=False, arms=(control, test))
         calls += int(rep.spent.get("calls", 0))
         cost += float(rep.spent.get("cost_usd", 0.0))
         result.measured.append(g.id)
