@@ -21,13 +21,15 @@ _LAZY = {
 }
 _API = ("pull", "snapshot", "update", "evaluate", "promote", "run", "apull", "asnapshot", "aupdate", "aevaluate",
         "apromote", "arun", "PullOptions", "SnapshotOptions", "UpdateOptions", "EvaluateOptions", "PromoteOptions",
-        "RunOptions")
+        "RunOptions", "experiment", "aexperiment")
 _LAZY |= {name: ("selfimprove.api", name) for name in _API}
+_LAZY["ExperimentOptions"] = ("selfimprove.stages.experiment", "ExperimentOptions")
 _LAZY |= {name: ("selfimprove.core.errors", name) for name in ("SelfimproveError", "GateFailed", "UsageError",
                                                                "IntegrityError")}
 __all__ = [
     "EvalInstrumentor",
     "EvaluateOptions",
+    "ExperimentOptions",
     "GateFailed",
     "IntegrityError",
     "PromoteOptions",
@@ -39,12 +41,14 @@ __all__ = [
     "UsageError",
     "Workspace",
     "aevaluate",
+    "aexperiment",
     "apromote",
     "apull",
     "arun",
     "asnapshot",
     "aupdate",
     "evaluate",
+    "experiment",
     "instrument",
     "load_config",
     "load_policy",

@@ -1,5 +1,5 @@
 """The library face of the commands: `selfimprove.pull`, `.snapshot`, `.update`, `.evaluate`, `.promote` (and
-`.run`), each taking a target and a typed options object and returning the stage's typed result, with async twins
+`.run`, `.experiment`), each taking a target and a typed options object and returning the stage's typed result, with async twins
 (`apull`, ...). They do exactly what the CLI commands do, minus the terminal: nothing is printed and nothing is
 asked — a step that would ask (a spend above the budget) refuses with a hint unless its options say `yes`.
 
@@ -179,6 +179,22 @@ def run(target: str | None = None, options: RunOptions | None = None, *, root: s
     return run_loop(**_common(target, root, overrides), **(options or RunOptions()).model_dump(), on_step=on_step)
 
 
+def experiment(target: str | None = None, options: Any = None, *, root: str | Path = ".",
+               overrides: Sequence[str] = (), yes: bool = False, force: bool = False, wait: bool = False,
+               log: Callable[[str], None] | None = None,
+               progress: Callable[[int, int, int], None] | None = None) -> Any:
+    """Test a hand-written change on held-out data (`ExperimentOptions(test="mine.toml", control="production",
+    ...)`, the `experiment` command's flags); returns a `stages.experiment.ExperimentReport` whose
+    `.result.outcome` is "accepted" or "refused" (a refusal is a result here, exit 3 on the CLI)."""
+    from selfimprove.core.errors import UsageError
+    from selfimprove.stages.experiment import experiment as stage
+
+    if options is None:
+        raise UsageError("an experiment needs its test arm", hint="pass ExperimentOptions(test='mine.toml')")
+    return stage(**_common(target, root, overrides), options=options, yes=yes, force=force, wait=wait, log=log,
+                 progress=progress)
+
+
 def _async_twin(fn: Callable[..., Any]) -> Callable[..., Any]:
     async def twin(*args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -194,3 +210,4 @@ aupdate = _async_twin(update)
 aevaluate = _async_twin(evaluate)
 apromote = _async_twin(promote)
 arun = _async_twin(run)
+aexperiment = _async_twin(experiment)

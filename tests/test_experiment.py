@@ -130,8 +130,14 @@ def test_a_change_that_changes_nothing_is_refused_and_a_file_control_cannot_prom
     assert one["change"]["params"] == {"temperature": [0.7, 0.0]} and one["test"]["overrides"] == ["temperature=0.0"]
     if res.exit_code == 0:
         assert cli("promote", "--root", str(root), "--candidate", one["id"]).exit_code == 3
+    # the library twin: a refusal is a result, not an exception
+    import selfimprove as si
+
+    rep = si.experiment("support", si.ExperimentOptions(test=str(noop), expected_effect=0.3, phoenix=False),
+                        root=root)
+    assert rep.result.outcome == "refused" and rep.hypothesis.id not in (hid, one["id"])
     listed = json.loads(cli("experiments", "--root", str(root), "--json").stdout)["experiments"]
-    assert {e["hypothesis"]["id"] for e in listed} == {hid, one["id"]}
+    assert {e["hypothesis"]["id"] for e in listed} == {hid, one["id"], rep.hypothesis.id}
 
 
 @pytest.mark.phoenix
