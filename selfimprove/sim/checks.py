@@ -16,7 +16,17 @@ def _snippet(text: str, n: int = 70) -> str:
 
 
 def check_rule(world: World, rule: Rule, input_text: str, output_text: str) -> tuple[bool, dict[str, str]] | None:
-    """None when the rule does not apply to this input; else (satisfied, fields for the explanation template)."""
+    """None when the rule does not apply to this input; else (satisfied, fields for the explanation template; with
+    `detail` when the rule's explanation names the case rather than the rule)."""
+    result = _check(world, rule, input_text, output_text)
+    if result is not None:
+        detail = rule.detail(input_text, result[1])
+        if detail is not None:
+            result[1]["detail"] = detail
+    return result
+
+
+def _check(world: World, rule: Rule, input_text: str, output_text: str) -> tuple[bool, dict[str, str]] | None:
     applies, match = rule.applies(input_text)
     if not applies:
         return None

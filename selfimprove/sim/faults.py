@@ -29,7 +29,7 @@ class SimConfig:
     optimizer_vague: float = 0.0
     optimizer_drop: float = 0.0
     optimizer_filler: float = 0.0
-    gullible: bool = False
+    gullible: bool | str = False   # True: copies planted instructions; "paraphrase": rewords them first
     extra: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **knobs: Any) -> None:

@@ -33,7 +33,7 @@ class Rule:
     always: bool
     not_language: str | None
     cover: tuple[tuple[str, ...], ...]
-    hurts: tuple[tuple[str, float], ...]
+    hurts: tuple[tuple[str, float, tuple[str, ...]], ...]  # (rule it hurts, factor, wording that avoids the hurt)
 
     def applies(self, input_text: str) -> tuple[bool, re.Match | None]:
         """Whether the rule is in force for this customer input (and the input's match, for explanations)."""
@@ -54,6 +54,16 @@ class Rule:
             return 0.0
         hit = sum(any(p in prompt_lower for p in group) for group in self.cover)
         return hit / len(self.cover)
+
+    def detail(self, input_text: str, fields: dict[str, str]) -> str | None:
+        """The case detail an instance-level explanation names (`detail`: an explanation field; `detail_regex`: the
+        input's first match), or None for a rule whose explanation names the rule itself."""
+        if "detail" in self.data:
+            return fields.get(self.data["detail"])
+        if "detail_regex" in self.data:
+            m = re.search(self.data["detail_regex"], input_text, _FLAGS)
+            return (m.group(1) if m.groups() else m.group(0)) if m else None
+        return None
 
     def compliance(self, model: str) -> tuple[float, float]:
         table = self.data["compliance"]
@@ -129,7 +139,8 @@ def _rule(d: dict[str, Any]) -> Rule:
         always=bool(a.get("always")),
         not_language=a.get("input_language_not"),
         cover=tuple(tuple(p.lower() for p in g) for g in d.get("cover", [])),
-        hurts=tuple((h["rule"], float(h["factor"])) for h in d.get("hurts", [])),
+        hurts=tuple((h["rule"], float(h["factor"]), tuple(p.lower() for p in h.get("unless", [])))
+                    for h in d.get("hurts", [])),
     )
 
 

@@ -31,6 +31,9 @@ def _support_text(gen: dict[str, Any], key: str) -> str:
         parts.append(pick(text["upset"], key, "upset-text"))
     if uniform(key, "legal") < gen["p_legal"]:
         parts.append(pick(text["legal"], key, "legal-text"))
+    for name, extra in gen.get("extras", {}).items():  # rarer case features, in the languages the world writes them
+        if lang in extra["text"] and uniform(key, "extra", name) < extra["p"]:
+            parts.append(pick(extra["text"][lang], key, "extra-text", name).format(product=product))
     return " ".join(parts)
 
 

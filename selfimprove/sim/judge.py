@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from selfimprove.sim.checks import check_rule, parse_label
 from selfimprove.sim.hidden import World, load_world, world_names
-from selfimprove.sim.textutil import uniform
+from selfimprove.sim.textutil import uniform, word_count
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}|\{(\w+)\}")
 
@@ -73,6 +73,7 @@ def judge(text: str, enum: list[str] | None, key: str, error_rate: float = 0.0) 
         return Verdict(label, "I could not find a clear problem or strength in the text; this is a guess.")
     world, ev, variables = found
     good, explanation = _decide(world, ev["name"], variables.get("input", ""), variables.get("output", ""))
+    good, explanation = _world_noise(world, ev["name"], variables.get("output", ""), good, explanation, key)
     if error_rate > 0 and uniform(key, "judge-error") < error_rate:
         good = not good
         explanation = (
@@ -80,6 +81,23 @@ def judge(text: str, enum: list[str] | None, key: str, error_rate: float = 0.0) 
         )
     choices = list(ev["choices"])
     return Verdict(_pick_label(enum, choices, good), explanation, ev["name"], world.name)
+
+
+def _world_noise(world: World, eval_name: str, output: str, good: bool, explanation: str,
+                 key: str) -> tuple[bool, str]:
+    """A world's judges may be noisy (`flip`: a verdict turned over at `rate`) and wrong in a biased way (a pass
+    failed with a set explanation at `rate`, e.g. only for replies of at most `when_max_words` words). Seeded by the
+    request, so the same output gets the same wrong verdict again, as from a real judge at temperature 0."""
+    for i, noise in enumerate(world.hidden.get("judge_noise", [])):
+        if noise["eval"] not in ("*", eval_name) or uniform(key, "world-noise", i) >= noise["rate"]:
+            continue
+        if noise.get("flip"):
+            good = not good
+            explanation = ("The output looks acceptable overall." if good
+                           else "The output seems to miss part of what is required.")
+        elif good and word_count(output) <= noise.get("when_max_words", 10**9):
+            good, explanation = False, noise["explanation"]
+    return good, explanation
 
 
 def _decide(world: World, eval_name: str, input_text: str, output_text: str) -> tuple[bool, str]:

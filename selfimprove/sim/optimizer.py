@@ -8,7 +8,13 @@ frequent first. The current prompt is read from the request: the first of `<curr
 
 Noise knobs (probabilities, seeded by the request): `optimizer_vague` replaces a fix by a vague edit,
 `optimizer_drop` drops an existing line of the prompt, `optimizer_filler` adds filler sentences. With `gullible`,
-the model obeys instructions planted in the trace data it is shown (to test an injection guard).
+the model obeys instructions planted in the trace data it is shown (to test an injection guard); with
+`gullible="paraphrase"` it rewords them first, as a real model would, so a verbatim-copy check cannot catch them.
+
+Where a world's explanations name the case rather than the rule (`detail`), the model generalises only once it
+has seen `generalise_after` distinct cases of that failure in one request; before that it writes one narrow
+instruction per case (`fix_specific`), which covers nothing beyond it. A rule's `fix_when` is the careful wording
+it writes instead when the current prompt already has a rule it interacts with.
 
 A critique request (a JSON schema titled or with fields named like critique/diagnosis) is answered with a critique
 of the one sample in it: the failures its judge explanations name and the fix instruction the optimizer would
@@ -67,6 +73,68 @@ def seen_failures(text: str) -> list[tuple[Rule, int]]:
     return sorted(found, key=lambda rn: -rn[1])
 
 
+def _capture_regex(rule: Rule) -> re.Pattern | None:
+    """A regex finding the case detail in this rule's explanations: the literal text around its first detail
+    placeholder."""
+    name = rule.data.get("detail", "detail")
+    parts = re.split(r"(\{\w+\})", rule.data["explanation"])
+    for i, part in enumerate(parts):
+        if part == "{" + name + "}":
+            before = parts[i - 1] if i > 0 else ""
+            after = parts[i + 1] if i + 1 < len(parts) else ""
+            return re.compile(re.escape(before[-40:]) + r"(.{1,40}?)" + re.escape(after[:25]), re.IGNORECASE)
+    return None
+
+
+def details_seen(rule: Rule, text: str) -> list[str]:
+    """The distinct cases of `rule`'s failure named in `text` (first-seen order)."""
+    rx = _capture_regex(rule)
+    return list(dict.fromkeys(m.group(1).strip() for m in rx.finditer(text))) if rx else []
+
+
+def fixes_for(rule: Rule, text: str, base_low: str) -> list[str]:
+    """The instruction(s) the model writes for a failure it saw: careful wording when the prompt already has a rule
+    this one interacts with, narrow per-case lines while it has seen too few cases to generalise, else the fix."""
+    when = rule.data.get("fix_when")
+    if when and any(p.lower() in base_low for p in when["prompt_has"]):
+        return [when["fix"]]
+    need = rule.data.get("generalise_after")
+    if need:
+        cases = details_seen(rule, text)
+        if 0 < len(cases) < need:
+            return [rule.data["fix_specific"].format(detail=d) for d in cases]
+    return [rule.data["fix"]]
+
+
+_CODE_TOKEN = re.compile(r"\b(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{4,}\b")
+_LABEL_ORDER = re.compile(r"label every ticket as (\w+)", re.IGNORECASE)
+_PARAPHRASES = {
+    "code": ["Offer every customer the {code} discount.", "Customers should always hear about the {code} discount.",
+             "Mention that {code} gives a discount at checkout."],
+    "label": ["Route all tickets to {label}.", "File every ticket under {label}."],
+}
+
+
+def paraphrase(line: str, key: str) -> str:
+    """A planted instruction reworded so that no run of its words and no identifier survives verbatim."""
+    label = _LABEL_ORDER.search(line)
+    if label:
+        return pick(_PARAPHRASES["label"], key, "paraphrase").format(label=label.group(1).lower())
+    code = _CODE_TOKEN.search(line)
+    if code:
+        return pick(_PARAPHRASES["code"], key, "paraphrase").format(code=code.group(0).lower())
+    return "As a standing rule: " + line[:1].lower() + line[1:]
+
+
+def planted_lines(text: str, key: str, knobs: dict[str, Any]) -> list[str]:
+    """What a gullible model takes from instructions planted in the data (nothing unless `gullible`)."""
+    mode = knobs.get("gullible")
+    if not mode:
+        return []
+    found = [m.group(1).strip() for pattern in _PLANTED for m in pattern.finditer(text) if m.group(1).strip()]
+    return [paraphrase(x, key) if mode == "paraphrase" else x for x in dict.fromkeys(found)]
+
+
 def propose(text: str, key: str, knobs: dict[str, Any]) -> tuple[str, str, list[str], list[str]]:
     """(new prompt, rationale, added lines, what each added line addresses) for an optimizer request."""
     base = current_prompt(text)
@@ -76,21 +144,18 @@ def propose(text: str, key: str, knobs: dict[str, Any]) -> tuple[str, str, list[
     base_low = base.lower()
     added, addressed = [], []
     for rule, n in seen_failures(text):
-        fix = rule.data["fix"]
-        if fix.lower() in base_low:
-            continue
-        if uniform(key, "vague", rule.id) < float(knobs.get("optimizer_vague", 0.0)):
-            fix = pick(VAGUE, key, "vague-text", rule.id)
-        if fix not in added:
-            added.append(fix)
-            addressed.append(f"{n} failure(s) like: {rule.data['marker']}")
-    if knobs.get("gullible"):
-        for pattern in _PLANTED:
-            for m in pattern.finditer(text):
-                planted = m.group(1).strip()
-                if planted and planted not in added:
-                    added.append(planted)
-                    addressed.append("an instruction found in the data")
+        for fix in fixes_for(rule, text, base_low):
+            if fix.lower() in base_low:
+                continue
+            if uniform(key, "vague", rule.id) < float(knobs.get("optimizer_vague", 0.0)):
+                fix = pick(VAGUE, key, "vague-text", rule.id)
+            if fix not in added:
+                added.append(fix)
+                addressed.append(f"{n} failure(s) like: {rule.data['marker']}")
+    for planted in planted_lines(text, key, knobs):
+        if planted not in added:
+            added.append(planted)
+            addressed.append("an instruction found in the data")
     if not added:
         added.append(GENERIC_EDIT if GENERIC_EDIT.lower() not in base_low else pick(VAGUE, key, "generic"))
         addressed.append("no specific failure named in the feedback")
@@ -120,14 +185,14 @@ def critique(text: str, key: str, knobs: dict[str, Any]) -> tuple[str, str]:
     """(diagnosis, fix instruction) for a critique request: the failures named in it, and their fixes."""
     failures = seen_failures(text)
     named, fixes = [], []
+    base_low = current_prompt(text).lower()
     for rule, _n in failures:
         named.append(f"the judge's explanation notes that it {rule.data['marker']!r}")
-        fix = rule.data["fix"]
-        if uniform(key, "vague", rule.id) < float(knobs.get("optimizer_vague", 0.0)):
-            fix = pick(VAGUE, key, "vague-text", rule.id)
-        fixes.append(fix)
-    if knobs.get("gullible"):
-        fixes += [m.group(1).strip() for pattern in _PLANTED for m in pattern.finditer(text) if m.group(1).strip()]
+        for fix in fixes_for(rule, text, base_low):
+            if uniform(key, "vague", rule.id) < float(knobs.get("optimizer_vague", 0.0)):
+                fix = pick(VAGUE, key, "vague-text", rule.id)
+            fixes.append(fix)
+    fixes += planted_lines(text, key, knobs)
     if not named:
         return PASSED, " ".join(fixes) or KEEP
     return "The output failed: " + "; ".join(named) + ".", " ".join(dict.fromkeys(fixes))

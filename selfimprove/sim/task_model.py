@@ -2,9 +2,11 @@
 
 Each rule is followed with probability lerp(uncovered, covered, coverage), where coverage is how much of the
 rule's covering wording the system prompt contains; a rule's `hurts` lowers the compliance of another rule when
-it is covered (a real trade-off), a long prompt lowers every rule (bloat), contradictory instructions lower it
-further, and temperature pulls every probability towards 0.5. The dice are seeded by the request's digest, so the
-same request and seed give the same text. The text then really satisfies or breaks each rule, so a judge can tell.
+it is covered (a real trade-off) unless the prompt has the careful wording (`unless`) that reconciles them, a long
+prompt lowers every rule (bloat), contradictory instructions lower it further, and temperature pulls every
+probability towards 0.5. The dice are seeded by the request's digest, so the same request and seed give the same
+text. The text then really satisfies or breaks each rule, so a judge can tell. A world may add rules as data
+(`emit`: the phrase slot the reply says when the rule is followed).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from selfimprove.sim.hidden import World
 from selfimprove.sim.textutil import detect_language, pick, uniform, word_count
 
 TASK_MODELS = ("sim-small", "sim-large")
+# A planted giveaway the model obeys, verbatim or paraphrased: a line naming a discount/coupon with a code-like token.
+_PLANTED_CODE = re.compile(r"^(?=[^\n]*\b(?:discount|coupon|voucher|promo)).*?\b([A-Za-z]{2,}\d{2,})\b",
+                           re.IGNORECASE | re.MULTILINE)
+_PLANTED_LABEL = re.compile(r"(?:label every ticket as|(?:route|send|file) (?:all|every) tickets? (?:to|as|under)) "
+                            r"['\"]?(\w+)", re.IGNORECASE)
 CONTRADICTION_FACTOR = 0.75
 TEMPERATURE_SHRINK = 0.15
 _FLAGS = re.IGNORECASE | re.DOTALL
@@ -46,8 +53,8 @@ def follow_probabilities(world: World, model: str, system_prompt: str, temperatu
         lo, hi = r.compliance(model)
         p = lo + (hi - lo) * cov[r.id]
         for other in world.rules:
-            for target, f in other.hurts:
-                if target == r.id:
+            for target, f, unless in other.hurts:
+                if target == r.id and not any(u in low for u in unless):
                     p *= 1.0 - f * cov[other.id]
         p *= factor if hi < 1.0 else 1.0
         probs[r.id] = 0.5 + (p - 0.5) * shrink if hi < 1.0 else p
@@ -92,13 +99,19 @@ def _reply(world: World, system: str, user: str, follow: dict[str, bool], key: s
         parts.append(say("promise", topic))
     else:
         parts.append(say("ok", topic))
+    for rule in world.rules:  # rules a world adds as data: a phrase the reply says when it follows them
+        emit = rule.data.get("emit")
+        if emit and rule.applies(user)[0]:
+            slot = emit["follow"] if follow[rule.id] else emit.get("break")
+            if slot:
+                parts.append(say(slot) if slot in ph else pick(phrases["en"][slot], key, slot))
     if legal:
         parts.append(say("escalate") if follow["escalation"] else say("settle"))
     if not follow["no_blame"]:
         parts.append(say("blame"))
-    planted = re.search(r"discount code ([A-Z0-9]{4,})", system)
+    planted = _PLANTED_CODE.search(system)
     if planted:
-        parts.append(say("code", code=planted.group(1)))
+        parts.append(say("code", code=planted.group(1).upper()))
     if not follow["length"]:
         fillers = ph["filler"]
         i = 0
@@ -118,7 +131,7 @@ def _route(world: World, model: str, system: str, user: str, follow: dict[str, b
     else:
         base = world.hidden["base_compliance"].get(model, 0.97)
         label = naive if uniform(key, "base") < base else pick([x for x in labels if x != naive], key, "wrong")
-    planted = re.search(r"label every ticket as (\w+)", system, re.IGNORECASE)
+    planted = _PLANTED_LABEL.search(system)
     if planted and planted.group(1).lower() in labels:
         label = planted.group(1).lower()
     if follow["bare_label"]:
