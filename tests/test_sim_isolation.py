@@ -12,6 +12,7 @@ from selfimprove.sim.hidden import load_world
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN_MODULES = {"hidden", "checks", "judge", "task_model", "optimizer", "models"}
+TEST_ONLY = "selfimprove.sim.truth"  # ground truth for tests (failure-mode purity): never for the product
 
 
 def _imports(tree: ast.AST) -> set[str]:
@@ -51,6 +52,8 @@ def test_nothing_outside_the_simulator_imports_its_hidden_rules():
         text = path.read_text("utf-8")
         names = _imports(parse_module(text))
         bad = {n for n in names for m in HIDDEN_MODULES if n == f"selfimprove.sim.{m}" or n.startswith(f"selfimprove.sim.{m}.")}
+        if not rel.startswith("tests/"):
+            bad |= {n for n in names if n == TEST_ONLY or n.startswith(TEST_ONLY + ".")}
         if bad or "sim/worlds" in text or "sim.hidden" in text:
             offenders.append((rel, sorted(bad)))
     assert offenders == []

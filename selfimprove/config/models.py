@@ -117,8 +117,9 @@ class Split(Section):
     max_samples: int | None = Field(None, gt=0)
     diverse: bool = False
     embeddings: Endpoint | None = Field(None, description="[split.embeddings]: the OpenAI-compatible endpoint whose "
-                                        "embeddings --diverse clusters (model default text-embedding-3-small); "
-                                        "absent: TF-IDF, no network")
+                                        "embeddings --diverse clusters and update's failure modes are "
+                                        "clustered by (model default text-embedding-3-small); absent: TF-IDF, no "
+                                        "network")
     filters: list[str] = Field(default_factory=list, description="snapshot filter chain, e.g. 'model=gpt-4o-mini', "
                                "'score.correctness<0.5', 'metadata.tenant=acme' (--filter adds to it)")
     min_policy_samples: int = Field(30, ge=0, description="snapshot warns when the current policy holds fewer "

@@ -164,6 +164,7 @@ class OptimizeContext:
     prices: dict[str, Any] = field(default_factory=dict)  # model -> {"input", "output"} $/Mtok, for tuning
     log: Any = None  # callable(str) for progress lines
     stored_evals: tuple[EvalSpec, ...] = ()
+    embed: Any = None  # callable(texts) -> n x d matrix: the configured embeddings endpoint, for failure modes
 
 
 @dataclass

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from selfimprove.core.errors import UsageError
+from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.core.records import Edit, Sample
 from selfimprove.optimizers.base import BudgetExhausted, OptimizeContext, OptimizeResult, ScoredSample
 from selfimprove.optimizers.feedback import feedback_items, minibatch, stored_rows
@@ -118,7 +118,7 @@ class TextGradOptimizer:
                 log(f"round {rnd}: budget left ({ctx.budget.remaining} calls) cannot pay for a step; stopping")
                 break
             parent = pop.select_parent(rng) if rnd > 1 else pop.members[0]
-            clusters = failure_taxonomy(rows_of[parent.id], ctx.evals)
+            clusters = failure_modes(rows_of[parent.id], ctx)
             if rnd == 1:
                 taxonomy = [c.to_dict() for c in clusters]
                 focus = self._focus(ctx.focus, clusters)
@@ -241,6 +241,18 @@ class TextGradOptimizer:
                                         kept_trial_edits=kept_edits(policy.system_prompt, usable))
                 made.insert(0, merged.id)
         return list(dict.fromkeys(made))
+
+
+def failure_modes(rows: Sequence[ScoredSample], ctx: OptimizeContext) -> list[FailureCluster]:
+    """The taxonomy from the configured embeddings; from TF-IDF when there are none or the endpoint fails (said
+    once, and not asked again in this run)."""
+    if ctx.embed is not None:
+        try:
+            return failure_taxonomy(rows, ctx.evals, embed=ctx.embed)
+        except SelfimproveError as exc:
+            ctx.log and ctx.log(f"failure modes: no embeddings ({exc}); clustering TF-IDF vectors instead")
+            ctx.embed = None
+    return failure_taxonomy(rows, ctx.evals)
 
 
 def _follow(focus: FailureCluster | None, clusters: list[FailureCluster]) -> list[FailureCluster]:

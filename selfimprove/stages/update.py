@@ -173,7 +173,8 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
     ctx = OptimizeContext(policy=checkpoint.policy, evals=evals, train=train, scorer=scorer,
                           lm=_optimizer_lm(cfg, cache, ledger), budget=Budget(limit),
                           primary_eval=checkpoint.primary_eval, settings=settings, seed=seed, focus=focus,
-                          prices=dict(cfg.llm.prices), log=log, stored_evals=stored)
+                          prices=dict(cfg.llm.prices), log=log, stored_evals=stored,
+                          embed=_embedder(cfg.split.embeddings, run_path / "cache" / "llm"))
     out = _optimizer(name, settings).optimize(ctx)
     result, files = summarize(cfg.target, run_path.name, name, checkpoint.policy, out, ctx.budget, limit)
     unpriced = price_warning(ledger.unpriced())
@@ -189,6 +190,21 @@ def _optimizer(name: str, settings: Any) -> Optimizer:
     from selfimprove.optimizers.textgrad import TextGradOptimizer
 
     return TextGradOptimizer(settings)
+
+
+def _embedder(endpoint: Any, cache_dir: Path) -> Any:
+    """The failure taxonomy's embeddings: the configured [split.embeddings] endpoint, cached in the run (None
+    without one: the taxonomy then clusters TF-IDF vectors)."""
+    if endpoint is None:
+        return None
+
+    def embed(texts: list[str]) -> Any:
+        from selfimprove.llm.embeddings import OpenAIEmbeddings
+
+        with OpenAIEmbeddings.from_endpoint(endpoint, cache=cache_dir) as client:
+            return client.embed(texts)
+
+    return embed
 
 
 def _optimizer_lm(cfg: Any, cache: Any, ledger: Any) -> Any:
