@@ -106,7 +106,9 @@ def test_a_planted_instruction_relayed_by_a_gullible_critique_never_passes_the_g
         for i in [i for i in range(len(user)) if user.startswith(planted, i)]:
             assert user.rfind("<trace_data>", 0, i) > user.rfind("</trace_data>", 0, i)
     copied = [c for c in result.candidates if planted in c.policy.system_prompt.lower()]
-    assert copied and all(not c.passed_guards for c in copied)
+    stripped = [s for v in result.info.values() for s in v.get("stripped", []) if planted in s["line"].lower()]
+    assert copied or stripped  # the planted line was proposed: stripped from its candidate, or the candidate rejected
+    assert all(not c.passed_guards for c in copied)
     for c in result.candidates:
         if c.passed_guards:
             assert "free100" not in c.policy.system_prompt.lower()

@@ -98,8 +98,16 @@ class Ledger:
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def propose(self, policy: Policy, parent: Policy, parent_id: str | None, update: PolicyUpdate | None,
-                edits: Sequence[Edit], guard_ctx: GuardContext, spend: Spend, **info: Any) -> Candidate:
-        guards: tuple[GuardResult, ...] = run_guards(policy, parent, guard_ctx)
+                edits: Sequence[Edit], guard_ctx: GuardContext, spend: Spend, evidence: Sequence[str] | None = None,
+                **info: Any) -> Candidate:
+        """Guard a proposed policy and record it. With `evidence` (the feedback texts the optimizer was shown),
+        added lines that trace to trace data are stripped first and the rest kept (provenance.py)."""
+        checked: tuple[GuardResult, ...] = ()
+        if evidence is not None:
+            policy, edits, checked, strips = _provenance(policy, parent, edits, guard_ctx, evidence)
+            if strips:
+                info["stripped"] = strips
+        guards: tuple[GuardResult, ...] = run_guards(policy, parent, guard_ctx) + checked
         cand = Candidate(id=candidate_id(policy), policy=policy, parent=parent_id, edits=tuple(edits),
                          rationale=update.reasoning if update else info.pop("rationale", ""), guards=guards,
                          calls=spend.calls, tokens=spend.tokens, cost_usd=round(spend.cost_usd, 6))
@@ -128,6 +136,25 @@ class Ledger:
         member = Member(cand_id, policy, {r.sample_id: r.value(ctx.evals) for r in rows}, round=rnd, parent=parent)
         self.info[cand_id]["val_mean"] = round(member.mean, 6)
         return member, rows
+
+
+def _provenance(policy: Policy, parent: Policy, edits: Sequence[Edit], ctx: GuardContext,
+                evidence: Sequence[str]) -> tuple[Policy, Sequence[Edit], tuple[GuardResult, ...], list[dict]]:
+    """(policy without its untraced lines, the edits that survive, the provenance guard's result, the strips)."""
+    from selfimprove.optimizers.provenance import strip_untraced
+
+    stripped, strips = strip_untraced(policy, parent, ctx, evidence)
+    if not strips:
+        return policy, edits, (GuardResult(name="provenance", passed=True),), []
+    records = [s.to_dict() for s in strips]
+    summary = "; ".join(f"{s.line[:80]!r}: {s.reason}" for s in strips[:3])
+    if stripped.system_prompt.split() == parent.system_prompt.split():  # nothing of the proposal is left
+        return policy, edits, (GuardResult(name="provenance", passed=False,
+                                           reason=f"every added line traces to trace data: {summary}"),), records
+    gone = {" ".join(s.line.lower().split()) for s in strips}
+    kept = [e for e in edits if " ".join(e.instruction.lower().split()) not in gone]
+    return stripped, kept, (GuardResult(name="provenance", passed=True,
+                                        reason=f"stripped {len(strips)} line(s): {summary}"),), records
 
 
 def edits_of(update: PolicyUpdate, prefix: str = "") -> list[Edit]:

@@ -31,7 +31,7 @@ from selfimprove.core.canonical import digest, short
 from selfimprove.core.records import EvalSpec
 from selfimprove.optimizers.base import ScoredSample
 
-_STOP = frozenset(["a", "an", "the", "and", "or", "but", "if", "then", "else", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "which", "who", "whom", "what", "when", "where", "why", "how", "not", "no", "nor", "do", "does", "did", "done", "has", "have", "had", "having", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "i", "you", "he", "she", "we", "they", "them", "their", "our", "your", "my", "me", "us", "his", "her", "reply", "output", "response", "answer", "message", "customer", "user", "model", "assistant", "text", "because", "so", "than", "too", "very", "also", "only", "just", "any", "all", "each", "every", "some", "such", "own", "same", "other", "more", "most", "into", "about", "over", "under", "again", "further", "once", "both", "few", "much", "yet"])
+STOPWORDS = frozenset(["a", "an", "the", "and", "or", "but", "if", "then", "else", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "which", "who", "whom", "what", "when", "where", "why", "how", "not", "no", "nor", "do", "does", "did", "done", "has", "have", "had", "having", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "i", "you", "he", "she", "we", "they", "them", "their", "our", "your", "my", "me", "us", "his", "her", "reply", "output", "response", "answer", "message", "customer", "user", "model", "assistant", "text", "because", "so", "than", "too", "very", "also", "only", "just", "any", "all", "each", "every", "some", "such", "own", "same", "other", "more", "most", "into", "about", "over", "under", "again", "further", "once", "both", "few", "much", "yet"])
 _WORD = re.compile(r"[a-zA-Z][a-zA-Z'-]+")
 _QUOTED = re.compile(r"'[^'\n]{3,}?'(?=[\s).,;:]|$)|\"[^\"\n]{3,}?\"|“[^”\n]*”")
 _NUMBER = re.compile(r"#?\d[\d.,:/-]*")
@@ -64,7 +64,7 @@ def mask(text: str) -> str:
 
 def _content(text: str) -> list[str]:
     words = [w.lower().strip("'-") for w in _WORD.findall(mask(text))]
-    return [w for w in words if w not in _STOP and len(w) > 2]
+    return [w for w in words if w not in STOPWORDS and len(w) > 2]
 
 
 def statements(explanation: str) -> list[str]:

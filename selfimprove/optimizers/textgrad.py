@@ -219,7 +219,7 @@ class TextGradOptimizer:
                 continue
             policy = parent.policy.model_copy(update={"system_prompt": update.new_system_prompt})
             cand = ledger.propose(policy, parent.policy, parent.id, update, edits_of(update), gctx, spend,
-                                  role="trial", round=rnd, trial=t + 1, magnitude=magnitude,
+                                  evidence=_evidence(items), role="trial", round=rnd, trial=t + 1, magnitude=magnitude,
                                   focus=focus.id if focus else None, feedback=[i["sample_id"] for i in items],
                                   **({"critiqued": sum(1 for i in items if "critique" in i)} if critic else {}))
             trial_out.append({"edits": cand.edits, "feedback": items, "id": cand.id})
@@ -236,11 +236,17 @@ class TextGradOptimizer:
             if update is not None:
                 policy = parent.policy.model_copy(update={"system_prompt": update.new_system_prompt})
                 merged = ledger.propose(policy, parent.policy, parent.id, update, edits_of(update), gctx, spend,
+                                        evidence=[x for t in usable for x in _evidence(t["feedback"])],
                                         role="merge", round=rnd, magnitude=magnitude,
                                         trials=[t["id"] for t in usable],
                                         kept_trial_edits=kept_edits(policy.system_prompt, usable))
                 made.insert(0, merged.id)
         return list(dict.fromkeys(made))
+
+
+def _evidence(items: Sequence[dict[str, Any]]) -> list[str]:
+    """The feedback an update was shown: the judges' explanations and labels of its feedback items."""
+    return [f"{label} {expl}" for it in items for _, label, expl in it["verdicts"]]
 
 
 def failure_modes(rows: Sequence[ScoredSample], ctx: OptimizeContext) -> list[FailureCluster]:

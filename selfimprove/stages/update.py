@@ -32,6 +32,7 @@ class CandidateRow(BaseModel):
     round: int = 0
     passed_guards: bool
     rejected_by: list[str] = Field(default_factory=list)
+    stripped: list[dict[str, str]] = Field(default_factory=list)  # added lines removed as traced to trace data
     val_mean: float | None = None
     edits: list[dict[str, str]] = Field(default_factory=list)
     chars: int
@@ -239,6 +240,7 @@ def summarize(target: str, run_id: str, name: str, seed_policy: Any, out: Any, b
         rows.append(CandidateRow(
             id=c.id, parent=c.parent, role=str(info.get("role", name)), round=int(info.get("round") or 0),
             passed_guards=c.passed_guards, rejected_by=[f"{g.name}: {g.reason}" for g in c.guards if not g.passed],
+            stripped=list(info.get("stripped", [])),
             val_mean=out.val_scores.get(c.id), edits=[e.model_dump() for e in c.edits],
             chars=len(c.policy.system_prompt), change=change_ratio(parent, c.policy), calls=c.calls, diff=diff))
     best_mean = out.val_scores.get(out.best) if out.best else None
