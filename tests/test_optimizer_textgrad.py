@@ -124,6 +124,23 @@ def test_a_paraphrased_planted_instruction_is_stripped_and_the_rest_of_the_candi
     assert result.best is not None and result.val_scores[result.best] > result.val_scores[seed_id] + 0.1
 
 
+def test_a_guardrail_eval_never_regresses_and_the_trade_off_is_explained(support):
+    """support's length fix costs tone (empathy): with tone as a guardrail and style weighted up, every incumbent
+    change keeps tone within one standard error of the incumbent before it, and the pick says why it won."""
+    server, train = support
+    ctx = context(server, train, 400, guardrails=("tone",), weights={"style": 2.0})
+    result = TextGradOptimizer(SearchSettings(trials=3, rounds=4, minibatch=8, val_size=16)).optimize(ctx)
+    assert result.best is not None
+    info = result.info[result.best]
+    assert info["trade_off"].startswith("accepted: the weighted reward rose")
+    assert "tone" in info["trade_off"] and "guardrail" in info["trade_off"] and "weight 2" in info["trade_off"]
+    seed = next(v for v in result.info.values() if v["role"] == "seed")
+    assert info["val_evals"]["tone"] >= seed["val_evals"]["tone"] - 0.25, (info["val_evals"], seed["val_evals"])
+    for v in result.info.values():
+        for blocked in v.get("blocked_by_guardrails", []):
+            assert blocked.startswith("tone -")
+
+
 def test_focus_targets_one_failure_cluster_and_an_unknown_one_is_refused(support):
     server, train = support
     first = TextGradOptimizer(SearchSettings(trials=2, rounds=1, minibatch=6, val_size=8)).optimize(

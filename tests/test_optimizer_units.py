@@ -143,3 +143,31 @@ def test_incumbent_changes_only_beyond_z_standard_errors():
     assert pop.improves(lucky, base, 0) and not pop.improves(noisy, base, 0)  # z = 0: any gain counts
     assert not pop.improves(base, base, 0) and pop.not_worse(base, base, 1) and pop.not_worse(noisy, base, 1)
     assert not pop.not_worse(base, real, 1)
+
+
+def test_weighted_reward_and_guardrail_regressions_and_the_eval_front():
+    from selfimprove.core.scores import reward
+
+    specs = (EvalSpec(name="a"), EvalSpec(name="b"))
+    assert reward({"a": 1.0, "b": 0.0}, specs) == pytest.approx(0.5)
+    assert reward({"a": 1.0, "b": 0.0}, specs, {"a": 3.0}) == pytest.approx(0.75)
+    assert reward({"a": 1.0, "b": 0.0}, specs, {"a": 0.0, "b": 0.0}) == 0.0
+    ids = [f"s{i}" for i in range(8)]
+    pop = Population(ids, capacity=4)
+
+    def member(name, a, b, chars=10):
+        return Member(name, P, {i: (a[k] + b[k]) / 2 for k, i in enumerate(ids)}, chars=chars,
+                      by_eval={"a": dict(zip(ids, a, strict=True)), "b": dict(zip(ids, b, strict=True))})
+
+    seed = member("seed", [0] * 8, [1] * 8)
+    trader = member("trader", [1] * 8, [1, 1, 1, 1, 0, 0, 0, 0])  # +1 on a, -0.5 on b: a better mean
+    careful = member("careful", [1, 1, 1, 1, 0, 0, 0, 0], [1] * 8)
+    assert pop.improves(trader, seed) and pop.improves(careful, seed)
+    assert pop.regressions(trader, seed, ["b"]) == ["b -0.500 (se 0.189)"]
+    assert pop.regressions(careful, seed, ["b"]) == [] and pop.regressions(trader, seed, []) == []
+    one_off = member("one-off", [1] * 8, [1, 1, 1, 1, 1, 1, 1, 0])  # a drop within one standard error
+    assert pop.regressions(one_off, seed, ["b"]) == []
+    for m in (seed, trader, careful, member("long", [1] * 8, [1, 1, 1, 1, 0, 0, 0, 0], chars=99)):
+        pop.add(m)
+    # seed: dominated by careful; long: by trader (the same scores at a higher cost)
+    assert {m.id for m in pop.eval_front()} == {"trader", "careful"}

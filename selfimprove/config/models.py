@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    field_validator,
+    model_validator,
+)
 
 from selfimprove.core.secrets import is_env_var_name
 
@@ -140,6 +148,11 @@ class Update(Section):
     tune_temperature: bool = False
     allow_output_contract_change: bool = False
     critique: bool = Field(False, description="one generated critique per minibatch sample before each update")
+    weights: dict[str, NonNegativeFloat] = Field(default_factory=dict, description="eval -> weight (>= 0) in the optimizer's "
+                                      "reward; an eval not named weighs 1")
+    guardrails: list[str] = Field(default_factory=list, description="evals a candidate may not regress on to become "
+                                  "the incumbent (a paired drop of more than one standard error on validation), "
+                                  "whatever it gains elsewhere")
 
 
 class Evaluate(Section):

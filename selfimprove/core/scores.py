@@ -55,9 +55,12 @@ def normalize_or_worst(score: float | None, spec: EvalSpec) -> float:
     return MISSING_REWARD if value is None else value
 
 
-def reward(scores: Mapping[str, float | None], evals: Sequence[EvalSpec]) -> float:
+def reward(scores: Mapping[str, float | None], evals: Sequence[EvalSpec],
+           weights: Mapping[str, float] | None = None) -> float:
     """The optimizer's per-sample reward: the mean over `evals` of the normalised score, a missing one counted
-    as 0. `scores` maps eval name -> raw score (absent = missing). 0.0 with no eval."""
-    if not evals:
+    as 0, weighted by `weights` (eval name -> weight >= 0; an eval not named weighs 1). `scores` maps eval name
+    -> raw score (absent = missing). 0.0 with no eval or no weight."""
+    w = [1.0 if weights is None else float(weights.get(spec.name, 1.0)) for spec in evals]
+    if not evals or sum(w) <= 0:
         return 0.0
-    return sum(normalize_or_worst(scores.get(spec.name), spec) for spec in evals) / len(evals)
+    return sum(wi * normalize_or_worst(scores.get(spec.name), spec) for wi, spec in zip(w, evals, strict=True)) / sum(w)

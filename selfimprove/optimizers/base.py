@@ -88,12 +88,12 @@ class ScoredSample:
     verdicts: dict[str, Verdict]
     error: str | None = None
 
-    def value(self, evals: Sequence[EvalSpec]) -> float:
-        """The sample's reward in [0, 1] (core.scores.reward: normalised scores averaged over evals, a missing
-        verdict counted as 0, so a candidate never gains by making calls fail)."""
+    def value(self, evals: Sequence[EvalSpec], weights: dict[str, float] | None = None) -> float:
+        """The sample's reward in [0, 1] (core.scores.reward: normalised scores averaged over evals with their
+        weights, a missing verdict counted as 0, so a candidate never gains by making calls fail)."""
         from selfimprove.core.scores import reward
 
-        return reward({name: v.score for name, v in self.verdicts.items()}, evals)
+        return reward({name: v.score for name, v in self.verdicts.items()}, evals, weights)
 
     def failed_evals(self, evals: Sequence[EvalSpec], stored: Sequence[EvalSpec] = ()) -> list[str]:
         """Names of the evals this sample did not fully pass (a missing verdict counts as failed), then the
@@ -165,6 +165,8 @@ class OptimizeContext:
     log: Any = None  # callable(str) for progress lines
     stored_evals: tuple[EvalSpec, ...] = ()
     embed: Any = None  # callable(texts) -> n x d matrix: the configured embeddings endpoint, for failure modes
+    weights: dict[str, float] = field(default_factory=dict)  # eval -> weight in the reward (absent: 1)
+    guardrails: tuple[str, ...] = ()  # evals a new incumbent may not regress on (search.Population.regressions)
 
 
 @dataclass

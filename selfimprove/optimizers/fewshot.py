@@ -86,7 +86,7 @@ def try_fewshot(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop: P
     except BudgetExhausted:
         log("few-shot: no budget left to validate demonstrations")
         return best
-    won = pop.improves(member, best, z)
+    won = pop.improves(member, best, z) and not pop.regressions(member, best, ctx.guardrails)
     ledger.info[cand.id]["won"] = won
     log(f"few-shot: {cand.id} validation mean {member.mean:.3f} vs {best.mean:.3f}: {'kept' if won else 'dropped'}")
     if won:

@@ -5,10 +5,13 @@ least one sample and no other member dominates it (at least as good everywhere, 
 drawn from the front with probability proportional to the number of samples they are best on, so a candidate that
 alone fixes a hard case keeps a chance to be refined even when its mean is not the highest.
 
-The *incumbent* (the result) changes only when a member beats it on the paired per-sample differences by more
-than `z` standard errors (`improves`). The default z = 0 (any gain) measured best on the simulator's worlds
-(benchmarks/bench_optimizer.py: mean held-out 0.864 at z = 0, 0.849 at z = 1, lower at 1.645): a real fix of a
-rare case moves one or two validation samples, and a stricter z blocks it; raise z for a noisy task.
+Parents come from that front and from the *eval front*: members no other dominates on (each eval's mean, prompt
+length), so a candidate that trades one eval for another stays available. The *incumbent* (the result) changes only
+when a member beats it on the paired per-sample differences of the (weighted) reward by more than `z` standard
+errors (`improves`) and regresses on no guardrail eval (`regressions`). The default z = 0 (any gain) measured best
+on the simulator's worlds (benchmarks/bench_optimizer.py: mean held-out 0.864 at z = 0, 0.849 at z = 1, lower at
+1.645): a real fix of a rare case moves one or two validation samples, and a stricter z blocks it; raise z for a
+noisy task.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from selfimprove.core.records import Policy
 
 ACCEPT_Z = 0.0
+GUARD_Z = 1.0  # a guardrail eval blocks a new incumbent when it drops by more than one standard error
 
 
 @dataclass
@@ -31,6 +35,11 @@ class Member:
     round: int = 0
     parent: str | None = None
     children: int = field(default=0)
+    by_eval: dict[str, dict[str, float]] = field(default_factory=dict)  # eval -> sample_id -> normalised score
+    chars: int = 0  # the system prompt's length: the cost objective of the eval front
+
+    def eval_means(self) -> dict[str, float]:
+        return {name: sum(v.values()) / len(v) if v else 0.0 for name, v in self.by_eval.items()}
 
     @property
     def mean(self) -> float:
@@ -61,9 +70,12 @@ class Population:
             # drop off-front members first (they are best nowhere, or dominated), the lowest mean first
             self.members.remove(min(self.members[1:], key=lambda m: (m.id in on_front, m.mean, -m.round)))
 
-    def paired(self, a: Member, b: Member) -> tuple[float, float]:
-        """(mean, standard error) of the per-sample differences a - b on the validation samples."""
-        d = [a.scores.get(i, 0.0) - b.scores.get(i, 0.0) for i in self.sample_ids]
+    def paired(self, a: Member, b: Member, eval_name: str | None = None) -> tuple[float, float]:
+        """(mean, standard error) of the per-sample differences a - b on the validation samples (of the aggregate
+        reward, or of one eval's normalised score)."""
+        sa, sb = (a.scores, b.scores) if eval_name is None else (a.by_eval.get(eval_name, {}),
+                                                                  b.by_eval.get(eval_name, {}))
+        d = [sa.get(i, 0.0) - sb.get(i, 0.0) for i in self.sample_ids]
         if not d:
             return 0.0, 0.0
         mean = sum(d) / len(d)
@@ -75,6 +87,16 @@ class Population:
         single-sample gain is exactly one standard error)."""
         mean, se = self.paired(a, b)
         return mean > 0 and mean > z * se
+
+    def regressions(self, a: Member, b: Member, guardrails: Sequence[str], z: float = GUARD_Z) -> list[str]:
+        """The guardrail evals on which `a` is worse than `b` by more than `z` standard errors of the paired
+        difference, each as 'name -0.125 (se 0.06)'."""
+        out = []
+        for name in guardrails:
+            mean, se = self.paired(a, b, name)
+            if mean < 0 and -mean > z * se:
+                out.append(f"{name} {mean:+.3f} (se {se:.3f})")
+        return out
 
     def not_worse(self, a: Member, b: Member, z: float = ACCEPT_Z) -> bool:
         mean, se = self.paired(a, b)
@@ -101,8 +123,22 @@ class Population:
         on = [m for m in self.members if wins[m.id] > 0]
         return [m for m in on if not any(_dominates(o, m, self.sample_ids) for o in on if o is not m)]
 
+    def eval_front(self) -> list[Member]:
+        """Members no other member dominates on the objectives (each eval's validation mean, and prompt length as
+        the cost): the trade-offs between evals a parent may be drawn from."""
+        def objectives(m: Member) -> tuple[float, ...]:
+            return (*(v for _, v in sorted(m.eval_means().items())), -float(m.chars))
+
+        obj = {m.id: objectives(m) for m in self.members}
+        def dominated(m: Member) -> bool:
+            return any(all(x >= y for x, y in zip(obj[o.id], obj[m.id], strict=True)) and obj[o.id] != obj[m.id]
+                       for o in self.members if o is not m)
+        return [m for m in self.members if not dominated(m)]
+
     def select_parent(self, rng: random.Random) -> Member:
-        front = self.front() or [self.best()]
+        """A parent from the per-sample front and the eval front, in proportion to the samples it is best on."""
+        ids = {m.id for m in self.front()} | {m.id for m in self.eval_front() if m.by_eval}
+        front = [m for m in self.members if m.id in ids] or [self.best()]
         wins = self.wins()
         weights = [max(wins[m.id], 1) for m in front]
         return rng.choices(front, weights=weights, k=1)[0]

@@ -133,9 +133,22 @@ class Ledger:
         policy, spend = self.candidates[cand_id].policy, Spend()
         rows = score(ctx.scorer, ctx.budget, policy, val, spend).rows
         self.charge(cand_id, spend)
-        member = Member(cand_id, policy, {r.sample_id: r.value(ctx.evals) for r in rows}, round=rnd, parent=parent)
+        member = make_member(cand_id, policy, rows, ctx, rnd=rnd, parent=parent)
         self.info[cand_id]["val_mean"] = round(member.mean, 6)
+        self.info[cand_id]["val_evals"] = {k: round(v, 6) for k, v in member.eval_means().items()}
         return member, rows
+
+
+def make_member(cand_id: str, policy: Policy, rows: Sequence[ScoredSample], ctx: OptimizeContext, *, rnd: int = 0,
+                parent: str | None = None) -> Member:
+    """A population member from its validation rows: the weighted reward per sample, and each eval's normalised
+    score per sample (for the guardrails and the eval front)."""
+    from selfimprove.core.scores import normalize_or_worst
+
+    by_eval = {spec.name: {r.sample_id: normalize_or_worst(r.verdicts[spec.name].score if spec.name in r.verdicts
+                                                           else None, spec) for r in rows} for spec in ctx.evals}
+    return Member(cand_id, policy, {r.sample_id: r.value(ctx.evals, ctx.weights) for r in rows}, round=rnd,
+                  parent=parent, by_eval=by_eval, chars=len(policy.system_prompt))
 
 
 def _provenance(policy: Policy, parent: Policy, edits: Sequence[Edit], ctx: GuardContext,
@@ -162,4 +175,5 @@ def edits_of(update: PolicyUpdate, prefix: str = "") -> list[Edit]:
             for e in update.edits if e.instruction.strip()]
 
 
-__all__ = ["BudgetExhausted", "Ledger", "Spend", "ask_update", "call_lm", "candidate_id", "edits_of", "score"]
+__all__ = ["BudgetExhausted", "Ledger", "Spend", "ask_update", "call_lm", "candidate_id", "edits_of",
+           "make_member", "score"]

@@ -32,7 +32,7 @@ from selfimprove.optimizers.feedback import feedback_items, minibatch, stored_ro
 from selfimprove.optimizers.guards import GuardContext, length_cap, trace_input_texts
 from selfimprove.optimizers.metaprompt import MAGNITUDES, merge_messages, update_messages
 from selfimprove.optimizers.search import Member, Population
-from selfimprove.optimizers.steps import Ledger, Spend, ask_update, candidate_id, edits_of, score
+from selfimprove.optimizers.steps import Ledger, Spend, ask_update, candidate_id, edits_of, make_member, score
 from selfimprove.optimizers.taxonomy import FailureCluster, failure_taxonomy
 
 
@@ -99,7 +99,7 @@ class TextGradOptimizer:
                              f"on the validation slice ({need} calls), let alone a candidate",
                              hint=f"raise --max-calls (at least {2 * need + self.s.trials + 1} for one step)") from None
         pop = Population([x.sample_id for x in val], capacity=s.population)
-        pop.add(Member(seed_id, ctx.policy, self._values(seed_rows, ctx), round=0))
+        pop.add(make_member(seed_id, ctx.policy, seed_rows, ctx))
         incumbent = pop.members[0]
         rows_of: dict[str, list[ScoredSample]] = {seed_id: stored_rows(pool, ctx.evals + ctx.stored_evals)
                                                             + seed_rows}
@@ -138,9 +138,14 @@ class TextGradOptimizer:
                 rows_of[cand_id] = rows
                 scored = member
                 break
-            if scored is not None and pop.improves(scored, incumbent, s.accept_z):
+            blocked = pop.regressions(scored, incumbent, ctx.guardrails) if scored is not None else []
+            if scored is not None and pop.improves(scored, incumbent, s.accept_z) and not blocked:
+                ledger.info[scored.id]["trade_off"] = trade_off(pop, scored, incumbent, ctx)
                 incumbent, stall = scored, 0
             else:
+                if blocked:
+                    ledger.info[scored.id]["blocked_by_guardrails"] = blocked
+                    log(f"round {rnd}: {scored.id} not adopted: guardrail regression {'; '.join(blocked)}")
                 stall += 1
             history.append({"round": rnd, "parent": parent.id, "magnitude": magnitude, "temperature": temperature,
                             "trials": trials, "candidates": made, "scored": scored.id if scored else None,
@@ -157,7 +162,8 @@ class TextGradOptimizer:
             incumbent = try_fewshot(ctx, ledger, gctx, pop, incumbent, val, rows_of, s.fewshot, log, s.accept_z)
         if s.allowed_models or s.tune_temperature:
             incumbent = try_parameters(ctx, ledger, gctx, pop, incumbent, val, s, log)
-        seed_info = {"role": "seed", "round": 0, "val_mean": round(pop.members[0].mean, 6)}
+        seed_info = {"role": "seed", "round": 0, "val_mean": round(pop.members[0].mean, 6),
+                     "val_evals": {k: round(v, 6) for k, v in pop.members[0].eval_means().items()}}
         best = incumbent
         return OptimizeResult(candidates=list(ledger.candidates.values()), best=best.id if best.id != seed_id else None,
                               val_scores={m.id: round(m.mean, 6) for m in pop.members} | {
@@ -175,10 +181,6 @@ class TextGradOptimizer:
         known = ", ".join(f"{c.id} ({c.eval}, {c.count})" for c in clusters[:10]) or "none"
         raise UsageError(f"no failure cluster {focus_id!r} in this checkpoint's taxonomy",
                          hint=f"clusters: {known}")
-
-    @staticmethod
-    def _values(rows: Sequence[ScoredSample], ctx: OptimizeContext) -> dict[str, float]:
-        return {r.sample_id: r.value(ctx.evals) for r in rows}
 
     def _affordable_trials(self, ctx: OptimizeContext, n_val: int) -> int:
         """How many trials this round can pay for, leaving room for the merge and one validation pass."""
@@ -242,6 +244,22 @@ class TextGradOptimizer:
                                         kept_trial_edits=kept_edits(policy.system_prompt, usable))
                 made.insert(0, merged.id)
         return list(dict.fromkeys(made))
+
+
+def trade_off(pop: Population, new: Member, old: Member, ctx: OptimizeContext) -> str:
+    """Why `new` replaced `old`, in words: each eval's paired change on validation, with its weight and whether it
+    is a guardrail, and the weighted reward's change."""
+    parts = []
+    for spec in ctx.evals:
+        mean, se = pop.paired(new, old, spec.name)
+        tags = [f"weight {ctx.weights.get(spec.name, 1.0):g}"] + (["guardrail"] if spec.name in ctx.guardrails else [])
+        parts.append(f"{spec.name} {mean:+.3f} (se {se:.3f}; {', '.join(tags)})")
+    total, se = pop.paired(new, old)
+    lost = [spec.name for spec in ctx.evals if pop.paired(new, old, spec.name)[0] < 0]
+    verdict = (f"accepted: the weighted reward rose {total:+.3f} (se {se:.3f})"
+               + (f" although {', '.join(lost)} fell" if lost else "")
+               + ("; no guardrail fell beyond one standard error" if ctx.guardrails else ""))
+    return f"{verdict}. Per eval: " + "; ".join(parts)
 
 
 def _evidence(items: Sequence[dict[str, Any]]) -> list[str]:

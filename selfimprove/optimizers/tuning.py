@@ -62,7 +62,8 @@ def try_parameters(ctx: OptimizeContext, ledger: Ledger, gctx: GuardContext, pop
         ref = winner or best
         cheaper = (unit_price(ctx.prices, policy.model) or 0.0) < (unit_price(ctx.prices, ref.policy.model) or 0.0)
         z = getattr(settings, "accept_z", 0.0)
-        if pop.improves(member, ref, z) or (cheaper and pop.not_worse(member, ref, max(z, 1.0))):
+        if not pop.regressions(member, ref, ctx.guardrails) and (
+                pop.improves(member, ref, z) or (cheaper and pop.not_worse(member, ref, max(z, 1.0)))):
             winner = member
         log(f"tuning: {edit.instruction}: validation mean {member.mean:.3f}")
     if winner is not None:

@@ -54,6 +54,7 @@ class UpdateResult(BaseModel):
     seed_val_mean: float | None = None
     best_val_mean: float | None = None
     val_samples: int = 0
+    trade_off: str | None = None  # why the best replaced the incumbent before it, eval by eval (weights, guardrails)
     candidates: list[CandidateRow]
     taxonomy: list[dict[str, Any]] = Field(default_factory=list)
     history: list[dict[str, Any]] = Field(default_factory=list)
@@ -171,11 +172,17 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
     if not evals:
         raise UsageError("none of the checkpoint's evals can be replayed offline",
                          hint="update needs at least one LLM or registered code eval")
+    known = {e.name for e in evals}
+    unknown = sorted((set(cfg.update.weights) | set(cfg.update.guardrails)) - known)
+    if unknown:
+        raise UsageError(f"update.weights/guardrails name evals this update does not replay: {', '.join(unknown)}",
+                         hint=f"replayed evals: {', '.join(sorted(known))}")
     ctx = OptimizeContext(policy=checkpoint.policy, evals=evals, train=train, scorer=scorer,
                           lm=_optimizer_lm(cfg, cache, ledger), budget=Budget(limit),
                           primary_eval=checkpoint.primary_eval, settings=settings, seed=seed, focus=focus,
                           prices=dict(cfg.llm.prices), log=log, stored_evals=stored,
-                          embed=_embedder(cfg.split.embeddings, run_path / "cache" / "llm"))
+                          embed=_embedder(cfg.split.embeddings, run_path / "cache" / "llm"),
+                          weights=dict(cfg.update.weights), guardrails=tuple(cfg.update.guardrails))
     out = _optimizer(name, settings).optimize(ctx)
     result, files = summarize(cfg.target, run_path.name, name, checkpoint.policy, out, ctx.budget, limit)
     unpriced = price_warning(ledger.unpriced())
@@ -246,7 +253,8 @@ def summarize(target: str, run_id: str, name: str, seed_policy: Any, out: Any, b
     best_mean = out.val_scores.get(out.best) if out.best else None
     result = UpdateResult(target=target, run=run_id, optimizer=name, seed=seed_id, best=out.best,
                           seed_val_mean=out.val_scores.get(seed_id), best_val_mean=best_mean,
-                          val_samples=len(out.val_ids), candidates=rows, taxonomy=out.taxonomy, history=out.history,
+                          val_samples=len(out.val_ids), candidates=rows,
+                          trade_off=out.info.get(out.best, {}).get("trade_off") if out.best else None, taxonomy=out.taxonomy, history=out.history,
                           calls=budget.used, max_calls=limit, tokens=budget.tokens,
                           cost_usd=round(budget.cost_usd, 6))
     return result, files

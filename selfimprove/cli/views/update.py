@@ -44,5 +44,7 @@ def render_update(console: Any, result: Any) -> None:
            f"validation samples)" if result.best and result.best_val_mean is not None else "none better than the seed"
     console.print(f"\nbest: {best}; {result.calls}/{result.max_calls} calls, {result.tokens} tokens, "
                   f"${result.cost_usd:.4f}; next: `selfimprove evaluate`", markup=False)
+    if result.trade_off:
+        console.print(f"trade-off: {result.trade_off}", markup=False)
     for warning in result.warnings:
         console.print(f"warning: {warning}", markup=False, style="yellow")
