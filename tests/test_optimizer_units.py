@@ -171,3 +171,46 @@ def test_weighted_reward_and_guardrail_regressions_and_the_eval_front():
         pop.add(m)
     # seed: dominated by careful; long: by trader (the same scores at a higher cost)
     assert {m.id for m in pop.eval_front()} == {"trader", "careful"}
+
+
+class TableScorer:
+    """A Scorer whose outputs are a fixed table: (prompt, sample id) -> every eval passes or fails."""
+
+    calls_per_sample = 1 + len(EVALS)
+
+    def __init__(self, table):
+        self.table = table
+
+    def score(self, policy, samples):
+        from selfimprove.optimizers.base import ScoreBatch
+
+        rows = []
+        for s in samples:
+            ok = self.table[(policy.system_prompt, s.sample_id)]
+            rows.append(ScoredSample(s.sample_id, s.history, "out", {e.name: Verdict(1.0 if ok else 0.0)
+                                                                      for e in EVALS}))
+        return ScoreBatch(rows=rows, calls=self.calls_per_sample * len(samples))
+
+
+def test_the_drift_check_keeps_the_earlier_incumbent_when_fresh_samples_say_it_is_better():
+    from selfimprove.core.records import Sample
+    from selfimprove.optimizers.base import OptimizeContext
+    from selfimprove.optimizers.drift import check_cost, check_slice, confirm_final
+
+    pool = [Sample(sample_id=f"p{i:02d}", span_id="x", trace_id="t", history=(Message(role="user", content="q"),))
+            for i in range(30)]
+    check = check_slice(pool, 12, seed=0)
+    assert len(check) == 10 and check == check_slice(list(reversed(pool)), 12, seed=0)  # a third of the pool
+    lucky, earlier = P.model_copy(update={"system_prompt": "lucky"}), P.model_copy(update={"system_prompt": "solid"})
+    table = {("lucky", s.sample_id): i < 3 for i, s in enumerate(check)} | {("solid", s.sample_id): i < 8
+                                                                            for i, s in enumerate(check)}
+    val = [f"v{i}" for i in range(8)]
+    final = Member("lucky", lucky, {v: 1.0 for v in val})  # won validation 8/8 ...
+    previous = Member("solid", earlier, {v: 1.0 if i < 7 else 0.0 for i, v in enumerate(val)})  # ... against 7/8
+    ctx = OptimizeContext(policy=P, evals=EVALS, train=[], scorer=TableScorer(table), lm=None, budget=Budget(100))
+    pick, record = confirm_final(ctx, final, previous, check, lambda msg: None)
+    assert pick is previous and record["kept"] == "solid" and ctx.budget.used == check_cost(ctx, check) == 60
+    table.update({("lucky", s.sample_id): True for s in check})  # when the fresh samples agree, the final stands
+    assert confirm_final(ctx, final, previous, check, lambda msg: None)[0] is final
+    poor = OptimizeContext(policy=P, evals=EVALS, train=[], scorer=TableScorer(table), lm=None, budget=Budget(40))
+    assert confirm_final(poor, final, previous, check, lambda msg: None) == (final, {"skipped": "budget"})

@@ -28,6 +28,7 @@ from typing import Any
 from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.core.records import Edit, Sample
 from selfimprove.optimizers.base import BudgetExhausted, OptimizeContext, OptimizeResult, ScoredSample
+from selfimprove.optimizers.drift import check_cost, check_slice, confirm_final
 from selfimprove.optimizers.feedback import feedback_items, minibatch, stored_rows
 from selfimprove.optimizers.guards import GuardContext, length_cap, trace_input_texts
 from selfimprove.optimizers.metaprompt import MAGNITUDES, merge_messages, update_messages
@@ -52,6 +53,7 @@ class SearchSettings:
     fewshot: int = 0
     accept_z: float = 0.0  # the incumbent changes when a candidate beats it by > accept_z standard errors
     critique: bool = False  # one generated critique per minibatch sample before each update (critique.py)
+    check_size: int = 12  # fresh train samples the final incumbent is re-checked on against the one before (drift.py)
 
     @classmethod
     def from_config(cls, update: Any, **overrides: Any) -> SearchSettings:
@@ -104,7 +106,8 @@ class TextGradOptimizer:
         rows_of: dict[str, list[ScoredSample]] = {seed_id: stored_rows(pool, ctx.evals + ctx.stored_evals)
                                                             + seed_rows}
         log(f"seed {seed_id}: validation mean {pop.members[0].mean:.3f} on {len(val)} samples")
-        stall, taxonomy, focus = 0, [], None
+        stall, taxonomy, focus, changes = 0, [], None, [incumbent]
+        check = check_slice(pool, s.check_size, ctx.seed)
         critic = None
         if s.critique:
             from selfimprove.optimizers.critique import Critic
@@ -113,7 +116,7 @@ class TextGradOptimizer:
         for rnd in range(1, s.rounds + 1):
             magnitude = MAGNITUDES[min(stall, len(MAGNITUDES) - 1)]
             temperature = s.temperature + 0.15 * stall
-            trials = self._affordable_trials(ctx, len(val))
+            trials = self._affordable_trials(ctx, len(val), check_cost(ctx, check) if len(changes) > 1 else 0)
             if trials == 0:
                 log(f"round {rnd}: budget left ({ctx.budget.remaining} calls) cannot pay for a step; stopping")
                 break
@@ -142,6 +145,7 @@ class TextGradOptimizer:
             if scored is not None and pop.improves(scored, incumbent, s.accept_z) and not blocked:
                 ledger.info[scored.id]["trade_off"] = trade_off(pop, scored, incumbent, ctx)
                 incumbent, stall = scored, 0
+                changes.append(incumbent)
             else:
                 if blocked:
                     ledger.info[scored.id]["blocked_by_guardrails"] = blocked
@@ -155,6 +159,8 @@ class TextGradOptimizer:
                            | ({"critiques": critic.count(), "critique_calls": critic.calls} if critic else {}))
             log(f"round {rnd}: parent {parent.id}, {len(made)} candidate(s), best {incumbent.id} "
                 f"({incumbent.mean:.3f}), {ctx.budget.used}/{ctx.budget.max_calls} calls")
+        if len(changes) > 1 and check:
+            incumbent, history[-1]["drift_check"] = confirm_final(ctx, changes[-1], changes[-2], check, log)
         from selfimprove.optimizers.fewshot import try_fewshot
         from selfimprove.optimizers.tuning import try_parameters
 
@@ -182,11 +188,11 @@ class TextGradOptimizer:
         raise UsageError(f"no failure cluster {focus_id!r} in this checkpoint's taxonomy",
                          hint=f"clusters: {known}")
 
-    def _affordable_trials(self, ctx: OptimizeContext, n_val: int) -> int:
-        """How many trials this round can pay for, leaving room for the merge and one validation pass."""
+    def _affordable_trials(self, ctx: OptimizeContext, n_val: int, keep: int = 0) -> int:
+        """How many trials this round can pay for, leaving room for the merge, one validation pass and `keep`."""
         scoring = ctx.scorer.calls_per_sample * n_val
         for trials in range(self.s.trials, 0, -1):
-            if ctx.budget.can_afford(trials + (1 if trials > 1 else 0) + scoring):
+            if ctx.budget.can_afford(trials + (1 if trials > 1 else 0) + scoring + keep):
                 return trials
         return 0
 

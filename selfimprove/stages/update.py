@@ -254,7 +254,8 @@ def summarize(target: str, run_id: str, name: str, seed_policy: Any, out: Any, b
     result = UpdateResult(target=target, run=run_id, optimizer=name, seed=seed_id, best=out.best,
                           seed_val_mean=out.val_scores.get(seed_id), best_val_mean=best_mean,
                           val_samples=len(out.val_ids), candidates=rows,
-                          trade_off=out.info.get(out.best, {}).get("trade_off") if out.best else None, taxonomy=out.taxonomy, history=out.history,
+                          trade_off=out.info.get(out.best, {}).get("trade_off") if out.best else None,
+                          taxonomy=out.taxonomy, history=out.history,
                           calls=budget.used, max_calls=limit, tokens=budget.tokens,
                           cost_usd=round(budget.cost_usd, 6))
     return result, files
