@@ -49,6 +49,8 @@ seed = 0
 trials = 3                          # minibatches per step, merged into one candidate
 max_calls = 400                     # LLM-call budget of one update
 constitution = []                   # lines every candidate must keep verbatim
+# weights = {{ policy_compliance = 2 }} # eval -> weight in the optimizer's reward (absent: 1)
+# guardrails = ["tone"]             # evals a new incumbent may not regress on, whatever it gains elsewhere
 
 [evaluate]
 concurrency = 32
