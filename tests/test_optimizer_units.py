@@ -214,3 +214,25 @@ def test_the_drift_check_keeps_the_earlier_incumbent_when_fresh_samples_say_it_i
     assert confirm_final(ctx, final, previous, check, lambda msg: None)[0] is final
     poor = OptimizeContext(policy=P, evals=EVALS, train=[], scorer=TableScorer(table), lm=None, budget=Budget(40))
     assert confirm_final(poor, final, previous, check, lambda msg: None) == (final, {"skipped": "budget"})
+
+
+def test_gepa_scores_candidates_with_the_configured_weights():
+    from selfimprove.core.records import Sample
+    from selfimprove.optimizers.base import ScoreBatch
+    from selfimprove.optimizers.gepa_adapter import SelfimproveGEPAAdapter
+    from selfimprove.optimizers.guards import GuardContext
+
+    class SplitScorer:  # passes the first eval, fails the second, on every sample
+        calls_per_sample = 1 + len(EVALS)
+
+        def score(self, policy, samples):
+            return ScoreBatch(rows=[ScoredSample(s.sample_id, s.history, "out", {EVALS[0].name: Verdict(1.0),
+                                                                                 EVALS[1].name: Verdict(0.0)})
+                                    for s in samples], calls=self.calls_per_sample * len(samples))
+
+    batch = [Sample(sample_id="a", span_id="x", trace_id="t", history=(Message(role="user", content="q"),))]
+    scores = {}
+    for w in (None, {EVALS[0].name: 3.0}):
+        adapter = SelfimproveGEPAAdapter(P, EVALS, SplitScorer(), Budget(10), GuardContext(evals=EVALS), w)
+        scores[str(w)] = adapter.evaluate(batch, {"system_prompt": P.system_prompt}).scores[0]
+    assert list(scores.values()) == [pytest.approx(0.5), pytest.approx(0.75)]

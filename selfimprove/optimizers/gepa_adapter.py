@@ -35,8 +35,9 @@ class SelfimproveGEPAAdapter:
     propose_new_texts = None
 
     def __init__(self, policy: Policy, evals: Sequence[EvalSpec], scorer: Scorer, budget: Budget,
-                 guard_ctx: GuardContext):
+                 guard_ctx: GuardContext, weights: dict[str, float] | None = None):
         self.policy, self.evals, self.scorer, self.budget, self.guard_ctx = policy, tuple(evals), scorer, budget, guard_ctx
+        self.weights = weights or {}
         self.spend: dict[str, Spend] = {}  # candidate id -> what evaluating it cost
         self.rejected: dict[str, Policy] = {}  # guard-rejected proposals, kept for the record
 
@@ -64,7 +65,7 @@ class SelfimproveGEPAAdapter:
         if capture_traces:
             traj = [{"input": input_text(r.history), "output": r.output, "feedback": _feedback(r, self.evals)}
                     for r in rows]
-        return EvaluationBatch(outputs=[r.output for r in rows], scores=[r.value(self.evals) for r in rows],
+        return EvaluationBatch(outputs=[r.output for r in rows], scores=[r.value(self.evals, self.weights) for r in rows],
                                trajectories=traj, objective_scores=objective)
 
     def make_reflective_dataset(self, candidate: dict[str, str], eval_batch: Any,
@@ -124,7 +125,7 @@ class GEPAOptimizer:
 
         val, pool = split_validation(ctx.train, self.s.val_size, ctx.seed)
         gctx = TextGradOptimizer(self.s).guard_context(ctx)
-        adapter = SelfimproveGEPAAdapter(ctx.policy, ctx.evals, ctx.scorer, ctx.budget, gctx)
+        adapter = SelfimproveGEPAAdapter(ctx.policy, ctx.evals, ctx.scorer, ctx.budget, gctx, ctx.weights)
         reflections: list[Spend] = []
 
         def reflection_lm(prompt: str | list[dict[str, Any]]) -> str:
