@@ -82,7 +82,7 @@ def test_the_whole_loop(tmp_path, phoenix, sim, project_name, monkeypatch):
 
     # rollback moves only the ref
     assert cli("promote", "--to", "v0001", "--root", root).exit_code == 0
-    assert selfimprove.load_policy("support", root=tmp_path)["messages"][0]["content"] == v1.policy.system_prompt
+    assert selfimprove.load_policy("support", root=tmp_path, ttl=0)["messages"][0]["content"] == v1.policy.system_prompt
     assert cli("promote", "--to", "v0002", "--root", root).exit_code == 0
 
     # cron again: nothing new since the cursor

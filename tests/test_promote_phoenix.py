@@ -33,7 +33,7 @@ def test_push_phoenix_tags_production_and_apps_load_it(tmp_path, phoenix, projec
     assert back.phoenix["version_id"] != res.phoenix["version_id"]
     assert selfimprove.load_policy(target, root=tmp_path, source="phoenix")["messages"][0]["content"] == \
         "Hello {{customer}}."
-    assert selfimprove.load_policy(target, root=tmp_path)["messages"][0]["content"] == "Hello {{customer}}."
+    assert selfimprove.load_policy(target, root=tmp_path, ttl=0)["messages"][0]["content"] == "Hello {{customer}}."
 
 
 TOOL = {"type": "function", "function": {"name": "lookup_order", "description": "Find an order",

@@ -12,7 +12,9 @@ module loads no heavy library; the Phoenix client is imported only for source="p
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,8 +44,16 @@ def load_build(target: str, *, root: str | Path = ".", ref: str = "production"):
 def load_policy(target: str, *, root: str | Path = ".", source: Literal["local", "phoenix"] = "local",
                 ref: str = "production", variables: dict[str, str] | None = None,
                 endpoint: str | None = None, prompt: str | None = None,
-                api_key_env: str | None = None) -> dict[str, Any]:
+                api_key_env: str | None = None, key: str | None = None, ttl: float | None = None) -> dict[str, Any]:
     """The production build's chat-completion arguments: `{"model", "messages": [system, *few-shot], ...}`.
+
+    Local builds are served through a per-process cache (app/serving.py): the files are re-checked at most once
+    per `ttl` seconds (default 5; 0 re-checks on every call), a call after the first load costs microseconds,
+    and once a build was served a damaged or missing file never raises here: the last known good build keeps
+    being served and the failure is logged once. Under an active rollout (`selfimprove rollout start`) the call
+    is served an arm: the same arm for the same `key` (a user or session id: sticky), by the rollout's shares
+    otherwise. The result is a `ServedArgs` (a dict) whose `.build`, `.arm`, `.rollout` and `.metadata` say what
+    was served; `serve()` also records it on the traced call, so `rollout status` can attribute its outcome.
 
     `variables` renders the system prompt: a build whose policy is a template (`template_format` F_STRING or
     MUSTACHE, kept from the production template it was learned from) is rendered in its format, strictly (a
@@ -55,12 +65,18 @@ def load_policy(target: str, *, root: str | Path = ".", source: Literal["local",
     Returns a fresh dict each call.
     """
     if source == "local":
+        from selfimprove.app.serving import DEFAULT_TTL, served_target
         from selfimprove.telemetry.phoenix_prompts import openai_arguments
 
-        policy = load_build(target, root=root, ref=ref).policy
+        args = served_target(root, target, ref).serve(None if key is None else str(key),
+                                                      DEFAULT_TTL if ttl is None else ttl)
+        policy = args.policy
         if policy.template_format is not None and variables is not None:
-            return openai_arguments(policy, _render(policy, variables))
-        args = openai_arguments(policy)
+            return args.replaced(openai_arguments(policy, _render(policy, variables)))
+        if not variables:
+            return args
+    elif key is not None:
+        raise UsageError("load_policy(key=...) serves rollouts of local builds only (source='local')")
     elif source == "phoenix":
         from selfimprove.telemetry.phoenix_prompts import client, fetch_tagged, prompt_name
 
@@ -100,3 +116,21 @@ def _phoenix_settings(target: str, root: str | Path, endpoint: str | None,
             px = load_config(path).telemetry.phoenix
             return px.endpoint, api_key_env or px.api_key_env
     return "http://127.0.0.1:6006", api_key_env
+
+
+@contextlib.contextmanager
+def serve(target: str, *, key: str | None = None, variables: dict[str, str] | None = None,
+          **options: Any) -> Iterator[dict[str, Any]]:
+    """`load_policy(target, key=..., variables=...)` whose LLM calls made inside are tagged with what was served:
+    span metadata `selfimprove.build` (and under a rollout `selfimprove.rollout`, `selfimprove.arm` and
+    `selfimprove.key`), merged into any OpenInference metadata already in context, plus the policy tag
+    (`tag_policy`). `pull` then attributes each judged call to its build and arm.
+
+        with selfimprove.serve("support", key=user_id) as args:
+            client.chat.completions.create(**{**args, "messages": args["messages"] + history})
+    """
+    from selfimprove.evals.instrument import tag_policy
+
+    args = load_policy(target, key=key, variables=variables, **options)
+    with tag_policy(args.policy, variables, metadata=args.metadata):
+        yield args

@@ -19,6 +19,7 @@ from selfimprove.cli import (
     power_cmd,
     promote_cmd,
     pull_cmd,
+    rollout_cmd,
     store_cmds,
     update_cmd,
 )
@@ -54,6 +55,8 @@ app.command("demo")(loop_cmd.demo)
 app.add_typer(local_model_cmd.app, name="local-model", help="A REAL small language model on this machine: "
               "llama.cpp's llama-server with Qwen2.5-Coder 0.5B/1.5B or SmolLM2 from the package registry, on "
               "loopback with an OpenAI-compatible API (no key).")
+app.add_typer(rollout_cmd.app, name="rollout", help="Serve a build to a share of production traffic, measure it "
+              "online, then promote it or roll it back (start, status, stop).")
 app.add_typer(phoenix_cmd.app, name="phoenix", help="A local Phoenix server (sqlite on disk, loopback only) for trying "
               "selfimprove without one of your own.")
 

@@ -112,7 +112,8 @@ def verify(
     """Re-derive every digest of a run (or of all runs, builds and refs of a target) and check how they bind.
 
     Checks each run's manifest, stage records and outputs; each build's chain, the run manifest it recorded and
-    its evidence (report, candidate) by digest; each ref and the ref log. Exits 4 naming the first file that does
+    its evidence (report, candidate) by digest; each ref and the ref log; the rollout document and its log of
+    revisions (chain, digests, the builds its arms serve). Exits 4 naming the first file that does
     not match, 2 for a target that has no config, runs or builds.
     """
     from selfimprove.store.runs import Workspace
@@ -132,4 +133,6 @@ def verify(
     checked = result["runs"]
     emit("selfimprove.verify/1", result, json_mode=json_output, render=lambda c: c.print(
         f"OK: {len(checked)} run(s), {sum(r['files'] for r in checked)} artifact(s), {len(result['builds'])} "
-        f"build(s), {len(result['refs'])} ref(s) verified.", markup=False))
+        f"build(s), {len(result['refs'])} ref(s)"
+        + (f", {result['rollout']['revisions']} rollout revision(s)" if result.get("rollout") else "")
+        + " verified.", markup=False))

@@ -188,6 +188,28 @@ class Trigger(Section):
                                                              "on the new samples is at least this")
 
 
+class RolloutSettings(Section):
+    """How `rollout status` and `run` judge a rollout online (`selfimprove rollout start`)."""
+
+    min_samples: int = Field(30, ge=2, description="judged calls each arm needs before the online evidence may "
+                             "promote or roll back")
+    floor: float = Field(0.05, ge=0, le=0.5, description="the least traffic share a bandit leaves either arm")
+    auto: bool = Field(True, description="promote the challenger, or roll it back, as soon as the online evidence "
+                       "decides (false: status only reports the decision)")
+
+
+class MonitorSettings(Section):
+    """`run` compares production's online score on the newly pulled calls with the held-out score its build was
+    promoted on (the seeds' "notice when production degrades")."""
+
+    margin: float = Field(0.05, ge=0, description="a drop larger than this (normalised score), significant at "
+                          "evaluate.alpha, is a regression")
+    min_samples: int = Field(20, ge=2, description="fewer judged production calls: no verdict")
+    on_regression: Literal["report", "update", "rollback"] = Field(
+        "report", description="what run does on a regression: report it (exit 5), also go on to update (ignoring "
+        "the trigger), or also move production back to the build's parent")
+
+
 class TargetConfig(Section):
     """One LLM call site: where its spans are, which evals count, how to improve, evaluate and gate it."""
 
@@ -202,6 +224,8 @@ class TargetConfig(Section):
     evaluate: Evaluate = Evaluate()
     gate: Gate = Gate()
     trigger: Trigger = Trigger()
+    rollout: RolloutSettings = RolloutSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     @field_validator("target")
     @classmethod

@@ -173,4 +173,8 @@ def verify_target(ws: Any, target: str) -> dict[str, Any]:
         if b.run is not None:
             verify_build_evidence(ws, b)
     refs = verify_refs(ws.prompts_dir, target)
-    return {"target": target, "ok": True, "runs": checked, "builds": [b.name for b in builds], "refs": refs}
+    from selfimprove.store.rollouts import verify_rollouts
+
+    rollout = verify_rollouts(ws.prompts_dir, target)
+    return {"target": target, "ok": True, "runs": checked, "builds": [b.name for b in builds], "refs": refs,
+            **({"rollout": rollout} if rollout else {})}
