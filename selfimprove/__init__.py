@@ -16,6 +16,7 @@ _LAZY = {
     "EvalInstrumentor": ("selfimprove.app.instrument", "EvalInstrumentor"),
     "tag_policy": ("selfimprove.app.instrument", "tag_policy"),
     "load_policy": ("selfimprove.app.runtime", "load_policy"),
+    "serve": ("selfimprove.app.runtime", "serve"),
     "load_config": ("selfimprove.config.load", "load_config"),
     "Workspace": ("selfimprove.store.runs", "Workspace"),
 }

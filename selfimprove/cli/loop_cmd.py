@@ -45,8 +45,14 @@ def run(
     """Run the whole loop once, for cron: pull (from the cursor) → snapshot → update → evaluate → promote,
     under the target's lock, within the configured budgets.
 
-    Exit codes: 0 promoted, skipped by the [trigger], or nothing new; 3 the gate refused (production unchanged);
-    1/2/4 as for every command.
+    Before the update: an active rollout (`selfimprove rollout start`) is judged on its online evidence instead
+    (promoted, rolled back, or it continues; no update meanwhile); otherwise the [monitor] compares production's
+    online score on the new calls with the held-out score its build was promoted on, and a significant drop beyond
+    monitor.margin is a regression (monitor.on_regression: report, update, or rollback to the parent build).
+
+    Exit codes: 0 promoted, skipped by the [trigger], nothing new, or a rollout that continues or was promoted;
+    3 the gate refused (production unchanged) or a rollout's challenger was rolled back; 5 production regressed
+    online (and no promotion replaced it); 1/2/4 as for every command.
     """
     from selfimprove.cli.render import render_result
     from selfimprove.cli.views.builds import render_loop
@@ -57,6 +63,10 @@ def run(
                       trials=trials, max_calls=max_calls, min_improvement=min_improvement, seed=seed,
                       candidates=candidates, dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update, wait=wait)
     render_result("selfimprove.run/1", result, json_output, render_loop)
+    if result.regressed and result.outcome != "promoted" or result.outcome == "regressed":
+        raise typer.Exit(5)
+    if result.outcome == "rolled back":
+        raise typer.Exit(3)
     if result.outcome == "refused":
         refusal = result.refusal or {}
         raise GateFailed(refusal.get("message", "the gate refused the candidate"), reasons=refusal.get("reasons"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -158,3 +158,21 @@ def monitor_check(scores: Sequence[float], clusters: Sequence[Hashable], referen
                             f"<= {alpha})", **out)
     return MonitorCheck(regressed=False, reason=f"production scores {mean:.3f} online against {reference:.3f} "
                         f"held out (margin {margin}, p {p:.3g})", **out)
+
+
+def promoted_score(build: Any, builds: Sequence[Any], primary: str) -> float | None:
+    """The held-out score (normalised) `build` was promoted on: its own candidate mean on `primary`; for a
+    baseline build (recorded, not proved), the baseline mean of the build that was proved against it. None when
+    no report in normalised units recorded one."""
+
+    def held(b: Any, which: str) -> float | None:
+        ev = ((b.evidence or {}).get("evals") or {}).get(primary) or {}
+        value = ev.get(which) if ev.get("scale") == "normalized" else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+    if (build.evidence or {}).get("kind") != "baseline":
+        return held(build, "candidate_mean")
+    for child in builds:
+        if child.parent == build.name and (value := held(child, "baseline_mean")) is not None:
+            return value
+    return None

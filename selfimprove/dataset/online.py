@@ -93,3 +93,23 @@ def target_calls(ws: Any, cfg: Any, key_field: str | None = None, since: datetim
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def policy_scores(run_path: Any, checkpoint: Any, policy_digest: str, primary: str
+                  ) -> tuple[list[float], list[str]]:
+    """(normalised primary scores, trace ids) of the run's samples that `policy_digest` produced: what production
+    scored on the newly pulled, judged calls (the monitor's evidence)."""
+    from selfimprove.core.scores import normalize
+    from selfimprove.dataset.table import read_samples
+
+    spec = next((e for e in checkpoint.evals if e.name == primary), None)
+    if spec is None:
+        return [], []
+    scores, clusters = [], []
+    for s in read_samples(run_path / "dataset.parquet"):
+        result = s.evals.get(primary)
+        value = normalize(result.score, spec) if result is not None and s.policy_digest == policy_digest else None
+        if value is not None:
+            scores.append(value)
+            clusters.append(s.trace_id)
+    return scores, clusters

@@ -117,6 +117,8 @@ def _answer(model, body, messages, text, schema, fmt, world, key, knobs) -> Any:
     if model == "sim-optimizer":
         return optimizer_model.answer(text, schema, key, knobs)
     if model in task_model.TASK_MODELS:
+        if uniform(key, "degraded") < float(knobs.get("task_degradation", 0.0)):  # the provider's model regressed
+            messages = [m for m in messages if m.get("role") not in ("system", "developer")]
         reply = task_model.respond(world, model, messages, float(body.get("temperature", 1.0) or 0.0), key)
     else:
         last = task_model.split_messages(messages)[1] or text

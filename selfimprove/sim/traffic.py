@@ -66,8 +66,8 @@ def _api_key(base_url: str, api_key_env: str | None) -> str:
 
 
 def _send(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: str, policy: dict[str, Any],
-          seed: int, api_key_env: str | None = None, chain: bool = False, shapes: TrafficShapes | None = None
-          ) -> tuple[list[dict[str, Any]], int]:
+          seed: int, api_key_env: str | None = None, chain: bool = False, shapes: TrafficShapes | None = None,
+          served: Any = None) -> tuple[list[dict[str, Any]], int]:
     import openai
     from openinference.instrumentation.openai import OpenAIInstrumentor
     from phoenix.otel import register
@@ -92,10 +92,16 @@ def _send(world: str, n: int, *, phoenix_url: str, project: str, sim_base_url: s
             history = shapes.history(msgs, earlier, i)
             with _chain_spans(tracer, chain) as parents:
                 try:
-                    with shapes.marked(prompt, i):
-                        r = client.chat.completions.create(
-                            model=policy["model"], messages=[{"role": "system", "content": shapes.system(prompt, i)},
-                                                             *history], **params)
+                    if served is not None:  # the app asks what to serve (e.g. selfimprove.serve with a user key)
+                        with served(i) as args:
+                            r = client.chat.completions.create(**{**args, "messages": [*args["messages"],
+                                                                                          *history]})
+                    else:
+                        with shapes.marked(prompt, i):
+                            r = client.chat.completions.create(
+                                model=policy["model"],
+                                messages=[{"role": "system", "content": shapes.system(prompt, i)}, *history],
+                                **params)
                 except openai.APIError:
                     errors += 1
                     continue
@@ -247,7 +253,7 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
                  timeout: float = 120.0, api_key_env: str | None = None,
                  judge_model: str = JUDGE_MODEL, chain: bool = False, eval_on: str = "span",
                  humans: float = 0.0, human_flip: float = 0.0, shapes: TrafficShapes | None = None,
-                 evaluators: list[Any] | None = None) -> dict[str, Any]:
+                 evaluators: list[Any] | None = None, served: Any = None) -> dict[str, Any]:
     """Send `n` calls of `policy` (default: the world's weak default policy) for `world`'s inputs, traced into
     Phoenix `project`; wait until Phoenix shows every span; then judge and annotate them (unless `evals=False`).
     `sim_base_url` may be any OpenAI-compatible base_url: with `api_key_env` naming the variable that holds its
@@ -258,6 +264,8 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
     that simulated people also review (annotator_kind HUMAN), giving the judge's label except on a `human_flip`
     share. `shapes` makes the calls look like a real app's (templates, multi-turn histories, tools; see
     `TrafficShapes`). `evaluators` (phoenix-evals evaluators, e.g. code evaluators) replace the world's judges.
+    `served(i)`, a context manager yielding the chat-completion arguments of call `i` (such as
+    `selfimprove.serve(target, key=user)`), replaces `policy` for the calls: the app side of a rollout.
 
     Returns {world, project, calls, errors, spans, annotations, scores: {eval: mean}, span_ids, policy,
     parents: {llm span id: {parent, root}} (with chain), reviews: {eval: {reviewed, disagree}} (with humans),
@@ -272,7 +280,8 @@ def make_traffic(world: str, n: int, *, phoenix_url: str, project: str, sim_base
         raise UsageError(f"eval_on={eval_on!r}: use span, or parent, root or trace with chain",
                          hint="pass --chain (chain=True) to log evals above the LLM span")
     rows, errors = _send(world, n, phoenix_url=phoenix_url, project=project, sim_base_url=sim_base_url,
-                         policy=pol, seed=seed, api_key_env=api_key_env, chain=chain, shapes=shapes)
+                         policy=pol, seed=seed, api_key_env=api_key_env, chain=chain, shapes=shapes,
+                         served=served)
     client = Client(base_url=phoenix_url)
     span_ids = [r["span_id"] for r in rows]
     if rows:

@@ -57,6 +57,9 @@ class LoopResult(BaseModel):
     calls: int | None = None
     cost_usd: float | None = None
     report_html: str | None = None
+    rollout: dict[str, Any] | None = None  # the active rollout's online evidence and decision (rollout status's)
+    monitor: dict[str, Any] | None = None  # production's online score against its held-out score
+    regressed: bool = False  # the monitor found production significantly below its promoted score
     seconds: float = 0.0
 
 
@@ -126,6 +129,16 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
         step("snapshot", "done", f"{n_new} samples ({split.get('train', 0)} train / {split.get('test', 0)} "
                                  f"held out), primary eval {primary}", t0)
 
+        t0 = time.monotonic()
+        from selfimprove.store.rollouts import active
+
+        if active(ws.prompts_dir, cfg.target) is not None:
+            return finish(_rollout_step(ws, cfg, result, step, t0, dry_run=dry_run, push_phoenix=push_phoenix))
+        regressed = _monitor_step(ws, cfg, run, checkpoint, primary, result, step, t0, dry_run=dry_run)
+        if regressed and cfg.monitor.on_regression != "update":
+            return finish("regressed")
+        force_update = force_update or regressed
+
         result.trigger = trigger_decision(n_new, score, cfg.trigger)
         if not result.trigger["go"] and not force_update:
             step("trigger", "skipped", result.trigger["reason"], time.monotonic())
@@ -190,6 +203,51 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
         written = ", ".join(promoted.builds_written) or "none"
         step("promote", "done", f"{promoted.build} is production (builds written: {written})", t0)
         return finish("promoted")
+
+
+def _rollout_step(ws: Any, cfg: Any, result: LoopResult, step: Callable, t0: float, *, dry_run: bool,
+                  push_phoenix: bool) -> str:
+    """An active rollout decides (as `rollout status` does, without pulling again); no update meanwhile."""
+    from selfimprove.stages.rollout import decide_rollout
+
+    rolled = decide_rollout(ws, cfg, apply=cfg.rollout.auto and not dry_run, push_phoenix=push_phoenix)
+    result.rollout = rolled.model_dump(mode="json")
+    result.production = rolled.production
+    arms = ", ".join(f"{a.build} {a.mean:.3f} (n={a.n})" if a.mean is not None else f"{a.build} (n={a.n})"
+                     for a in rolled.arms)
+    reasons = "; ".join((rolled.decision or {}).get("reasons") or [])
+    step("rollout", rolled.action, f"{rolled.rollout}: {arms}; {reasons}", t0)
+    return {"promoted": "rollout promoted", "rolled back": "rolled back"}.get(rolled.action, "rollout continues")
+
+
+def _monitor_step(ws: Any, cfg: Any, run: Any, checkpoint: Any, primary: str | None, result: LoopResult,
+                  step: Callable, t0: float, *, dry_run: bool) -> bool:
+    """Production's online score on this run's judged calls against the held-out score it was promoted on;
+    a significant drop beyond [monitor] margin is a regression (and, with on_regression = "rollback", production
+    moves back to its parent build). Returns whether production regressed."""
+    from selfimprove.core.online import monitor_check, promoted_score
+    from selfimprove.dataset.online import policy_scores
+    from selfimprove.store import builds as store
+
+    prod = store.production(ws.prompts_dir, cfg.target)
+    if prod is None or primary is None:
+        return False
+    scores, clusters = policy_scores(run.path, checkpoint, prod.policy_digest, primary)
+    check = monitor_check(scores, clusters, promoted_score(prod, store.list_builds(ws.prompts_dir, cfg.target),
+                                                           primary),
+                          margin=cfg.monitor.margin, alpha=cfg.evaluate.alpha, min_samples=cfg.monitor.min_samples)
+    result.monitor = {"build": prod.name, **check.model_dump(mode="json"), "on_regression": cfg.monitor.on_regression}
+    result.regressed, result.production = check.regressed, prod.name
+    detail = f"{prod.name}: {check.reason}"
+    if check.regressed and cfg.monitor.on_regression == "rollback" and prod.parent and not dry_run:
+        parent = store.read_named_build(ws.prompts_dir, cfg.target, prod.parent)
+        store.move_ref(ws.prompts_dir, parent, reason=f"run {run.run_id}: {prod.name} regressed online ({check.reason})")
+        result.production = parent.name
+        detail += f"; production rolled back to {parent.name}"
+    elif check.regressed and cfg.monitor.on_regression == "update":
+        detail += "; updating (the trigger is ignored)"
+    step("monitor", "regressed" if check.regressed else "done", detail, t0)
+    return check.regressed
 
 
 def _stage(name: str, fn: Callable[[], Any]) -> Any:

@@ -135,6 +135,11 @@ def render_loop(console: Any, result: Any) -> None:
         "skipped": f"SKIPPED: {result.trigger.get('reason', '')}",
         "nothing new": "NOTHING NEW to learn from since the last run",
         "dry-run": f"DRY RUN: the gate passes{effect}; nothing written",
+        "regressed": f"REGRESSED: {(result.monitor or {}).get('reason', '')}; production is "
+                     f"{result.production or 'unset'} (exit 5)",
+        "rollout promoted": f"ROLLOUT PROMOTED online: production is {result.production}",
+        "rolled back": f"ROLLED BACK online: production stays {result.production} (exit 3)",
+        "rollout continues": f"ROLLOUT CONTINUES: production is {result.production}; no update while it runs",
     }.get(result.outcome, result.outcome)
     console.print(headline, markup=False)
     spend = []
