@@ -234,3 +234,22 @@ def test_a_bandit_moves_traffic_to_the_better_arm_between_batches(chain):  # noq
 def test_status_of_a_target_without_rollout_is_a_usage_error(chain):  # noqa: F811
     out = cli("rollout", "status", "--root", str(chain), "--no-pull")
     assert out.exit_code == 2 and "never had a rollout" in out.stderr
+
+
+def test_phoenix_unreachable_during_status_is_a_clear_error_and_the_app_is_still_served(chain):  # noqa: F811
+    import socket
+
+    start_rollout(root=chain, challenger="v0002", share=0.5)
+    assert load_policy("support", root=chain, key="user-1", ttl=0).build in ("v0002", "v0003")
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = chain / "configs" / "support.toml"
+    cfg.write_text(cfg.read_text() + f'[telemetry.phoenix]\nendpoint = "http://127.0.0.1:{port}"\n'
+                   "timeout_s = 1\ngive_up_after_s = 2\n")
+    out = cli("rollout", "status", "--root", str(chain), "--json")
+    assert out.exit_code == 1, out.output
+    err = json.loads(out.stdout)
+    assert f"127.0.0.1:{port}" in err["error"] and err["hint"]
+    assert read_current(chain / "prompts", "support").revision == 1  # nothing decided on no evidence
+    assert load_policy("support", root=chain, key="user-1", ttl=0).build in ("v0002", "v0003")

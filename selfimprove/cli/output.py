@@ -11,6 +11,7 @@ everything else (progress, logs, stage summaries, errors) on stderr. Off a termi
 | 2 | usage: a bad flag, config or input, a missing prerequisite | `UsageError`, `ConfigError` |
 | 3 | not earned: the gate refused, no candidate to promote, a regression | `GateFailed` |
 | 4 | integrity: an artifact or build does not match its digest | `IntegrityError` |
+| 5 | production regressed online (`run`'s monitor) | `run`'s result, not an exception |
 | 130 | interrupted (Ctrl-C); finished artifacts are kept | `KeyboardInterrupt` |
 
 With --json, stdout holds exactly one document whatever happens: the command's result, or (when the command

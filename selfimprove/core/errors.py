@@ -1,6 +1,7 @@
 """Errors that carry their exit code. One place maps exceptions to codes (cli/output.py reads `exit_code`).
 
-0 ok · 1 unexpected error · 2 usage · 3 gate not passed · 4 integrity failure.
+0 ok · 1 unexpected error · 2 usage · 3 gate not passed · 4 integrity failure · 5 production regressed online
+(`run`'s monitor: an outcome, not an exception; cli/loop_cmd.py).
 """
 
 from __future__ import annotations
