@@ -62,8 +62,17 @@ class FileSource(Section):
     path: str = ""
 
 
+class SelfTrace(Section):
+    """Dogfooding: trace selfimprove's own optimizer, judge and replay calls to Phoenix (off by default)."""
+
+    enabled: bool = False
+    endpoint: str | None = Field(None, description="Phoenix base URL (default: telemetry.phoenix.endpoint)")
+    project: str | None = Field(None, description="Phoenix project (default: selfimprove-<target>)")
+
+
 class Telemetry(Section):
     source: Literal["phoenix", "arize", "file"] = "phoenix"
+    self_trace: SelfTrace = SelfTrace()
     phoenix: PhoenixSource = PhoenixSource()
     arize: ArizeSource = ArizeSource()
     file: FileSource = FileSource()

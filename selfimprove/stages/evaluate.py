@@ -65,9 +65,12 @@ def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: li
         raise UsageError(f"--split must be test or train, not {split!r}")
     ws = Workspace(root)
     with ws.lock(cfg.target, wait=wait), stage_run(ws, cfg.target, run, stage_name(split), fork) as the_run:
-        return _evaluate(cfg, ws, the_run, candidates=candidates, split=split, n=n,
-                         concurrency=concurrency or cfg.evaluate.concurrency, mode=mode, focus=focus, yes=yes,
-                         force=force, hooks=Hooks(confirm, log, progress))
+        from selfimprove.telemetry.self_trace import self_traced
+
+        with self_traced(cfg, stage_name(split), the_run.run_id):
+            return _evaluate(cfg, ws, the_run, candidates=candidates, split=split, n=n,
+                             concurrency=concurrency or cfg.evaluate.concurrency, mode=mode, focus=focus, yes=yes,
+                             force=force, hooks=Hooks(confirm, log, progress))
 
 
 class Hooks(NamedTuple):

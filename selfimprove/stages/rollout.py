@@ -113,7 +113,11 @@ def start_rollout(*, root: str | Path = ".", target: str | None = None, override
             store.move_ref(ws.prompts_dir, champion, reason=f"rollout {rollout_id}: {champion.name} serves as "
                            f"champion while {chall.name} is proven online")
         write_revision(ws.prompts_dir, doc)
-    phoenix = _push(cfg, chall, "challenger", f"rollout {rollout_id}") if push_phoenix else None
+    phoenix = None
+    if push_phoenix:
+        if champion.name != prod.name:  # production moved back: so does the Phoenix production tag
+            _push(cfg, champion, "production", f"rollout {rollout_id}: champion")
+        phoenix = _push(cfg, chall, "challenger", f"rollout {rollout_id}")
     return _result(doc, "started", champion.name, phoenix=phoenix)
 
 

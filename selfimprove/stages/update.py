@@ -90,8 +90,11 @@ def update(root: str | Path = ".", target: str | None = None, overrides: list[st
     with ws.lock(config.target, wait=wait), stage_run(ws, config.target, run, "update", fork) as the_run:
         if the_run.record("snapshot") is None:
             raise UsageError(f"run {the_run.run_id} has no checkpoint", hint="build one with `selfimprove snapshot`")
-        return _update(config, the_run, name, trials, rounds, max_calls, seed, yes, force, fewshot, focus, scorer,
-                       confirm, log, critique)
+        from selfimprove.telemetry.self_trace import self_traced
+
+        with self_traced(config, "update", the_run.run_id):
+            return _update(config, the_run, name, trials, rounds, max_calls, seed, yes, force, fewshot, focus,
+                           scorer, confirm, log, critique)
 
 
 def _settings(cfg: Any, trials: int | None, rounds: int | None, fewshot: int, critique: bool | None = None) -> Any:
