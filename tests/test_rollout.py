@@ -14,11 +14,11 @@ from fixtures.span_rows import T0, span_row, write_spans
 from test_builds import chain  # noqa: F401 - the fixture: v0001 → v0002 → v0003 (production)
 from typer.testing import CliRunner
 
+from selfimprove.app.runtime import load_policy
 from selfimprove.cli.app import app
 from selfimprove.core.bandit import ArmTotals, arm_at, key_point, normalized, thompson_shares, ucb_shares
 from selfimprove.core.errors import IntegrityError, UsageError
 from selfimprove.core.online import arm_evidence, monitor_check, online_decision
-from selfimprove.app.runtime import load_policy
 from selfimprove.stages.rollout import rollout_status, start_rollout, stop_rollout
 from selfimprove.store.builds import production
 from selfimprove.store.rollouts import read_current, read_log

@@ -10,6 +10,7 @@ import json
 
 import pytest
 from fixtures.sim_checkpoint import BETTER_PROMPT
+from selfimprove.stages.demo import KEY_ENV, demo_config
 from sim_helpers import judge_rows, run_policy
 from typer.testing import CliRunner
 
@@ -18,7 +19,6 @@ from selfimprove.cli.app import app
 from selfimprove.core.records import Build, Policy
 from selfimprove.sim import default_policy, start_server
 from selfimprove.sim.traffic import make_traffic
-from selfimprove.stages.demo import KEY_ENV, demo_config
 from selfimprove.store.builds import move_ref, production, write_build
 from selfimprove.store.rollouts import read_current
 

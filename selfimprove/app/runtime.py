@@ -129,7 +129,7 @@ def serve(target: str, *, key: str | None = None, variables: dict[str, str] | No
         with selfimprove.serve("support", key=user_id) as args:
             client.chat.completions.create(**{**args, "messages": args["messages"] + history})
     """
-    from selfimprove.evals.instrument import tag_policy
+    from selfimprove.app.instrument import tag_policy
 
     args = load_policy(target, key=key, variables=variables, **options)
     with tag_policy(args.policy, variables, metadata=args.metadata):

@@ -99,8 +99,8 @@ class ServedTarget:
     def _load(self, signature: tuple) -> _State:
         from selfimprove.core.errors import IntegrityError, UsageError
         from selfimprove.store.builds import production, read_named_build
-        from selfimprove.telemetry.phoenix_prompts import openai_arguments
         from selfimprove.store.rollouts import active
+        from selfimprove.telemetry.phoenix_prompts import openai_arguments
 
         prod = production(self.prompts_dir, self.target, self.ref)
         rollout = active(self.prompts_dir, self.target) if self.ref == "production" else None

@@ -44,8 +44,8 @@ def run_calls(run_path: Any, cfg: Any, primary: str | None, key_field: str | Non
               ) -> tuple[list[OnlineCall], list[str]]:
     """(the LLM calls of one pulled run with their primary score, the eval names seen in it)."""
     from selfimprove.core.scores import normalize
-    from selfimprove.evals.recover import recover
     from selfimprove.dataset.join import _metadata, is_llm_kind, join_run, read_tree
+    from selfimprove.evals.recover import recover
     from selfimprove.store.documents import read_frame, read_rows
 
     spans_path = run_path / "raw/spans.parquet"

@@ -133,7 +133,9 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
         from selfimprove.store.rollouts import active
 
         if active(ws.prompts_dir, cfg.target) is not None:
-            return finish(_rollout_step(ws, cfg, result, step, t0, dry_run=dry_run, push_phoenix=push_phoenix))
+            from selfimprove.stages.rollout import rollout_in_run
+
+            return finish(rollout_in_run(ws, cfg, result, step, t0, dry_run=dry_run, push_phoenix=push_phoenix))
         regressed = _monitor_step(ws, cfg, run, checkpoint, primary, result, step, t0, dry_run=dry_run)
         if regressed and cfg.monitor.on_regression != "update":
             return finish("regressed")
@@ -203,21 +205,6 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
         written = ", ".join(promoted.builds_written) or "none"
         step("promote", "done", f"{promoted.build} is production (builds written: {written})", t0)
         return finish("promoted")
-
-
-def _rollout_step(ws: Any, cfg: Any, result: LoopResult, step: Callable, t0: float, *, dry_run: bool,
-                  push_phoenix: bool) -> str:
-    """An active rollout decides (as `rollout status` does, without pulling again); no update meanwhile."""
-    from selfimprove.stages.rollout import decide_rollout
-
-    rolled = decide_rollout(ws, cfg, apply=cfg.rollout.auto and not dry_run, push_phoenix=push_phoenix)
-    result.rollout = rolled.model_dump(mode="json")
-    result.production = rolled.production
-    arms = ", ".join(f"{a.build} {a.mean:.3f} (n={a.n})" if a.mean is not None else f"{a.build} (n={a.n})"
-                     for a in rolled.arms)
-    reasons = "; ".join((rolled.decision or {}).get("reasons") or [])
-    step("rollout", rolled.action, f"{rolled.rollout}: {arms}; {reasons}", t0)
-    return {"promoted": "rollout promoted", "rolled back": "rolled back"}.get(rolled.action, "rollout continues")
 
 
 def _monitor_step(ws: Any, cfg: Any, run: Any, checkpoint: Any, primary: str | None, result: LoopResult,

@@ -226,6 +226,19 @@ def decide_rollout(ws: Any, cfg: Any, *, apply: bool, push_phoenix: bool = False
                    pulled=pulled, untagged=untagged, phoenix=phoenix)
 
 
+def rollout_in_run(ws: Any, cfg: Any, result: Any, step: Any, t0: float, *, dry_run: bool, push_phoenix: bool) -> str:
+    """`run` with an active rollout: it decides as `rollout status` does (run has pulled already), the loop's
+    result records it and one step; returns run's outcome. No update while a rollout runs."""
+    rolled = decide_rollout(ws, cfg, apply=cfg.rollout.auto and not dry_run, push_phoenix=push_phoenix)
+    result.rollout = rolled.model_dump(mode="json")
+    result.production = rolled.production
+    arms = ", ".join(f"{a.build} {a.mean:.3f} (n={a.n})" if a.mean is not None else f"{a.build} (n={a.n})"
+                     for a in rolled.arms)
+    reasons = "; ".join((rolled.decision or {}).get("reasons") or [])
+    step("rollout", rolled.action, f"{rolled.rollout}: {arms}; {reasons}", t0)
+    return {"promoted": "rollout promoted", "rolled back": "rolled back"}.get(rolled.action, "rollout continues")
+
+
 def _result(doc: Any, action: str, production: str | None, evidence: dict | None = None, **extra: Any
             ) -> RolloutResult:
     arms = []
