@@ -10,13 +10,13 @@ import json
 
 import pytest
 from fixtures.sim_checkpoint import BETTER_PROMPT
-from selfimprove.stages.demo import KEY_ENV, demo_config
 from sim_helpers import judge_rows, run_policy
 from typer.testing import CliRunner
 
 import selfimprove
 from selfimprove.cli.app import app
 from selfimprove.core.records import Build, Policy
+from selfimprove.demo.run import KEY_ENV, demo_config
 from selfimprove.sim import default_policy, start_server
 from selfimprove.sim.traffic import make_traffic
 from selfimprove.store.builds import move_ref, production, write_build
