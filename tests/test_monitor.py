@@ -20,6 +20,8 @@ runner = CliRunner()
 
 def cli(*args):
     return runner.invoke(app, [*args])
+
+
 def _production_calls(root, system: str, rate: float, n: int = 60, seed: int = 0):
     """Judged calls of the build whose prompt is `system` (file source), each its own trace."""
     rng = random.Random(seed)
