@@ -7,7 +7,7 @@ ARVENV := .venv-arize
 BIN := $(VENV)/bin
 PHOENIX_VERSION ?= arize-phoenix>=12,<30
 
-.PHONY: setup setup-real demo test test-real bench bench-real lint clean
+.PHONY: setup setup-real demo test test-real test-postgres bench bench-real lint clean
 
 setup: $(VENV)/.installed $(PXVENV)/.installed $(ARVENV)/.installed
 
@@ -59,6 +59,18 @@ test-real: setup setup-real
 test: setup
 	SELFIMPROVE_PHOENIX_PYTHON=$(CURDIR)/$(PXVENV)/bin/python $(BIN)/python -m pytest
 	$(ARVENV)/bin/python -m pytest tests/test_telemetry_arize.py
+
+# Phoenix on PostgreSQL: the Phoenix-backed pull/snapshot/promote tests on sqlite and on a throwaway PostgreSQL
+# cluster (the system's package, on loopback), and a check that both pass the same tests. Phoenix's PostgreSQL
+# driver (asyncpg, the arize-phoenix[pg] extra) is added to the Phoenix venv first. Not part of `make test`.
+test-postgres: setup $(PXVENV)/.pg-installed
+	SELFIMPROVE_PHOENIX_PYTHON=$(CURDIR)/$(PXVENV)/bin/python $(BIN)/python tests/postgres_parity.py
+
+$(PXVENV)/.pg-installed: | $(PXVENV)/.installed
+	@( test -x $(UV) && $(UV) pip install --python $(PXVENV)/bin/python asyncpg >> $(PXVENV)/install.log 2>&1 ) \
+	  || $(PXVENV)/bin/pip install asyncpg >> $(PXVENV)/install.log 2>&1 \
+	  || (tail -30 $(PXVENV)/install.log; exit 1)
+	@touch $@
 
 # The REAL MODEL benchmark (local llama-server; an hour on two cores): selfimprove vs GEPA vs a one-shot rewrite.
 bench-real: setup setup-real

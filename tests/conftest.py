@@ -5,6 +5,9 @@
   such tests `@pytest.mark.phoenix`. Its log is under pytest's basetemp (`phoenix0/phoenix.log`). Phoenix
   ingests ~130 spans/s: keep each test's data small and poll until it is visible
   (`fixtures.traffic.wait_for_spans`).
+  With `--phoenix-db postgres` (`make test-postgres`) the server keeps its data in a real PostgreSQL instead: the
+  system's package, a throwaway cluster on loopback (fixtures/postgres.py); where it cannot start, every test
+  that needs Phoenix is skipped with the reason.
 - `project_name`: a Phoenix project name unique to the test, so tests share the server without seeing each
   other's spans.
 """
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -19,6 +23,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `from fixtures.traffic import ...` in tests
+
+
+def pytest_addoption(parser):
+    parser.addoption("--phoenix-db", choices=("sqlite", "postgres"), default="sqlite",
+                     help="the session Phoenix server's database: sqlite in memory (default) or a throwaway "
+                          "PostgreSQL cluster on loopback (make test-postgres)")
 
 
 def pytest_configure(config):
@@ -32,17 +42,47 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def phoenix(tmp_path_factory):
+def phoenix(request, tmp_path_factory):
     """The session's Phoenix server (`.url`, `.traces_endpoint`, `.pid`, `.workdir`, `.startup_seconds`)."""
     from selfimprove.telemetry.phoenix_server import start_phoenix
 
-    server = start_phoenix(workdir=tmp_path_factory.mktemp("phoenix"), memory_db=True, timeout=120)
-    print(f"\n[phoenix] {server.url} pid {server.pid} ready in {server.startup_seconds:.1f}s", file=sys.stderr)
+    database = None
+    if request.config.getoption("--phoenix-db") == "postgres":
+        database = request.getfixturevalue("postgres")
+    env = {"PHOENIX_SQL_DATABASE_URL": database.url} if database else None
+    server = start_phoenix(workdir=tmp_path_factory.mktemp("phoenix"), memory_db=database is None, timeout=120,
+                           extra_env=env)
+    where = f"PostgreSQL on port {database.port}" if database else "sqlite in memory"
+    print(f"\n[phoenix] {server.url} pid {server.pid} ({where}) ready in {server.startup_seconds:.1f}s",
+          file=sys.stderr)
     try:
         yield server
     finally:
         server.stop()
         assert not server.is_running(), f"Phoenix pid {server.pid} survived stop()"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on loopback (`.url`, `.port`), or a skip saying why it cannot start here."""
+    from fixtures.postgres import PostgresUnavailable, start_postgres
+
+    from selfimprove.phoenix_server import phoenix_command
+
+    python = phoenix_command()[0]
+    probe = subprocess.run([python, "-c", "import asyncpg"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"the Phoenix venv ({python}) has no asyncpg, Phoenix's PostgreSQL driver: "
+                    "`make test-postgres` installs it (arize-phoenix[pg])")
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL cannot start here: {exc}")
+    print(f"\n[postgres] 127.0.0.1:{server.port} pid {server.process.pid}", file=sys.stderr)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
