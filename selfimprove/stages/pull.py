@@ -23,6 +23,7 @@ from selfimprove.core.errors import NothingNew, UsageError
 from selfimprove.core.when import iso, parse_when
 from selfimprove.store.cursor import advance_cursor, read_cursor, source_key
 from selfimprove.telemetry.base import Progress
+from selfimprove.telemetry.raw import TRACE_PREFIX
 
 SOURCES = ("phoenix", "arize", "file")
 
@@ -149,87 +150,85 @@ class Puller:
         if since_at is not None and since_at >= until_at:
             raise UsageError(f"empty time window: since {iso(since_at)} is not before until {iso(until_at)}")
 
-        fetched = self.source.fetch_spans(since_at, until_at, limit=limit, on_progress=self.on_progress)
-        notes += list(getattr(self.source, "notes", []))
-        skipped: dict[str, int] = {}
-        spans = fetched
-        if exclude:
-            keep = ~fetched["span_id"].isin(exclude)
-            if (~keep).any():
-                skipped["already_pulled"] = int((~keep).sum())
-            spans = fetched[keep].reset_index(drop=True)
-        if len(spans) == 0:
-            raise self._nothing_to_pull(desc, since_at, since_from, cursor, notes)
-        if limit is not None and len(fetched) >= limit:
+        run, written, annotations, tree = self._write_run(desc, since_at, until_at, limit, since_from, cursor,
+                                                          exclude, notes)
+        skipped = {"already_pulled": written.excluded} if written.excluded else {}
+        if limit is not None and written.fetched >= limit:
             notes.append(f"--limit {limit} reached: only the newest {limit} spans of the window were fetched")
-
-        spans = spans.sort_values(["start_time", "span_id"], kind="stable",
-                                  na_position="first").reset_index(drop=True)
-        run, annotations, tree = self._write_run(desc, since_at, until_at, limit,
-                                                 cursor if since_from == "cursor" else None, spans)
         if tree is not None and len(tree):
             notes.append(f"{len(tree)} other spans of the pulled traces (parents, roots) kept in raw/tree.parquet, "
                          "with their annotations, for evals logged on them")
         notes += [n for n in getattr(self.source, "notes", []) if n not in notes]
-        advance_cursor(tdir, key, cursor, fetched["start_time"], fetched["span_id"], run.run_id, desc)
-        times = spans["start_time"].dropna()
+        advance_cursor(tdir, key, cursor, [t for t, _ in written.recent], [i for _, i in written.recent],
+                       run.run_id, desc)
         prod = run.manifest().get("parent_build") or {}
+        rows, names = annotations
         return PullResult(
             target=self.cfg.target, run=run.run_id, run_path=str(run.path), source=desc, since=iso(since_at),
-            until=iso(until_at), since_from=since_from, spans=len(spans), annotations=len(annotations),
-            annotation_names={str(k): int(v) for k, v in annotations["name"].value_counts().sort_index().items()},
-            first_start_time=iso(times.min().to_pydatetime()) if len(times) else None,
-            last_start_time=iso(times.max().to_pydatetime()) if len(times) else None,
+            until=iso(until_at), since_from=since_from, spans=written.rows, annotations=rows,
+            annotation_names={str(k): int(v) for k, v in sorted(names.items())},
+            first_start_time=iso(written.first_start) if written.first_start else None,
+            last_start_time=iso(written.last_start) if written.last_start else None,
             skipped=skipped, notes=notes, parent_build=prod.get("name"),
             seconds=round(time.monotonic() - started, 3))
 
     def _write_run(self, desc: dict[str, Any], since_at: datetime | None, until_at: datetime, limit: int | None,
-                   cursor: Any, spans: Any) -> tuple[Any, Any, Any]:
-        """Open the run and write both tables. The annotations are fetched in a worker thread while the spans
-        table is written and hashed, so the client's work overlaps the server's. A failure removes the run."""
+                   since_from: str, cursor: Any, exclude: set[str], notes: list[str]) -> tuple[Any, Any, Any, Any]:
+        """Open the run and write both tables as the source sends them (store/raw_tables.py: bounded memory).
+        The annotations are fetched in a worker thread while the spans table is hashed, so the client's work
+        overlaps the server's. Nothing to pull, or any failure, removes the run."""
         from concurrent.futures import ThreadPoolExecutor
 
+        from selfimprove.stages.cursor import OVERLAP_S
         from selfimprove.store.artifacts import file_digest
         from selfimprove.store.builds import production
+        from selfimprove.store.raw_tables import write_spans
+        from selfimprove.telemetry.base import span_batches
+        from selfimprove.telemetry.raw import SPAN_ORDER, arrow_schema
 
         prod = production(self.workspace.prompts_dir, self.cfg.target)
         parent = {"name": prod.name, "digest": prod.digest} if prod else None
         run = self.workspace.new_run(self.cfg.target, parent_build=parent)
         params = {"source": desc, "since": iso(since_at), "until": iso(until_at), "limit": limit,
-                  "after_run": cursor.run if cursor else None}
+                  "after_run": cursor.run if cursor and since_from == "cursor" else None}
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-annotations") as pool:
-                pending = pool.submit(self._tree_and_annotations, spans)
-                with run.stage("pull", params=params, force=True) as st:
-                    file_digest(st.write_table("raw/spans.parquet", spans))  # hashed now, reused at commit
+            with run.stage("pull", params=params, force=True) as st:
+                frames = span_batches(self.source, since_at, until_at, limit=limit, on_progress=self.on_progress)
+                written = write_spans(st.path("raw/spans.parquet"), arrow_schema("spans"), SPAN_ORDER, frames,
+                                      limit=limit, exclude=exclude, overlap_s=cursor.overlap_s if cursor else OVERLAP_S)
+                notes += list(getattr(self.source, "notes", []))
+                if written.rows == 0:
+                    raise self._nothing_to_pull(desc, since_at, since_from, cursor, notes)
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-annotations") as pool:
+                    pending = pool.submit(self._tree_and_annotations, st, written)
+                    file_digest(st.path("raw/spans.parquet"))  # hashed now, reused at commit
                     tree, annotations = pending.result()
-                    annotations = annotations.sort_values(
-                        ["span_id", "name", "identifier", "updated_at"], kind="stable",
-                        na_position="first").reset_index(drop=True)
-                    st.write_table("raw/annotations.parquet", annotations)
-                    if tree is not None:
-                        st.write_table("raw/tree.parquet", tree)
         except BaseException:
             shutil.rmtree(run.path, ignore_errors=True)  # no half-written runs
             raise
-        return run, annotations, tree
+        return run, written, annotations, tree
 
-    def _tree_and_annotations(self, spans: Any) -> tuple[Any, Any]:
-        """(the other spans of the pulled traces, or None when the source sends whole traces anyway; every
-        annotation on the pulled spans and on those). Evals logged on a chain parent or the trace root are
-        annotations on spans outside the target's filter: without the tree they could not be joined."""
-        from selfimprove.telemetry.raw import concat_annotations
+    def _tree_and_annotations(self, st: Any, written: Any) -> tuple[Any, Any]:
+        """Write (the other spans of the pulled traces, or None when the source sends whole traces anyway; every
+        annotation on the pulled spans and on those); returns (tree, (annotation rows, rows per name)). Evals
+        logged on a chain parent or the trace root are annotations on spans outside the target's filter:
+        without the tree they could not be joined."""
+        from selfimprove.store.raw_tables import write_annotations
+        from selfimprove.telemetry.base import annotation_batches
+        from selfimprove.telemetry.raw import ANNOTATION_ORDER, arrow_schema
 
-        ids, traces = spans["span_id"].tolist(), spans["trace_id"].dropna().tolist()
+        ids = written.span_ids
         tree = None
         if hasattr(self.source, "fetch_tree"):  # only traces where a pulled span has something above it
-            nested = spans.loc[spans["parent_id"].notna(), "trace_id"].dropna().tolist()
-            tree = self.source.fetch_tree(nested, known=ids)
-            ids += tree["span_id"].tolist()
-        annotations = self.source.fetch_annotations(ids, on_progress=self.on_progress)
+            tree = self.source.fetch_tree(written.nested_trace_ids, known=ids)
+            ids = ids + tree["span_id"].tolist()
+            st.write_table("raw/tree.parquet", tree)
+        frames = annotation_batches(self.source, ids, on_progress=self.on_progress)
         if hasattr(self.source, "fetch_trace_annotations"):  # annotations on whole traces: span id trace:<id>
-            annotations = concat_annotations([annotations, self.source.fetch_trace_annotations(traces)])
-        return tree, annotations
+            frames = _then(frames, lambda: self.source.fetch_trace_annotations(written.trace_ids))
+        wanted = set(ids) | {TRACE_PREFIX + t for t in written.trace_ids}
+        return tree, write_annotations(st.path("raw/annotations.parquet"), arrow_schema("annotations"),
+                                       ANNOTATION_ORDER, frames, wanted)
 
     def _nothing_to_pull(self, desc: dict[str, Any], since_at: datetime | None, since_from: str, cursor: Any,
                          notes: list[str]) -> UsageError:
@@ -243,6 +242,11 @@ class Puller:
         hint = "check telemetry.phoenix.project and span_filter (--set telemetry.phoenix.project=NAME) or widen " \
                "--since" if desc["name"] == "phoenix" else "check the source settings or widen --since"
         return UsageError(f"no spans for {where}{when}" + (f" ({detail})" if detail else ""), hint=hint)
+
+
+def _then(frames: Any, last: Callable[[], Any]) -> Any:
+    yield from frames
+    yield last()
 
 
 def pull(root: str | Path = ".", target: str | None = None, overrides: list[str] | None = None,

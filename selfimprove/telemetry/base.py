@@ -5,7 +5,7 @@ Stdlib only: this module is safe to import from the CLI at start-up.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -97,3 +97,26 @@ def slice_window(spans: pd.DataFrame, since: datetime | None, until: datetime | 
     if limit is not None and len(out) > limit:
         out = out.iloc[len(out) - limit:]
     return out.reset_index(drop=True)
+
+
+def span_batches(source: TelemetrySource, since: datetime | None, until: datetime | None, *, limit: int | None,
+                 on_progress: ProgressCallback | None = None) -> Iterator[pd.DataFrame]:
+    """A source's spans as raw frames, a batch at a time when it streams (`iter_spans`: batches in any order,
+    each span id in one of them; the caller sorts and keeps the newest `limit`), else its one `fetch_spans`
+    frame."""
+    stream = getattr(source, "iter_spans", None)
+    if stream is None:
+        yield source.fetch_spans(since, until, limit=limit, on_progress=on_progress)
+    else:
+        yield from stream(since, until, limit=limit, on_progress=on_progress)
+
+
+def annotation_batches(source: TelemetrySource, span_ids: Sequence[str], *,
+                       on_progress: ProgressCallback | None = None) -> Iterator[pd.DataFrame]:
+    """A source's annotations on `span_ids` as raw frames, a batch at a time when it streams (`iter_annotations`),
+    else its one `fetch_annotations` frame."""
+    stream = getattr(source, "iter_annotations", None)
+    if stream is None:
+        yield source.fetch_annotations(span_ids, on_progress=on_progress)
+    else:
+        yield from stream(span_ids, on_progress=on_progress)

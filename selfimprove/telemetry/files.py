@@ -12,7 +12,7 @@ Timestamps need an offset unless `naive_is_utc=True` (then a note says so).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +22,8 @@ from selfimprove.telemetry.base import ProgressCallback, check_window, report, s
 from selfimprove.telemetry.raw import (
     TRACE_PREFIX,
     annotations_from_columns,
+    concat_annotations,
+    concat_spans,
     empty_annotations,
     normalize_phoenix_annotations,
     normalize_phoenix_spans,
@@ -33,63 +35,104 @@ if TYPE_CHECKING:
 SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json")
 
 
+BATCH_ROWS = 50_000  # rows read, normalised and handed on at a time: memory stays flat however large the file
+
+
 class FileSource:
-    """A `TelemetrySource` over a spans file (and its annotations). Files are read once, on first use."""
+    """A `TelemetrySource` over a spans file (and its annotations), read in batches of `batch_rows` rows:
+    `iter_spans` and `iter_annotations` stream, so a file of millions of spans is pulled in bounded memory
+    (`fetch_spans` and `fetch_annotations` collect those streams into one frame). Annotations given as wide
+    columns on the spans file are the exception: they are read whole."""
 
     name = "file"
 
     def __init__(self, path: str | Path, *, annotations_path: str | Path | None = None,
-                 naive_is_utc: bool = False):
+                 naive_is_utc: bool = False, batch_rows: int = BATCH_ROWS):
         self.path = Path(path)
         if not self.path.is_file():
             raise UsageError(f"spans file not found: {self.path}", hint="pass a .parquet or .jsonl file")
         self.annotations_path = Path(annotations_path) if annotations_path else _sibling_annotations(self.path)
         self.naive_is_utc = naive_is_utc
+        self.batch_rows = batch_rows
         self.notes: list[str] = []
-        self._spans: pd.DataFrame | None = None
-        self._annotations: pd.DataFrame | None = None
+        self._naive_noted = False
+        self._span_ids: set[str] | None = None
+        self._wide: pd.DataFrame | None = None
 
     def fetch_spans(self, since: datetime | None, until: datetime | None, *, limit: int | None = None,
                     on_progress: ProgressCallback | None = None) -> pd.DataFrame:
+        out = concat_spans(list(self.iter_spans(since, until, on_progress=on_progress)))
+        if limit is not None and len(out) > limit:
+            out = out.iloc[len(out) - limit:].reset_index(drop=True)
+        return out
+
+    def iter_spans(self, since: datetime | None, until: datetime | None, *, limit: int | None = None,
+                   on_progress: ProgressCallback | None = None) -> Iterator[pd.DataFrame]:
+        """The file's spans in [since, until), normalised, a batch at a time in file order (a span id seen in an
+        earlier row is dropped: the first row wins). All of them whatever `limit`: the caller sorts and keeps
+        the newest `limit`."""
         since, until = check_window(since, until)
         self.notes = []
-        spans = self._load()[0]
-        out = slice_window(spans, since, until, limit)
-        report(on_progress, "spans", len(out), len(out), 1)
-        if len(out) == 0:
+        self._naive_noted = False
+        seen: set[str] = set()
+        found = 0
+        for frame in read_batches(self.path, self.batch_rows):
+            spans = self._normalize_spans(frame)
+            spans = spans[~spans["span_id"].isin(seen)]
+            seen.update(spans["span_id"])
+            out = slice_window(spans, since, until, None)
+            found += len(out)
+            report(on_progress, "spans", found, None, 1)
+            if len(out):
+                yield out
+        self._span_ids = seen
+        if found == 0:
             self.notes.append(f"no spans in {self.path} with start time in the window")
-        return out
 
     def fetch_annotations(self, span_ids: Sequence[str], *,
                           on_progress: ProgressCallback | None = None) -> pd.DataFrame:
-        spans, annotations = self._load()
+        return concat_annotations(list(self.iter_annotations(span_ids, on_progress=on_progress)))
+
+    def iter_annotations(self, span_ids: Sequence[str], *,
+                         on_progress: ProgressCallback | None = None) -> Iterator[pd.DataFrame]:
+        """The annotations on `span_ids`, a batch at a time. Annotations on spans outside the window belong to
+        other pulls; those on no span of the file at all are counted in `notes` (never dropped silently)."""
         ids = set(map(str, span_ids))
-        wanted = annotations["span_id"].isin(ids)
-        out = annotations[wanted].reset_index(drop=True)
+        known = self._all_span_ids()
+        unknown = 0
+        for batch in self._annotation_batches():
+            wanted = batch["span_id"].isin(ids)
+            on_trace = batch["span_id"].str.startswith(TRACE_PREFIX)
+            unknown += int((~wanted & ~on_trace & ~batch["span_id"].isin(known)).sum())
+            if wanted.any():
+                yield batch[wanted].reset_index(drop=True)
         report(on_progress, "annotations", len(ids), len(ids), 1)
-        # annotations on spans outside the window belong to other pulls; on no span of the file at all: bad input
-        on_trace = annotations["span_id"].str.startswith(TRACE_PREFIX)
-        unknown = int((~wanted & ~on_trace & ~annotations["span_id"].isin(set(spans["span_id"]))).sum())
-        if unknown:  # counted, never dropped silently
+        if unknown:
             self.notes.append(f"{unknown} annotations are on span ids the spans file does not have: not pulled")
-        return out
 
     def fetch_trace_annotations(self, trace_ids: Sequence[str]) -> pd.DataFrame:
         """The file's annotations on whole traces (span id `trace:<trace id>`) of these traces."""
-        annotations = self._load()[1]
         keys = {TRACE_PREFIX + str(t) for t in trace_ids}
-        return annotations[annotations["span_id"].isin(keys)].reset_index(drop=True)
+        frames = [a[a["span_id"].isin(keys)] for a in self._annotation_batches()]
+        return concat_annotations(frames)
 
-    def _load(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        if self._spans is None:
-            frame = read_table(self.path)
-            self._spans = self._normalize_spans(frame)
-            if self.annotations_path is not None:
-                self._annotations = _normalize_annotations(read_table(self.annotations_path),
-                                                           self.naive_is_utc, self.annotations_path)
-            else:
-                self._annotations = annotations_from_columns(frame, naive_is_utc=True)
-        return self._spans, self._annotations
+    def _annotation_batches(self) -> Iterator[pd.DataFrame]:
+        if self.annotations_path is None:
+            if self._wide is None:  # wide eval columns on the spans file: read whole
+                self._wide = annotations_from_columns(read_table(self.path), naive_is_utc=True)
+            yield self._wide
+            return
+        for frame in read_batches(self.annotations_path, self.batch_rows):
+            yield _normalize_annotations(frame, self.naive_is_utc, self.annotations_path)
+
+    def _all_span_ids(self) -> set[str]:
+        """Every span id of the file (inside the window or not)."""
+        if self._span_ids is None:
+            ids: set[str] = set()
+            for frame in read_batches(self.path, self.batch_rows):
+                ids.update(self._normalize_spans(frame)["span_id"])
+            self._span_ids = ids
+        return self._span_ids
 
     def _normalize_spans(self, frame: pd.DataFrame) -> pd.DataFrame:
         try:
@@ -98,7 +141,9 @@ class FileSource:
             if not self.naive_is_utc or "timezone" not in exc.message:
                 raise UsageError(f"{self.path}: {exc.message}",
                                  hint=(exc.hint or "") + "; or read naive times as UTC (naive_is_utc)") from None
-            self.notes.append(f"{self.path}: timestamps without a timezone were read as UTC")
+            if not self._naive_noted:
+                self.notes.append(f"{self.path}: timestamps without a timezone were read as UTC")
+                self._naive_noted = True
             return normalize_phoenix_spans(frame, naive_is_utc=True)
 
 
@@ -106,21 +151,46 @@ def read_table(path: Path) -> pd.DataFrame:
     """A parquet or JSON-lines file as a frame (JSONL parsed with the json module: no type guessing)."""
     import pandas as pd
 
+    frames = list(read_batches(path, None))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_batches(path: Path, rows: int | None) -> Iterator[pd.DataFrame]:
+    """A parquet or JSON-lines file as frames of at most `rows` rows (None: one frame), in file order. An empty
+    file gives one empty frame."""
+    import pandas as pd
+
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        records = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except ValueError as exc:
-                        raise UsageError(f"{path}:{number}: not a JSON object: {exc}",
-                                         hint="one JSON object per line (JSONL)") from None
-        return pd.DataFrame.from_records(records) if records else pd.DataFrame()
-    raise UsageError(f"unsupported file type: {path}", hint=f"use one of {', '.join(SUFFIXES)}")
+        if rows is None:
+            yield pd.read_parquet(path)
+            return
+        import pyarrow.parquet as pq
+
+        yielded = False
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+            yielded = True
+            yield batch.to_pandas()
+        if not yielded:
+            yield pd.read_parquet(path)
+        return
+    if suffix not in (".jsonl", ".ndjson", ".json"):
+        raise UsageError(f"unsupported file type: {path}", hint=f"use one of {', '.join(SUFFIXES)}")
+    records: list[dict] = []
+    yielded = False
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except ValueError as exc:
+                    raise UsageError(f"{path}:{number}: not a JSON object: {exc}",
+                                     hint="one JSON object per line (JSONL)") from None
+                if rows is not None and len(records) >= rows:
+                    yield pd.DataFrame.from_records(records)
+                    records, yielded = [], True
+    if records or not yielded:
+        yield pd.DataFrame.from_records(records) if records else pd.DataFrame()
 
 
 def _sibling_annotations(path: Path) -> Path | None:

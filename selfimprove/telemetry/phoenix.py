@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -87,29 +87,39 @@ class PhoenixSource:
     def fetch_spans(self, since: datetime | None, until: datetime | None, *, limit: int | None = None,
                     on_progress: ProgressCallback | None = None) -> pd.DataFrame:
         """All spans of the project whose start_time is in [since, until), newest `limit` if given."""
+        spans = concat_spans(list(self.iter_spans(since, until, limit=limit, on_progress=on_progress)))
+        if limit is not None and len(spans) > limit:
+            spans = spans.iloc[len(spans) - limit:].reset_index(drop=True)  # keep the newest
+        return spans
+
+    def iter_spans(self, since: datetime | None, until: datetime | None, *, limit: int | None = None,
+                   on_progress: ProgressCallback | None = None) -> Iterator[pd.DataFrame]:
+        """The spans of [since, until) page by page, newest pages first, each span once; with `limit`, at least
+        the newest `limit` spans (the caller keeps the newest `limit`)."""
         since, until = check_window(since, until)
         self.notes = []
         self.requests = 0
         self._prefetch.cancel()
-        pages: list[pd.DataFrame] = []
         seen: set[str] = set()
         end = until
         size = self.page_size if limit is None else max(1, min(self.page_size, limit))
         while limit is None or len(seen) < limit:
             page = self._spans_page(since, end, size)
             fresh = page[~page["span_id"].isin(seen)]
-            pages.append(fresh)
             seen.update(fresh["span_id"])
             report(on_progress, "spans", len(seen), None, self.requests)
+            if len(fresh):
+                yield fresh
             if len(page) < size:
                 break  # the window [since, end) is exhausted
             oldest = page["start_time"].min()
             if (page["start_time"] == oldest).all():
                 # more than a page at one instant: take that instant whole, then move strictly before it
                 instant = self._drain_instant(oldest, seen, size)
-                pages.append(instant)
                 seen.update(instant["span_id"])
                 report(on_progress, "spans", len(seen), None, self.requests)
+                if len(instant):
+                    yield instant
                 end = oldest.to_pydatetime()
             else:
                 next_end = oldest.to_pydatetime() + timedelta(microseconds=1)
@@ -117,12 +127,8 @@ class PhoenixSource:
                     raise SelfimproveError(f"paging spans from {self.endpoint} made no progress at {end}",
                                            hint="report this Phoenix version; lower --limit meanwhile")
                 end = next_end
-        spans = concat_spans(pages)
-        if limit is not None and len(spans) > limit:
-            spans = spans.iloc[len(spans) - limit:].reset_index(drop=True)  # keep the newest
-        if len(spans) == 0:
+        if not seen:
             self.notes.append(self._why_empty(since, until))
-        return spans
 
     def _spans_page(self, start: datetime | None, end: datetime | None, limit: int) -> pd.DataFrame:
         from phoenix.client.types.spans import SpanQuery

@@ -77,6 +77,21 @@ def empty_annotations() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=ANNOTATION_DTYPES[c]) for c in ANNOTATION_COLUMNS})
 
 
+def arrow_schema(kind: str) -> Any:
+    """The pyarrow schema of a raw table ("spans", "annotations" or "tree"): what `pull` writes, batch by batch,
+    whatever types one batch's values would infer (a batch whose column is all null stays a string column)."""
+    import pyarrow as pa
+
+    columns, dtypes = {"spans": (SPAN_COLUMNS, SPAN_DTYPES), "annotations": (ANNOTATION_COLUMNS, ANNOTATION_DTYPES),
+                       "tree": (TREE_COLUMNS, SPAN_DTYPES)}[kind]
+    types = {"str": pa.string(), "Int64": pa.int64(), "float64": pa.float64(), _TIME: pa.timestamp("us", tz="UTC")}
+    return pa.schema([pa.field(c, types[dtypes[c]]) for c in columns])
+
+
+SPAN_ORDER = ["start_time", "span_id"]  # the raw spans table's row order (nulls first)
+ANNOTATION_ORDER = ["span_id", "name", "identifier", "updated_at"]  # the raw annotations table's row order
+
+
 def is_missing(value: Any) -> bool:
     """None, NaN, NaT or pd.NA (not an empty list or dict)."""
     if value is None:
@@ -225,7 +240,7 @@ def normalize_phoenix_spans(df: pd.DataFrame, *, naive_is_utc: bool = False) -> 
         out[name] = utc_times(df[name] if name in df.columns else [None] * len(df), name,
                               naive_is_utc=naive_is_utc)
     out = out.drop_duplicates("span_id", keep="first")
-    return out.sort_values(["start_time", "span_id"], kind="stable", na_position="first").reset_index(drop=True)
+    return out.sort_values(SPAN_ORDER, kind="stable", na_position="first").reset_index(drop=True)
 
 
 def tree_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -237,7 +252,7 @@ def tree_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     out = _frame(columns, SPAN_DTYPES, TREE_COLUMNS)
     out["start_time"] = utc_times(columns["start_time"], "start_time") if rows else pd.Series([], dtype=_TIME)
     out = out.drop_duplicates("span_id", keep="first")
-    return out.sort_values(["start_time", "span_id"], kind="stable", na_position="first").reset_index(drop=True)
+    return out.sort_values(SPAN_ORDER, kind="stable", na_position="first").reset_index(drop=True)
 
 
 def concat_spans(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -248,7 +263,7 @@ def concat_spans(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         return empty_spans()
     out = pd.concat(frames, ignore_index=True).drop_duplicates("span_id", keep="first")
-    return out.sort_values(["start_time", "span_id"], kind="stable", na_position="first").reset_index(drop=True)
+    return out.sort_values(SPAN_ORDER, kind="stable", na_position="first").reset_index(drop=True)
 
 
 def concat_annotations(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -259,8 +274,7 @@ def concat_annotations(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         return empty_annotations()
     out = pd.concat(frames, ignore_index=True)
-    keys = ["span_id", "name", "identifier", "updated_at"]
-    return out.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
+    return out.sort_values(ANNOTATION_ORDER, kind="stable", na_position="first").reset_index(drop=True)
 
 
 def normalize_phoenix_annotations(df: pd.DataFrame, *, naive_is_utc: bool = False) -> pd.DataFrame:
@@ -293,8 +307,7 @@ def normalize_phoenix_annotations(df: pd.DataFrame, *, naive_is_utc: bool = Fals
     out = _frame(columns, ANNOTATION_DTYPES, ANNOTATION_COLUMNS)
     for name in ("created_at", "updated_at"):
         out[name] = utc_times(df[name] if name in df.columns else [None] * n, name, naive_is_utc=naive_is_utc)
-    keys = ["span_id", "name", "identifier", "updated_at"]
-    return out.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
+    return out.sort_values(ANNOTATION_ORDER, kind="stable", na_position="first").reset_index(drop=True)
 
 
 def annotations_from_columns(df: pd.DataFrame, *, naive_is_utc: bool = True) -> pd.DataFrame:
