@@ -129,9 +129,10 @@ p = pull(root=root, since="2024-01-01T00:00Z")
 t_pull = time.perf_counter() - t
 s = snapshot(root=root, run=p.run)
 assert not s.reused
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": time.perf_counter() - t, "pull_seconds": t_pull, "spans": p.spans,
-                  "annotations": p.annotations, "samples": s.counts["samples"],
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "annotations": p.annotations, "samples": s.counts["samples"], "run_path": p.run_path,
+                  "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}))
 """
 
 
