@@ -86,3 +86,29 @@ def test_cursor_pull_streams_and_skips_what_was_pulled(tmp_path):
     with pytest.raises(Exception, match="no new spans"):
         third.pull()
     assert len(Workspace(root).runs("support")) == 2  # the empty pull left no run behind
+
+
+def test_phoenix_pages_are_planned_from_start_times_whatever_order_the_server_answers_in():
+    """Phoenix's select query limits without ordering (on PostgreSQL a full page is not the newest spans): the
+    start times are gathered by splitting full answers, and the windows cover every span exactly once."""
+    from selfimprove.telemetry.phoenix_paging import plan_windows, start_times
+
+    rng = random.Random(1)
+    data = [T0 + timedelta(seconds=rng.randint(0, 300)) for _ in range(2000)] + [T0 + timedelta(seconds=50)] * 700
+
+    def probe(start, end, limit):  # some `limit` spans of the window, in no order
+        hits = [t for t in data if (start is None or t >= start) and (end is None or t < end)]
+        rng.shuffle(hits)
+        return hits[:limit]
+
+    times = start_times(probe, None, None, limit=300)
+    assert sorted(times) == sorted(data)
+    windows = plan_windows(times, 100)
+    assert sum(n for _, _, n in windows) == len(data)
+    assert all(n <= 100 or end - start == timedelta(microseconds=1) for start, end, n in windows)
+    assert all(windows[i][0] >= windows[i + 1][1] for i in range(len(windows) - 1))  # newest first, disjoint
+    for start, end, n in windows:
+        assert n == sum(start <= t < end for t in data)
+    newest = plan_windows(times, 100, limit=250)
+    assert 250 <= sum(n for _, _, n in newest) < 350 and newest[:-1] == windows[:len(newest) - 1]
+    assert newest[-1][1] == windows[len(newest) - 1][1]  # the last one stops once the newest 250 are covered

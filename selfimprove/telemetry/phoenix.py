@@ -1,10 +1,10 @@
 """Spans and span annotations from an Arize Phoenix server, through `phoenix.client` (REST).
 
 Fast path: `get_spans_dataframe` with a select query of exactly the fields the raw schema needs (~7x faster than
-the full frame). The endpoint answers one request of at most `limit` rows, newest first, with no cursor, so we
-page by time window: the next page ends just after the oldest start time seen (`end_time` is exclusive), and
-rows are de-duplicated by span id. When a whole page shares one start time, that instant is drained with a
-growing limit before moving past it, so nothing is lost or truncated at a page boundary.
+the full frame). The endpoint answers one request of at most `limit` rows with no cursor and, for a select
+query, in no defined order (on PostgreSQL not the newest first), so the pages are time windows planned from the
+spans' start times (`phoenix_paging`): each window holds at most `page_size` spans and is fetched whole, and rows
+are de-duplicated by span id.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
@@ -94,41 +94,60 @@ class PhoenixSource:
 
     def iter_spans(self, since: datetime | None, until: datetime | None, *, limit: int | None = None,
                    on_progress: ProgressCallback | None = None) -> Iterator[pd.DataFrame]:
-        """The spans of [since, until) page by page, newest pages first, each span once; with `limit`, at least
-        the newest `limit` spans (the caller keeps the newest `limit`)."""
+        """The spans of [since, until) a window at a time, newest first, each span once; with `limit`, at least
+        the newest `limit` spans (the caller keeps the newest `limit`). The windows are planned from the start
+        times (telemetry/phoenix_paging.py: Phoenix's select query limits without ordering)."""
+        from selfimprove.telemetry.phoenix_paging import plan_windows, start_times
+
         since, until = check_window(since, until)
         self.notes = []
         self.requests = 0
         self._prefetch.cancel()
         seen: set[str] = set()
-        end = until
-        size = self.page_size if limit is None else max(1, min(self.page_size, limit))
-        while limit is None or len(seen) < limit:
-            page = self._spans_page(since, end, size)
-            fresh = page[~page["span_id"].isin(seen)]
-            seen.update(fresh["span_id"])
-            report(on_progress, "spans", len(seen), None, self.requests)
-            if len(fresh):
-                yield fresh
-            if len(page) < size:
-                break  # the window [since, end) is exhausted
-            oldest = page["start_time"].min()
-            if (page["start_time"] == oldest).all():
-                # more than a page at one instant: take that instant whole, then move strictly before it
-                instant = self._drain_instant(oldest, seen, size)
-                seen.update(instant["span_id"])
-                report(on_progress, "spans", len(seen), None, self.requests)
-                if len(instant):
-                    yield instant
-                end = oldest.to_pydatetime()
-            else:
-                next_end = oldest.to_pydatetime() + timedelta(microseconds=1)
-                if end is not None and next_end >= end:  # a server that ignores end_time would loop forever
-                    raise SelfimproveError(f"paging spans from {self.endpoint} made no progress at {end}",
-                                           hint="report this Phoenix version; lower --limit meanwhile")
-                end = next_end
+        times = start_times(self._start_times_page, since, until)
+        total = len(times) if limit is None else min(limit, len(times))
+        windows = plan_windows(times, self.page_size, limit)
+        del times
+        for start, end, count in windows:
+            for page in self._window(start, end, count, seen, 0):
+                seen.update(page["span_id"])
+                report(on_progress, "spans", len(seen), max(total, len(seen)), self.requests)
+                yield page
         if not seen:
             self.notes.append(self._why_empty(since, until))
+
+    def _window(self, start: datetime, end: datetime, count: int, seen: set[str], replans: int
+                ) -> Iterator[pd.DataFrame]:
+        """The spans of one planned window (`count` of them when planned); planned again if it grew."""
+        from selfimprove.telemetry.phoenix_paging import MAX_REPLANS, no_progress, plan_windows, start_times
+
+        page = self._spans_page(start, end, count + 1)
+        if len(page) <= count:
+            fresh = page[~page["span_id"].isin(seen)]
+            if len(fresh):
+                yield fresh
+            return
+        if replans >= MAX_REPLANS:
+            raise no_progress(self.endpoint, start, end)
+        for sub_start, sub_end, sub_count in plan_windows(start_times(self._start_times_page, start, end),
+                                                          self.page_size):
+            yield from self._window(sub_start, sub_end, sub_count, seen, replans + 1)
+
+    def _start_times_page(self, start: datetime | None, end: datetime | None, limit: int) -> list[datetime]:
+        """Some `limit` span start times of [start, end) (all of them when fewer), as UTC datetimes."""
+        from phoenix.client.types.spans import SpanQuery
+
+        from selfimprove.telemetry.raw import utc_times
+
+        query = SpanQuery()
+        if self.span_filter:
+            query = query.where(self.span_filter)
+        df = self._call(lambda timeout: self._get_client().spans.get_spans_dataframe(
+            project_identifier=self.project, query=query.select("start_time"), start_time=start, end_time=end,
+            limit=limit, timeout=timeout), what="span start times")
+        if df is None or len(df) == 0 or "start_time" not in df.columns:
+            return []
+        return [t.to_pydatetime() for t in utc_times(df["start_time"], "start_time").dropna()]
 
     def _spans_page(self, start: datetime | None, end: datetime | None, limit: int) -> pd.DataFrame:
         from phoenix.client.types.spans import SpanQuery
@@ -142,15 +161,6 @@ class PhoenixSource:
             timeout=timeout), what="spans")
         self._prefetch.add(_raw_span_ids(df))
         return normalize_phoenix_spans(df)
-
-    def _drain_instant(self, instant: pd.Timestamp, seen: set[str], size: int) -> pd.DataFrame:
-        start = instant.to_pydatetime()
-        size *= 2
-        while True:
-            page = self._spans_page(start, start + timedelta(microseconds=1), size)
-            if len(page) < size:
-                return page[~page["span_id"].isin(seen)]
-            size *= 2
 
     def _why_empty(self, since: datetime | None, until: datetime | None) -> str:
         import httpx
