@@ -48,8 +48,8 @@ def _messy_rows() -> list[dict]:
     return rows + [span_row(40, model="other-model")]
 
 
-@pytest.mark.parametrize("window", [dict(since="2024-05-01T12:00:05Z"),
-                                    dict(since="2024-05-01T12:00:05Z", limit=17)])
+@pytest.mark.parametrize("window", [{"since": "2024-05-01T12:00:05Z"},
+                                    {"since": "2024-05-01T12:00:05Z", "limit": 17}])
 def test_streamed_pull_equals_the_whole_frame_pull(tmp_path, window, monkeypatch):
     spans = write_spans(tmp_path / "spans.jsonl", _messy_rows())
     digests = []
