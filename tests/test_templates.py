@@ -281,6 +281,6 @@ def test_parameters_replay_does_not_send_are_counted_and_named(tmp_path):
     span = parse_span(rows[0])
     assert span.unreplayed == ("seed", "stop") and span.policy.parallel_tool_calls is False
     assert span.policy.params()["parallel_tool_calls"] is False  # sent with its tools
-    built = build_samples(rows, Recovered(results={}, specs={}, spec_sources={}), Selection(test_size=0.3, seed=0))
+    built = build_samples([rows], Recovered(results={}, specs={}, spec_sources={}), Selection(test_size=0.3, seed=0))
     assert built.counts["unreplayed_param.seed"] == 3 and built.counts["unreplayed_param.stop"] == 3
     assert any("replay does not send: seed (3 calls), stop (3 calls)" in w for w in built.warnings)

@@ -8,6 +8,7 @@ the window) is context an annotation may sit on.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,16 @@ def read_tree(run_path: Path) -> list[dict[str, Any]]:
     return read_rows(path)
 
 
-def join_run(span_rows: list[dict[str, Any]], tree_rows: list[dict[str, Any]], results: dict[str, Any],
-             join_cfg: Any) -> Joined:
-    """Join annotation results onto the pulled LLM spans as the `[join]` config says."""
+def join_run(span_batches: Iterable[list[dict[str, Any]]], tree_rows: list[dict[str, Any]],
+             results: dict[str, Any], join_cfg: Any) -> Joined:
+    """Join annotation results onto the pulled LLM spans (batches of span rows: the structure columns suffice)
+    as the `[join]` config says."""
     nodes = {}
     for row in tree_rows:
         nodes[str(row["span_id"])] = _node(row, target=False)
-    for row in span_rows:
-        nodes[str(row["span_id"])] = _node(row, target=is_llm_kind(row.get("span_kind")))
+    for rows in span_batches:
+        for row in rows:
+            nodes[str(row["span_id"])] = _node(row, target=is_llm_kind(row.get("span_kind")))
     selector = Selector(span_name=join_cfg.span_name, metadata=dict(join_cfg.metadata), pick=join_cfg.pick)
     return join_annotations(nodes, results, dict(join_cfg.evals), join_cfg.default, selector)
 

@@ -1,5 +1,7 @@
 """From raw spans and annotations to the samples of a checkpoint: parse, join, filter, choose the current
-policy, deduplicate, subsample, split. No I/O: `build_samples` takes row dicts and returns records and counts.
+policy, deduplicate, subsample, split. No I/O: `build_samples` takes batches of row dicts and returns the chosen
+spans (without their messages: memory stays small however many spans there are), their split and the counts;
+`samples` turns a second reading of the rows into the Samples of the chosen spans, a batch at a time.
 
 Order matters and is fixed: bad spans are counted and dropped; the filter chain runs on parsed samples with their
 evals; the current policy is chosen among what is left (the latest call's policy unless one is named);
@@ -13,8 +15,10 @@ a Protocol), or TF-IDF when there is none or it fails (a warning, never fatal).
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from selfimprove.core.canonical import digest
@@ -49,7 +53,8 @@ class Embedder(Protocol):
 
 @dataclass
 class Built:
-    samples: list[Sample]
+    pool: list[ParsedSpan]  # the chosen spans by span id, without history and output (`samples` reads them)
+    split: dict[str, str]  # span id -> "train" | "test"
     policy: Policy
     specs: dict[str, EvalSpec]
     primary: str | None
@@ -62,17 +67,35 @@ class Built:
     diverse_method: str | None = None  # "embeddings" or "tfidf" when a diverse subset was picked
 
 
-def parse_all(rows: list[dict[str, Any]]) -> tuple[list[ParsedSpan], Counter, dict[str, str]]:
-    parsed, bad, examples = [], Counter(), {}
+@dataclass
+class Parsed:
+    """Every good span of a run without its messages (`spans`), with what selection needs of them: the input
+    key each dedupes on, and the input text when a diverse subset is to be picked."""
+
+    spans: list[ParsedSpan] = field(default_factory=list)
+    keys: dict[str, Any] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    bad: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    rows: int = 0
+
+
+def parse_all(batches: Iterable[list[dict[str, Any]]], keep_text: bool = False) -> Parsed:
+    out = Parsed()
     policies: dict[tuple, Any] = {}
-    for row in rows:
-        out = parse_span(row, policies)
-        if isinstance(out, BadSpan):
-            bad[out.reason] += 1
-            examples.setdefault(out.reason, f"{out.span_id}: {out.detail}")
-        else:
-            parsed.append(out)
-    return parsed, bad, examples
+    for rows in batches:
+        out.rows += len(rows)
+        for row in rows:
+            span = parse_span(row, policies)
+            if isinstance(span, BadSpan):
+                out.bad[span.reason] += 1
+                out.examples.setdefault(span.reason, f"{span.span_id}: {span.detail}")
+                continue
+            out.keys[span.span_id] = input_key(span)
+            if keep_text:
+                out.texts[span.span_id] = input_text(span)
+            out.spans.append(replace(span, history=(), output=None))  # the messages are read again by `samples`
+    return out
 
 
 def _fields(span: ParsedSpan, evals: dict[str, Any]) -> dict[str, Any]:
@@ -118,23 +141,23 @@ def choose_policy(spans: list[ParsedSpan], wanted: str | None) -> tuple[Policy, 
 
 def input_key(span: ParsedSpan) -> Any:
     """What identifies a call's input: its history without the system messages, and its template variables (the
-    same question for two teams is two inputs). Hashable."""
+    same question for two teams is two inputs). Hashable, and small: a SHA-256 of the messages' full
+    representation, not the messages (a snapshot keeps one per span)."""
     visible = tuple(m for m in span.history if m.role not in ("system", "developer"))
-    try:
-        hash(visible)
-    except TypeError:  # content parts are lists: fall back to a digest
-        visible = digest([m.to_openai() for m in visible])
-    return visible if span.variables is None else (visible, digest(span.variables))
+    key = hashlib.sha256(repr(visible).encode("utf-8", "surrogatepass")).digest()
+    return key if span.variables is None else (key, digest(span.variables))
 
 
 def input_text(span: ParsedSpan) -> str:
     return "\n".join(m.text() for m in span.history if m.role not in ("system", "developer"))
 
 
-def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Selection,
+def build_samples(span_batches: Iterable[list[dict[str, Any]]], recovered: Recovered, sel: Selection,
                   embedder: Embedder | None = None) -> Built:
-    parsed, bad, examples = parse_all(span_rows)
-    counts: dict[str, int] = {"spans": len(span_rows), "bad": sum(bad.values()), "parsed": len(parsed)}
+    """Select and split the samples of batches of raw span rows; see the module docstring."""
+    read = parse_all(span_batches, keep_text=sel.diverse and sel.max_samples is not None)
+    parsed, bad, examples = read.spans, read.bad, read.examples
+    counts: dict[str, int] = {"spans": read.rows, "bad": sum(bad.values()), "parsed": len(parsed)}
     notes: list[str] = []
     multi = sum(1 for s in parsed if s.extra_outputs)
     if multi:
@@ -146,7 +169,7 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
     counts["filtered"] = len(parsed) - len(kept)
     if not kept:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(bad.items())) or "none bad"
-        raise UsageError(f"no usable samples: {len(span_rows)} spans, {len(parsed)} parsed, "
+        raise UsageError(f"no usable samples: {read.rows} spans, {len(parsed)} parsed, "
                          f"{counts['filtered']} filtered out (bad: {reasons})",
                          hint="check --filter and the target's span filter, or pull a wider window")
     policy, policies = choose_policy(kept, sel.policy)
@@ -160,7 +183,7 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
                      "placeholder")
     best: dict[str, ParsedSpan] = {}
     for s in kept:
-        key = input_key(s)
+        key = read.keys[s.span_id]
         rank = (s.policy_digest == current, len(recovered.results.get(s.span_id, {})), _time_key(s))
         other = best.get(key)
         if other is None or rank > (other.policy_digest == current,
@@ -168,32 +191,49 @@ def build_samples(span_rows: list[dict[str, Any]], recovered: Recovered, sel: Se
             best[key] = s
     pool = sorted(best.values(), key=lambda s: s.span_id)
     counts["duplicates"] = len(kept) - len(pool)
-    pool, method = _subsample(pool, sel, notes, counts, warnings, embedder)
+    pool, method = _subsample(pool, sel, notes, counts, warnings, embedder, read.texts)
     evals = sorted({name for s in pool for name in recovered.results.get(s.span_id, {})})
     specs = {name: recovered.specs[name] for name in evals}
     primary = _primary(sel.primary, specs, pool, recovered)
     items = [SplitItem(s.span_id, s.trace_id, _score(recovered, s.span_id, primary)) for s in pool]
     split = split_by_trace(items, sel.test_size, sel.seed)
-    samples = [Sample(sample_id=s.span_id, span_id=s.span_id, trace_id=s.trace_id,
-                      start_time=s.start_time.isoformat() if s.start_time else None, history=s.history,
-                      output=s.output, evals=recovered.results.get(s.span_id, {}), prompt_tokens=s.prompt_tokens,
-                      completion_tokens=s.completion_tokens, latency_ms=s.latency_ms,
-                      policy_digest=s.policy_digest, split=split[s.span_id], variables=s.variables)
-               for s in pool]
-    counts.update(samples=len(samples), train=sum(x.split == "train" for x in samples),
-                  test=sum(x.split == "test" for x in samples), traces=len({x.trace_id for x in samples}),
-                  policies=len(policies), **{"current_policy.samples": sum(x.policy_digest == current
-                                                                         for x in samples)})
+    results = {s.span_id: recovered.results.get(s.span_id, {}) for s in pool}
+    counts.update(samples=len(pool), train=sum(split[s.span_id] == "train" for s in pool),
+                  test=sum(split[s.span_id] == "test" for s in pool), traces=len({s.trace_id for s in pool}),
+                  policies=len(policies), **{"current_policy.samples": sum(s.policy_digest == current
+                                                                         for s in pool)})
     for name in evals:
-        counts[f"missing.{name}"] = sum(name not in x.evals for x in samples)
+        counts[f"missing.{name}"] = sum(name not in results[s.span_id] for s in pool)
     for reason in BAD_REASONS:
         counts[f"bad.{reason}"] = bad.get(reason, 0)
-    return Built(samples, policy, specs, primary, counts, dict(bad), policies, warnings=warnings, notes=notes,
-                 bad_examples=examples, diverse_method=method)
+    return Built(pool, {s.span_id: split[s.span_id] for s in pool}, policy, specs, primary, counts, dict(bad),
+                 policies, warnings=warnings, notes=notes, bad_examples=examples, diverse_method=method)
+
+
+def samples(span_batches: Iterable[list[dict[str, Any]]], built: Built, recovered: Recovered
+            ) -> Iterator[list[Sample]]:
+    """The Samples of the chosen spans, parsed again from a second reading of the rows, a batch at a time (in
+    the rows' order)."""
+    policies: dict[tuple, Any] = {}
+    for rows in span_batches:
+        batch = []
+        for row in rows:
+            split = built.split.get(str(row.get("span_id")))
+            if split is None:
+                continue
+            s = parse_span(row, policies)
+            batch.append(Sample(sample_id=s.span_id, span_id=s.span_id, trace_id=s.trace_id,
+                                start_time=s.start_time.isoformat() if s.start_time else None, history=s.history,
+                                output=s.output, evals=recovered.results.get(s.span_id, {}),
+                                prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
+                                latency_ms=s.latency_ms, policy_digest=s.policy_digest, split=split,
+                                variables=s.variables))
+        yield batch
 
 
 def _subsample(pool: list[ParsedSpan], sel: Selection, notes: list[str], counts: dict[str, int],
-               warnings: list[str], embedder: Embedder | None) -> tuple[list[ParsedSpan], str | None]:
+               warnings: list[str], embedder: Embedder | None, texts: dict[str, str]
+               ) -> tuple[list[ParsedSpan], str | None]:
     if sel.max_samples is None or len(pool) <= sel.max_samples:
         if sel.diverse and sel.max_samples is None:
             notes.append("--diverse picks a subset of --max-samples samples; without it every sample is kept")
@@ -201,7 +241,7 @@ def _subsample(pool: list[ParsedSpan], sel: Selection, notes: list[str], counts:
         return pool, None
     method = None
     if sel.diverse:
-        picks, method = diverse_picks([input_text(s) for s in pool], sel.max_samples, sel.seed, embedder, warnings)
+        picks, method = diverse_picks([texts[s.span_id] for s in pool], sel.max_samples, sel.seed, embedder, warnings)
         chosen = [pool[i] for i in picks]
         source = f"embeddings ({embedder.label})" if method == "embeddings" and embedder else "TF-IDF"
         notes.append(f"--diverse: {len(chosen)} of {len(pool)} samples picked from {source} clusters of the inputs")

@@ -59,6 +59,24 @@ def samples_to_frame(samples: list[Sample], evals: list[str] | None = None) -> A
     return frame
 
 
+def write_samples(path: str | Path, batches: Iterable[list[Sample]], evals: list[str]) -> Path:
+    """Write batches of Samples as the samples table (what `samples_to_frame` of them all would write: rows
+    sorted by sample_id, the same columns and content digest), through an external sort: bounded memory."""
+    import pyarrow as pa
+
+    from selfimprove.store.sorted_table import SortedTable, write_table_batches
+    from selfimprove.store.tables import write_table
+
+    with SortedTable(None, ["sample_id"]) as table:
+        for batch in batches:
+            if batch:
+                table.add(pa.Table.from_pandas(samples_to_frame(batch, evals), preserve_index=False))
+        schema = table.output_schema()
+        if schema is None:
+            return write_table(path, samples_to_frame([], evals))
+        return write_table_batches(path, schema, table.batches())
+
+
 def frame_to_samples(frame: Any) -> list[Sample]:
     import pandas as pd
 

@@ -146,8 +146,8 @@ def _snapshot(root: Path, cfg: Any, run: Any, test_size: float | None, seed: int
             result = SnapshotResult.model_validate_json((run.path / "snapshot.json").read_text())
             return result.model_copy(update={"run": run.run_id, "run_path": str(run.path), "reused": True,
                                              "seconds": round(time.monotonic() - started, 3)})
-        result, frame, checkpoint, report = build(run.path, cfg, sel, registry, embedder)
-        st.write_table("dataset.parquet", frame)
+        result, write_dataset, checkpoint, report = build(run.path, cfg, sel, registry, embedder)
+        write_dataset(st.path("dataset.parquet"))
         st.write_json("checkpoint.json", {"schema": CHECKPOINT_SCHEMA, **checkpoint.model_dump(mode="json")})
         st.write_text("snapshot.md", report)
         st.write_text("snapshot.json", pretty_json(result.model_dump(mode="json")))
@@ -182,56 +182,68 @@ class RunEmbedder:
 
 def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = None
           ) -> tuple[SnapshotResult, Any, Any, str]:
-    """Read the raw tables of a run folder and build (result, dataset frame, Checkpoint, markdown report)."""
+    """Read the raw tables of a run folder and build (result, dataset table writer, Checkpoint, markdown report).
+
+    The spans are read twice, a batch at a time (bounded memory): once for the structure the joins need and the
+    selection (without messages), once for the messages of the chosen samples. The dataset rows go through an
+    external sort by sample id; the returned `write(path)` writes them."""
 
     from selfimprove.core.records import Checkpoint
     from selfimprove.dataset.agreement import agreement_findings, judge_agreements
     from selfimprove.dataset.join import join_run, read_tree
     from selfimprove.dataset.select import build_samples
     from selfimprove.dataset.summary import markdown
-    from selfimprove.dataset.table import samples_to_frame
     from selfimprove.evals.recover import recover
-    from selfimprove.store.documents import read_frame, read_rows
+    from selfimprove.store.documents import read_frame, read_row_batches
 
-    # span rows straight from arrow (nulls as None, times as aware datetimes): ~2x faster than pandas' to_dict
-    span_rows = read_rows(run_path / "raw/spans.parquet")
+    spans_path = run_path / "raw/spans.parquet"
     annotations = read_frame(run_path / "raw/annotations.parquet")
     recovered = recover(annotations, registry, list(cfg.evals.include) or None)
-    joined = join_run(span_rows, read_tree(run_path), recovered.results, cfg.join)
+    del annotations
+    structure = read_row_batches(spans_path, columns=["span_id", "trace_id", "parent_id", "name", "span_kind",
+                                                      "start_time", "metadata"])
+    joined = join_run(structure, read_tree(run_path), recovered.results, cfg.join)
     recovered = replace(recovered, results=joined.results)
-    built = build_samples(span_rows, recovered, sel, embedder)
+    built = build_samples(read_row_batches(spans_path), recovered, sel, embedder)
     evals = sorted(built.specs)
     agreement = judge_agreements(recovered.results, {n: s.kind for n, s in recovered.specs.items()},
                                  cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)
     disagree, few = agreement_findings(agreement, cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)
     warnings = (built.warnings + _warnings(built, recovered, cfg.split.min_policy_samples) + disagree
                 + _join_warnings(joined, cfg.join))
+    results = {s.span_id: recovered.results.get(s.span_id, {}) for s in built.pool}
     result = SnapshotResult(
         target=cfg.target, policy_digest=built.policy.digest, policy_model=built.policy.model,
         primary_eval=built.primary, policies=[PolicySeen(**p) for p in built.policies],
-        evals=[_eval_seen(name, built, recovered.spec_sources[name]) for name in evals],
+        evals=[_eval_seen(name, built, results, recovered.spec_sources[name]) for name in evals],
         counts={**built.counts, **{k: v for k, v in recovered.counts.items()}}, bad=built.bad,
         bad_examples=built.bad_examples, joins=joined.ways, unjoined=joined.unjoined,
         unjoined_examples=joined.examples, ambiguous=joined.ambiguous, agreement=agreement,
         filters=[str(f) for f in sel.filters], warnings=warnings, notes=built.notes + recovered.notes + few, diverse_method=built.diverse_method)
     checkpoint = Checkpoint(
         target=cfg.target, policy=built.policy, evals=tuple(built.specs[n] for n in evals),
-        primary_eval=built.primary, train_ids=tuple(sorted(s.sample_id for s in built.samples if s.split == "train")),
-        test_ids=tuple(sorted(s.sample_id for s in built.samples if s.split == "test")), counts=result.counts)
-    frame = samples_to_frame(built.samples, evals)
-    return result, frame, checkpoint, markdown(result, built.policy, checkpoint)
+        primary_eval=built.primary, train_ids=tuple(sorted(i for i, split in built.split.items() if split == "train")),
+        test_ids=tuple(sorted(i for i, split in built.split.items() if split == "test")), counts=result.counts)
+
+    def write(path: Path) -> Path:
+        from selfimprove.dataset.select import samples
+        from selfimprove.dataset.table import write_samples
+
+        return write_samples(path, samples(read_row_batches(spans_path), built, recovered), evals)
+
+    return result, write, checkpoint, markdown(result, built.policy, checkpoint)
 
 
-def _eval_seen(name: str, built: Any, source: str) -> EvalSeen:
+def _eval_seen(name: str, built: Any, by_span: dict[str, dict[str, Any]], source: str) -> EvalSeen:
     spec = built.specs[name]
-    results = [s.evals[name] for s in built.samples if name in s.evals]
+    results = [evals[name] for evals in by_span.values() if name in evals]
     scores = [r.score for r in results if r.score is not None]
     labels: dict[str, int] = {}
     for r in results:
         if r.label is not None:
             labels[r.label] = labels.get(r.label, 0) + 1
     return EvalSeen(name=name, kind=spec.kind, spec_source=source, judge_model=spec.judge_model,
-                    direction=spec.direction, scored=len(scores), missing=len(built.samples) - len(results),
+                    direction=spec.direction, scored=len(scores), missing=len(built.pool) - len(results),
                     mean_score=round(sum(scores) / len(scores), 6) if scores else None,
                     labels=dict(sorted(labels.items())))
 

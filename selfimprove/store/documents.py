@@ -10,6 +10,7 @@ pandas metadata (`ignore_metadata`), so what the product reads back is exactly w
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,6 +76,24 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         raise IntegrityError(f"table {path} is missing", path=str(path), hint=_HINT)
     try:
         return pq.read_table(path).to_pylist()
+    except Exception as exc:  # a truncated or corrupted parquet file (pyarrow raises several kinds)
+        raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path), hint=_HINT) from exc
+
+
+ROW_BATCH = 50_000  # rows per batch of `read_row_batches`
+
+
+def read_row_batches(path: str | Path, columns: list[str] | None = None,
+                     batch_rows: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """A parquet table's rows as dicts straight from arrow, `batch_rows` (ROW_BATCH) at a time: bounded memory."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise IntegrityError(f"table {path} is missing", path=str(path), hint=_HINT)
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows or ROW_BATCH, columns=columns):
+            yield batch.to_pylist()
     except Exception as exc:  # a truncated or corrupted parquet file (pyarrow raises several kinds)
         raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path), hint=_HINT) from exc
 

@@ -25,11 +25,12 @@ _SEQ = "__arrival"  # a global arrival number: the last key, so the sort is stab
 
 class SortedTable:
     """An external sort of arrow tables by `keys`; see the module docstring. Use as a context manager (the
-    spill directory is removed on exit)."""
+    spill directory is removed on exit). With `schema` None the tables keep the types they come with and the
+    output has their union (`pa.unify_schemas`, permissive: a column that is int64 in one table and double in
+    another is double, null and string is string), as pandas would infer for their concatenation."""
 
     def __init__(self, schema: Any, keys: list[str], *, chunk_rows: int | None = None,
                  spill_dir: str | Path | None = None):
-        import pyarrow as pa
 
         self.schema = schema
         self.keys = list(keys)
@@ -39,7 +40,6 @@ class SortedTable:
         self._buffer: list[Any] = []
         self._buffered = 0
         self._chunks: list[Path] = []
-        self._key_schema = pa.schema([schema.field(k) for k in self.keys] + [pa.field(_SEQ, pa.int64())])
 
     def add(self, table: Any) -> None:
         """Add rows (a pyarrow Table with at least the schema's columns; cast to it)."""
@@ -47,7 +47,10 @@ class SortedTable:
 
         if table.num_rows == 0:
             return
-        table = table.select(self.schema.names).cast(self.schema)
+        if self.schema is not None:
+            table = table.select(self.schema.names).cast(self.schema)
+        else:
+            table = table.replace_schema_metadata(None)
         table = table.append_column(_SEQ, pa.array(range(self.rows, self.rows + table.num_rows), pa.int64()))
         self.rows += table.num_rows
         self._buffer.append(table)
@@ -61,19 +64,35 @@ class SortedTable:
 
         if not self._buffer:
             return
-        table = pa.concat_tables(self._buffer)
+        table = pa.concat_tables(self._buffer, promote_options="permissive")
         self._buffer, self._buffered = [], 0
         table = table.take(_sort_indices(table, self.keys + [_SEQ]))
         path = self._dir / f"chunk-{len(self._chunks):05d}.parquet"
         pq.write_table(table, path, compression="lz4", row_group_size=8192)
         self._chunks.append(path)
 
-    def batches(self, batch_rows: int = 20_000) -> Iterator[Any]:
-        """The rows in key order, as pyarrow Tables of about `batch_rows` rows with the schema's columns."""
+    def output_schema(self) -> Any:
+        """The schema of `batches()`: the given one, or the union of what was added (None when nothing was)."""
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
         self._spill()
-        cursors = [_Cursor(path, self._key_schema) for path in self._chunks]
+        if self.schema is None and self._chunks:
+            schemas = [pq.read_schema(path).remove_metadata() for path in self._chunks]
+            unified = pa.unify_schemas(schemas, promote_options="permissive")
+            self.schema = unified.remove(unified.get_field_index(_SEQ))
+        return self.schema
+
+    def batches(self, batch_rows: int = 20_000) -> Iterator[Any]:
+        """The rows in key order, as pyarrow Tables of about `batch_rows` rows with the output schema."""
+        import pyarrow as pa
+
+        schema = self.output_schema()
+        if schema is None:
+            return
+        full = schema.append(pa.field(_SEQ, pa.int64()))
+        key_schema = pa.schema([full.field(k) for k in self.keys + [_SEQ]])
+        cursors = [_Cursor(path, key_schema, full) for path in self._chunks]
         heap = [(c.key(), n) for n, c in enumerate(cursors) if c.load()]
         heapq.heapify(heap)
         out: list[Any] = []
@@ -118,11 +137,12 @@ def _sort_indices(table: Any, keys: list[str]) -> Any:
 class _Cursor:
     """One spilled chunk, read a row group at a time, with each row's sort key as a comparable tuple."""
 
-    def __init__(self, path: Path, key_schema: Any):
+    def __init__(self, path: Path, key_schema: Any, schema: Any):
         import pyarrow.parquet as pq
 
         self._batches = pq.ParquetFile(path).iter_batches(batch_size=8192)
         self._key_schema = key_schema
+        self._schema = schema
         self.batch: Any = None
         self.keys: list[tuple] = []
         self.pos = 0
@@ -134,7 +154,7 @@ class _Cursor:
         batch = next(self._batches, None)
         if batch is None:
             return False
-        self.batch = pa.Table.from_batches([batch])
+        self.batch = pa.Table.from_batches([batch]).select(self._schema.names).cast(self._schema)
         columns = []
         for field in self._key_schema:
             column = self.batch.column(field.name)

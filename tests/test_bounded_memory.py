@@ -1,5 +1,6 @@
-"""Bounded-memory pull: raw tables written batch by batch through an external sort are the tables the whole-frame
-path writes (same rows, order and content digests), whatever the batch size, arrival order, duplicates or ties."""
+"""Bounded memory: pull writes its raw tables batch by batch through an external sort, snapshot reads the spans in
+batches and writes the dataset through one; the artifacts are those of one big batch (same rows, order and
+content digests), whatever the batch size, arrival order, duplicates or ties."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from fixtures.span_rows import T0, span_row, workspace, write_spans
 
 from selfimprove.stages.pull import Puller
-from selfimprove.store import sorted_table
+from selfimprove.stages.snapshot import snapshot
+from selfimprove.store import documents, sorted_table
 from selfimprove.store.runs import Workspace
 from selfimprove.store.sorted_table import SortedTable
 from selfimprove.telemetry.files import FileSource
@@ -56,11 +58,14 @@ def test_streamed_pull_equals_the_whole_frame_pull(tmp_path, window, monkeypatch
     for batch_rows in (7, 10_000):  # many small batches (several spills) vs one batch
         root = workspace(tmp_path / f"ws-{batch_rows}", spans)
         monkeypatch.setattr(sorted_table, "CHUNK_ROWS", 5 if batch_rows == 7 else 50_000)
+        monkeypatch.setattr(documents, "ROW_BATCH", batch_rows)
         result = Puller(root, source=FileSource(spans, batch_rows=batch_rows)).pull(**window)
+        snap = snapshot(root, run=result.run)
         run = Workspace(root).open_run("support", result.run)
-        record = run.record("pull")
-        digests.append(({o["path"]: o["digest"] for o in record["outputs"]}, result.spans, result.annotations,
-                        result.first_start_time, result.last_start_time, result.annotation_names))
+        outputs = {o["path"]: o["digest"] for stage in ("pull", "snapshot") for o in run.record(stage)["outputs"]}
+        assert "dataset.parquet" in outputs and snap.counts["samples"] > 10
+        digests.append((outputs, result.spans, result.annotations, result.first_start_time, result.last_start_time,
+                        result.annotation_names, snap.model_dump(exclude={"run", "run_path", "seconds"})))
         frame = pd.read_parquet(run.path / "raw/spans.parquet")
         assert frame["span_id"].is_unique
         assert frame.equals(frame.sort_values(["start_time", "span_id"], kind="stable").reset_index(drop=True))
