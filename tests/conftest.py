@@ -66,7 +66,6 @@ def phoenix(request, tmp_path_factory):
 def postgres():
     """A throwaway PostgreSQL server on loopback (`.url`, `.port`), or a skip saying why it cannot start here."""
     from fixtures.postgres import PostgresUnavailable, start_postgres
-
     from selfimprove.phoenix_server import phoenix_command
 
     python = phoenix_command()[0]

@@ -36,6 +36,16 @@ def run(
                                                             "ref.")] = False,
     push_phoenix: Annotated[bool, typer.Option("--push-phoenix", help="On promotion, also create a Phoenix "
                                                                       "prompt version tagged production.")] = False,
+    all_targets: Annotated[bool, typer.Option("--all", help="Run every target in configs/ (not the base* files "
+                                                            "they extend), each under its own lock; one target's "
+                                                            "failure does not stop the others.")] = False,
+    targets: Annotated[str | None, typer.Option(help="Run the targets whose configs match this glob (relative to "
+                                                     "--root), e.g. 'configs/support-*.toml'; as --all.")] = None,
+    parallel: Annotated[int, typer.Option(help="With --all/--targets: targets run at the same time.",
+                                          min=1)] = 2,
+    provider_concurrency: Annotated[int | None, typer.Option(
+        help="At most this many LLM calls in flight per provider endpoint, shared by every target of this "
+             "process (default: each stage's own concurrency, under the adaptive 429 limiter).", min=1)] = None,
     target: TargetOpt = None,
     set_: SetOpt = None,
     root: RootOpt = Path("."),
@@ -44,6 +54,11 @@ def run(
 ) -> None:
     """Run the whole loop once, for cron: pull (from the cursor) → snapshot → update → evaluate → promote,
     under the target's lock, within the configured budgets.
+
+    With --all (or --targets GLOB): every target's loop, `--parallel` at a time, one summary; each target has its
+    own lock, the provider's concurrency is shared (--provider-concurrency caps it), and a failed target is
+    reported while the others go on. Exit code: the first failed target's, else the first non-zero outcome's
+    (3, 5), else 0.
 
     Before the update: an active rollout (`selfimprove rollout start`) is judged on its online evidence instead
     (promoted, rolled back, or it continues; no update meanwhile); otherwise the [monitor] compares production's
@@ -55,21 +70,40 @@ def run(
     online (and no promotion replaced it); 1/2/4 as for every command.
     """
     from selfimprove.cli.render import render_result
-    from selfimprove.cli.views.builds import render_loop
-    from selfimprove.core.errors import GateFailed
+    from selfimprove.cli.views.builds import render_loop, render_run_all
+    from selfimprove.core.errors import GateFailed, UsageError
     from selfimprove.stages.loop import run_loop
+    from selfimprove.stages.run_all import outcome_code
 
+    if all_targets or targets:
+        from selfimprove.stages.run_all import find_configs, run_all
+
+        if target:
+            raise UsageError("--target names one target; --all and --targets run several",
+                             hint="drop --target, or drop --all/--targets")
+        many = run_all(find_configs(root, targets), root=root, parallel=parallel,
+                       provider_concurrency=provider_concurrency, overrides=gate_overrides(set_, max_failed_pairs),
+                       since=since, until=until, limit=limit, trials=trials, max_calls=max_calls,
+                       min_improvement=min_improvement, seed=seed, candidates=candidates, dry_run=dry_run,
+                       push_phoenix=push_phoenix, force_update=force_update, wait=wait)
+        render_result("selfimprove.run-all/1", many, json_output, render_run_all)
+        if many.exit_code:
+            raise typer.Exit(many.exit_code)
+        return
+    if provider_concurrency is not None:
+        from selfimprove.llm.throttle import cap_concurrency
+
+        cap_concurrency(provider_concurrency)
     result = run_loop(root=root, target=target, overrides=gate_overrides(set_, max_failed_pairs), since=since, until=until, limit=limit,
                       trials=trials, max_calls=max_calls, min_improvement=min_improvement, seed=seed,
                       candidates=candidates, dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update, wait=wait)
     render_result("selfimprove.run/1", result, json_output, render_loop)
-    if result.regressed and result.outcome != "promoted" or result.outcome == "regressed":
-        raise typer.Exit(5)
-    if result.outcome == "rolled back":
-        raise typer.Exit(3)
-    if result.outcome == "refused":
+    code = outcome_code(result)  # 5 regressed online, 3 refused or rolled back
+    if result.outcome == "refused" and code == 3:
         refusal = result.refusal or {}
         raise GateFailed(refusal.get("message", "the gate refused the candidate"), reasons=refusal.get("reasons"))
+    if code:
+        raise typer.Exit(code)
 
 
 @handle_errors

@@ -124,14 +124,20 @@ def config_path(root: Path, target: str | None) -> Path:
                 return named
         raise UsageError(f"no config for target '{target}' (looked for configs/{target}.toml and .json)",
                          hint=f"create one with `selfimprove init {target}`")
-    found = sorted((root / "configs").glob("*.toml")) + sorted((root / "configs").glob("*.json"))
-    found = [p for p in found if not p.stem.startswith("base")]
+    found = target_configs(root)
     if len(found) == 1:
         return found[0]
     if not found:
         raise UsageError("no target config found in configs/", hint="create one with `selfimprove init NAME`")
     names = ", ".join(p.stem for p in found)
     raise UsageError(f"several targets in configs/ ({names})", hint="choose one with --target NAME")
+
+
+def target_configs(root: Path) -> list[Path]:
+    """The target configs under `<root>/configs/` (`*.toml`, then `*.json`), without the `base*` files others
+    extend."""
+    found = sorted((root / "configs").glob("*.toml")) + sorted((root / "configs").glob("*.json"))
+    return [p for p in found if not p.stem.startswith("base")]
 
 
 def load_target(root: str | Path, target: str | None, overrides: list[str] | None) -> TargetConfig:

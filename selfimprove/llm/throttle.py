@@ -96,6 +96,7 @@ class AdaptiveLimiter:
 
 _limiters: dict[str, AdaptiveLimiter] = {}
 _registry_lock = threading.Lock()
+_ceiling = 256  # calls in flight per endpoint, at most (`cap_concurrency`)
 
 
 def limiter_for(url: Any) -> AdaptiveLimiter:
@@ -104,8 +105,22 @@ def limiter_for(url: Any) -> AdaptiveLimiter:
     key = f"{parts.scheme}://{parts.netloc}"
     with _registry_lock:
         if key not in _limiters:
-            _limiters[key] = AdaptiveLimiter()
+            _limiters[key] = AdaptiveLimiter(ceiling=_ceiling)
         return _limiters[key]
+
+
+def cap_concurrency(ceiling: int) -> None:
+    """At most `ceiling` calls in flight per endpoint in this process, whoever sends them (`run --all`: every
+    target on one provider shares it). Applies to the endpoints' limiters now and later."""
+    global _ceiling
+    if ceiling < 1:
+        raise ValueError(f"a concurrency cap must be at least 1, got {ceiling}")
+    with _registry_lock:
+        _ceiling = ceiling
+        for limiter in _limiters.values():
+            with limiter._lock:
+                limiter.ceiling = ceiling
+                limiter.limit = min(limiter.limit, float(ceiling))
 
 
 def retry_after_seconds(headers: Any) -> float | None:

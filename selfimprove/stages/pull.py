@@ -179,9 +179,9 @@ class Puller:
         overlaps the server's. Nothing to pull, or any failure, removes the run."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from selfimprove.store.cursor import OVERLAP_S
         from selfimprove.store.artifacts import file_digest
         from selfimprove.store.builds import production
+        from selfimprove.store.cursor import OVERLAP_S
         from selfimprove.store.raw_tables import write_spans
         from selfimprove.telemetry.base import span_batches
         from selfimprove.telemetry.raw import SPAN_ORDER, arrow_schema

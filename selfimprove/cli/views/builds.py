@@ -153,6 +153,31 @@ def render_loop(console: Any, result: Any) -> None:
         console.print(f"report: {result.report_html}", markup=False)
 
 
+def render_run_all(console: Any, result: Any) -> None:
+    """One line per target of `run --all`: its outcome (or error, with the hint), its spend and time."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"selfimprove run · {len(result.targets)} targets")
+    for col in ("target", "outcome", "detail", "calls", "s"):
+        table.add_column(col)
+    for t in result.targets:
+        r = t.result
+        if r is None:
+            detail = (t.error or "") + (f" (hint: {t.hint})" if t.hint else "")
+        else:
+            detail = r.build if r.outcome == "promoted" else (r.refusal or {}).get("message") or \
+                r.trigger.get("reason") or (r.steps[-1].detail if r.steps else "")
+        calls = "" if r is None or r.calls is None else str(r.calls)
+        outcome = f"ERROR (exit {t.exit_code})" if t.outcome == "error" else t.outcome
+        table.add_row(Text(t.target), Text(outcome), Text(detail or ""), calls, f"{t.seconds:.1f}")
+    console.print(table)
+    failed = sum(t.outcome == "error" for t in result.targets)
+    cap = f"; provider concurrency capped at {result.provider_concurrency}" if result.provider_concurrency else ""
+    console.print(f"{len(result.targets) - failed} of {len(result.targets)} targets ran, {failed} failed; "
+                  f"{result.parallel} at a time{cap}; {result.seconds:.0f} s; exit {result.exit_code}", markup=False)
+
+
 def render_demo(console: Any, result: Any) -> None:
     from rich.panel import Panel
     from rich.syntax import Syntax
