@@ -197,7 +197,7 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
     from selfimprove.store.documents import read_frame, read_row_batches
 
     spans_path = run_path / "raw/spans.parquet"
-    annotations = read_frame(run_path / "raw/annotations.parquet")
+    annotations = read_frame(run_path / "raw/annotations.parquet", categorical=("metadata",))
     recovered = recover(annotations, registry, list(cfg.evals.include) or None)
     del annotations
     structure = read_row_batches(spans_path, columns=["span_id", "trace_id", "parent_id", "name", "span_kind",

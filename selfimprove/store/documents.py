@@ -53,15 +53,20 @@ def read_model(path: str | Path, model: type[M], what: str | None = None, *, dro
                              path=str(path), hint=_HINT) from exc
 
 
-def read_frame(path: str | Path, columns: list[str] | None = None) -> Any:
-    """A parquet table as a pandas DataFrame, read through what the table digest covers (no pandas metadata)."""
+def read_frame(path: str | Path, columns: list[str] | None = None, categorical: tuple[str, ...] = ()) -> Any:
+    """A parquet table as a pandas DataFrame, read through what the table digest covers (no pandas metadata).
+    The columns in `categorical` are read dictionary-encoded into pandas Categoricals: the same values, one copy
+    of each distinct one (far less memory where values repeat, e.g. an eval spec in every annotation's
+    metadata)."""
     import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_file():
         raise IntegrityError(f"table {path} is missing", path=str(path), hint=_HINT)
     try:
-        table = pq.read_table(path, columns=columns)
+        names = pq.read_schema(path).names
+        wanted = [n for n in categorical if n in names and (columns is None or n in columns)]
+        table = pq.read_table(path, columns=columns, read_dictionary=wanted or None)
         return table.to_pandas(ignore_metadata=True)
     except Exception as exc:  # a truncated or corrupted parquet file (pyarrow raises several kinds)
         raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path), hint=_HINT) from exc
@@ -80,7 +85,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path), hint=_HINT) from exc
 
 
-ROW_BATCH = 50_000  # rows per batch of `read_row_batches`
+ROW_BATCH = 10_000  # rows per batch of `read_row_batches` (a batch of row dicts costs ~2-3 KB a row)
 
 
 def read_row_batches(path: str | Path, columns: list[str] | None = None,

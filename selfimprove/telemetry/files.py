@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json")
 
 
-BATCH_ROWS = 50_000  # rows read, normalised and handed on at a time: memory stays flat however large the file
+BATCH_ROWS = 20_000  # rows read, normalised and handed on at a time: memory stays flat however large the file
 
 
 class FileSource:
