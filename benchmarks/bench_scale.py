@@ -124,7 +124,7 @@ def file_size(n: int, rebuild: bool) -> Path:
 
 
 def phoenix_20k(tmp: Path) -> dict:
-    from selfimprove.phoenix_server import start_phoenix
+    from selfimprove.telemetry.phoenix_server import start_phoenix
 
     cached = CACHE / "phoenix-20000"
     if not (cached / "ready.json").is_file():

@@ -66,7 +66,8 @@ def phoenix(request, tmp_path_factory):
 def postgres():
     """A throwaway PostgreSQL server on loopback (`.url`, `.port`), or a skip saying why it cannot start here."""
     from fixtures.postgres import PostgresUnavailable, start_postgres
-    from selfimprove.phoenix_server import phoenix_command
+
+    from selfimprove.telemetry.phoenix_server import phoenix_command
 
     python = phoenix_command()[0]
     probe = subprocess.run([python, "-c", "import asyncpg"], capture_output=True, check=False)
