@@ -144,7 +144,7 @@ class PhoenixSource:
             query = query.where(self.span_filter)
         df = self._call(lambda timeout: self._get_client().spans.get_spans_dataframe(
             project_identifier=self.project, query=query.select("start_time"), start_time=start, end_time=end,
-            limit=limit, timeout=timeout), what="span start times")
+            limit=limit, timeout=timeout), what="spans")
         if df is None or len(df) == 0 or "start_time" not in df.columns:
             return []
         return [t.to_pydatetime() for t in utc_times(df["start_time"], "start_time").dropna()]
