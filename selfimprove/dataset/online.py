@@ -54,7 +54,7 @@ def run_calls(run_path: Any, cfg: Any, primary: str | None, key_field: str | Non
     span_rows = [r for r in read_rows(spans_path) if is_llm_kind(r.get("span_kind"))]
     annotations = read_frame(run_path / "raw/annotations.parquet")
     recovered = recover(annotations, {}, None)
-    joined = join_run(span_rows, read_tree(run_path), recovered.results, cfg.join)
+    joined = join_run([span_rows], read_tree(run_path), recovered.results, cfg.join)
     names = sorted(recovered.specs)
     name = primary if primary is not None else (names[0] if len(names) == 1 else None)
     spec = recovered.specs.get(name) if name else None
