@@ -102,7 +102,7 @@ def test_update_is_reused_and_the_cli_prints_candidates_and_diffs(world):
     human = runner.invoke(app, ["update", "--root", str(root), "--target", "support", "--yes"])
     assert human.exit_code == 0
     text = human.stderr
-    assert data["best"] in text and "+++ " in text and "failure taxonomy" in text
+    assert data["best"] in text and "+++ " in text and "failure modes" in text
     assert "rejected" in text or all(c["passed_guards"] for c in data["candidates"])
 
 

@@ -34,7 +34,7 @@ def render_update(console: Any, result: Any) -> None:
         if c.diff.strip():
             console.print(Syntax(c.diff, "diff", word_wrap=True, background_color="default"))
     if result.taxonomy:
-        tax = Table(title="failure taxonomy (current policy, train)")
+        tax = Table(title="failure modes (current policy, train; `update --focus CLUSTER` targets one)")
         for col in ("cluster", "eval", "count", "terms", "example"):
             tax.add_column(col)
         for t in result.taxonomy[:10]:
