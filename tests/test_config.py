@@ -69,3 +69,14 @@ def test_a_key_value_is_refused_where_an_env_var_name_belongs(tmp_path):
 def test_bad_override_syntax(tmp_path):
     with pytest.raises(ConfigError, match="KEY.SUB=VALUE"):
         load_config(write(tmp_path / "t.toml", ""), ["evaluate.concurrency"])
+
+
+def test_a_folder_in_the_working_directory_named_like_the_target_is_not_its_config(tmp_path, monkeypatch):
+    """`selfimprove demo --workdir demo` left ./demo/ behind; the demo target then resolved to that folder."""
+    from selfimprove.config.load import config_path
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "demo.toml").write_text('target = "demo"\n')
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert config_path(tmp_path, "demo") == tmp_path / "configs" / "demo.toml"

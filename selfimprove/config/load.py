@@ -116,7 +116,7 @@ def config_path(root: Path, target: str | None) -> Path:
     """Resolve --target: a file path, a name under configs/, or the only config there."""
     if target:
         direct = Path(target)
-        if direct.suffix in (".toml", ".json") or direct.exists():
+        if direct.suffix in (".toml", ".json") or direct.is_file():  # a folder named like the target is not it
             return direct
         for ext in (".toml", ".json"):
             named = root / "configs" / f"{target}{ext}"
