@@ -95,6 +95,9 @@ class Endpoint(Section):
 class Price(Section):
     input: float = Field(0.0, ge=0, description="US dollars per million input tokens")
     output: float = Field(0.0, ge=0, description="US dollars per million output tokens")
+    batch_input: float | None = Field(None, ge=0, description="... through the Batch API (default: half of input)")
+    batch_output: float | None = Field(None, ge=0, description="... through the Batch API (default: half of "
+                                                                 "output)")
 
 
 class LLMs(Section):

@@ -19,6 +19,8 @@ from typing import Any
 _EXPORTS = {
     "OpenAIChat": "selfimprove.llm.openai_chat",
     "resolve_api_key": "selfimprove.llm.openai_chat",
+    "BatchClient": "selfimprove.llm.batch",
+    "BatchJournal": "selfimprove.llm.batch_journal",
     "CallCache": "selfimprove.llm.cache",
     "request_key": "selfimprove.llm.cache",
     "Budget": "selfimprove.llm.accounting",

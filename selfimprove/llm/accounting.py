@@ -48,15 +48,23 @@ class Budget(BaseModel):
 class PriceTable:
     """US dollars per million tokens, by model: `{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}`.
 
-    Values may also be objects with `.input`/`.output` (the config's `Price`). An unknown model costs 0.0 and
-    is listed by `unpriced`; a dollar budget refuses calls to a model it cannot price.
+    Values may also be objects with `.input`/`.output` (the config's `Price`). A call answered through a Batch API
+    costs `batch_input`/`batch_output` when given, else half the price (OpenAI's batch discount). An unknown model
+    costs 0.0 and is listed by `unpriced`; a dollar budget refuses calls to a model it cannot price.
     """
+
+    BATCH_DISCOUNT = 0.5
 
     def __init__(self, prices: Mapping[str, Any] | None = None):
         self._prices: dict[str, tuple[float, float]] = {}
+        self._batch: dict[str, tuple[float, float]] = {}
         for model, p in (prices or {}).items():
-            inp, out = (p["input"], p["output"]) if isinstance(p, Mapping) else (p.input, p.output)
-            self._prices[model] = (float(inp), float(out))
+            get = p.get if isinstance(p, Mapping) else lambda name, p=p: getattr(p, name, None)
+            inp, out = float(get("input")), float(get("output"))
+            self._prices[model] = (inp, out)
+            b_in, b_out = get("batch_input"), get("batch_output")
+            self._batch[model] = (inp * self.BATCH_DISCOUNT if b_in is None else float(b_in),
+                                  out * self.BATCH_DISCOUNT if b_out is None else float(b_out))
 
     def knows(self, model: str) -> bool:
         return model in self._prices
@@ -65,8 +73,8 @@ class PriceTable:
         """The models among `models` this table has no price for, sorted."""
         return sorted({m for m in models if m and m not in self._prices})
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        inp, out = self._prices.get(model, (0.0, 0.0))
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
+        inp, out = (self._batch if batch else self._prices).get(model, (0.0, 0.0))
         return (prompt_tokens * inp + completion_tokens * out) / 1_000_000
 
     def estimate(self, n_calls: int, avg_prompt_tokens: float, avg_completion_tokens: float, model: str) -> float:
@@ -89,7 +97,8 @@ class Reservation:
 
 
 class LedgerSnapshot(BaseModel):
-    """Totals so far. `calls` counts requests sent (retries included); `cache_hits` cost nothing."""
+    """Totals so far. `calls` counts requests sent (retries included); `cache_hits` cost nothing; `batched`
+    counts the calls a Batch API answered (booked at the batch price)."""
 
     model_config = ConfigDict(frozen=True)
     calls: int
@@ -102,6 +111,7 @@ class LedgerSnapshot(BaseModel):
     cost_usd: float
     latency_ms: float
     by_model: dict[str, dict[str, int | float]]
+    batched: int = 0
 
     @property
     def tokens(self) -> int:
@@ -112,7 +122,7 @@ class Ledger:
     """Thread-safe accounting of calls against a `Budget`, priced by a `PriceTable`."""
 
     _FIELDS = ("calls", "succeeded", "failed", "cache_hits", "refused", "prompt_tokens", "completion_tokens",
-               "cost_usd", "latency_ms")
+               "cost_usd", "latency_ms", "batched")
 
     def __init__(self, prices: PriceTable | Mapping[str, Any] | None = None, budget: Budget | None = None):
         self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
@@ -176,8 +186,10 @@ class Ledger:
             await anyio.sleep(0.005)
         return res
 
-    def settle(self, res: Reservation, *, ok: bool, usage: Mapping[str, Any] | None, latency_ms: float) -> None:
-        """Replace a reservation by what the request actually used (a failed request uses no tokens)."""
+    def settle(self, res: Reservation, *, ok: bool, usage: Mapping[str, Any] | None, latency_ms: float,
+               batch: bool = False) -> None:
+        """Replace a reservation by what the request actually used (a failed request uses no tokens), priced at
+        the batch rate when a Batch API answered it."""
         prompt, completion = _usage_tokens(usage)
         with self._lock:
             self._reserved_calls -= 1
@@ -188,8 +200,9 @@ class Ledger:
             m["succeeded" if ok else "failed"] += 1
             m["prompt_tokens"] += prompt
             m["completion_tokens"] += completion
-            m["cost_usd"] += self.prices.cost(res.model, prompt, completion)
+            m["cost_usd"] += self.prices.cost(res.model, prompt, completion, batch=batch)
             m["latency_ms"] += latency_ms
+            m["batched"] += int(batch)
             self._settled.notify_all()
 
     def unpriced(self) -> list[str]:

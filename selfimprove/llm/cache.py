@@ -66,15 +66,17 @@ class CallCache:
             return None
         return entry if isinstance(entry, dict) and entry.get("key") == key else None
 
-    def put(self, key: str, body: Mapping[str, Any], sample_index: int, response: Any, latency_ms: float) -> None:
-        """Store one entry (a few hundred microseconds: cheap enough to call on the event loop)."""
+    def put(self, key: str, body: Mapping[str, Any], sample_index: int, response: Any,
+            latency_ms: float | None) -> None:
+        """Store one entry (a few hundred microseconds: cheap enough to call on the event loop). `latency_ms` is
+        None for a call answered by a batch (it has no latency of its own)."""
         entry = {
             "schema": ENTRY_SCHEMA,
             "key": key,
             "sample_index": int(sample_index),
             "request": body,
             "response": response,
-            "latency_ms": round(float(latency_ms), 3),
+            "latency_ms": None if latency_ms is None else round(float(latency_ms), 3),
         }
         path = self.path(key)
         # a temp name per process and thread: concurrent writers of one key never share a temp file

@@ -12,7 +12,10 @@ Wrap the transport of the `httpx2` client the OpenAI SDK uses (openai >= 3 is bu
 - any other request (GET /models, streaming) passes through untouched.
 
 The response carries `x-selfimprove-cache: hit|miss`, `x-selfimprove-key` and `x-selfimprove-latency-ms`
-(the latency of the original call, so a replayed result is byte-identical). A request may carry
+(the latency of the original call, so a replayed result is byte-identical; absent for a call answered by a
+batch, which has none). Under the cache the request carries its key and sample index in its extensions
+(`selfimprove_call`, never sent), for a batch transport (selfimprove.llm.batch); a response that transport
+marks `x-selfimprove-batch` is booked at the batch price. A request may carry
 `x-selfimprove-sample-index: N` (removed before sending) to ask for the N-th independent sample.
 """
 
@@ -28,6 +31,7 @@ import httpx2
 
 from selfimprove.core.canonical import canonical_json
 from selfimprove.llm.accounting import Ledger, Reservation
+from selfimprove.llm.batch import BATCH_HEADER, CALL_EXTENSION
 from selfimprove.llm.cache import CallCache, embeddings_key, request_key
 
 SAMPLE_HEADER = "x-selfimprove-sample-index"
@@ -94,7 +98,9 @@ class _Broker:
         if not isinstance(body, dict) or body.get("stream"):
             return None
         index = int(sample or 0)
-        return _Call(endpoint.key(body, index), body, index, str(body.get("model", "")), endpoint)
+        call = _Call(endpoint.key(body, index), body, index, str(body.get("model", "")), endpoint)
+        request.extensions[CALL_EXTENSION] = (call.key, index)
+        return call
 
     def lookup(self, call: _Call, request: httpx2.Request) -> httpx2.Response | None:
         entry = self.cache.get(call.key) if self.cache is not None else None
@@ -103,9 +109,12 @@ class _Broker:
         self.ledger.record_hit(call.model)
         return self._response(200, {}, entry["response"], call, request, "hit", entry.get("latency_ms", 0.0))
 
-    def finish(self, call: _Call, res: Reservation, sent: httpx2.Response, content: bytes, latency_ms: float,
+    def finish(self, call: _Call, res: Reservation, sent: httpx2.Response, content: bytes, latency_ms: float | None,
                request: httpx2.Request) -> tuple[httpx2.Response, dict[str, Any] | None]:
         """Book the attempt; return (response for the SDK, parsed body to store or None)."""
+        batched = BATCH_HEADER in sent.headers
+        if batched:
+            latency_ms = None  # the wait for a batch is not the call's latency
         parsed: Any = None
         if sent.status_code == 200:
             try:
@@ -113,7 +122,8 @@ class _Broker:
             except ValueError:
                 parsed = None
         ok = isinstance(parsed, dict) and call.endpoint.ok(parsed)
-        self.ledger.settle(res, ok=ok, usage=parsed.get("usage") if ok else None, latency_ms=latency_ms)
+        self.ledger.settle(res, ok=ok, usage=parsed.get("usage") if ok else None, latency_ms=latency_ms or 0.0,
+                           batch=batched)
         if not ok:
             headers = [(k, v) for k, v in sent.headers.multi_items() if k.lower() not in _DROP]
             return httpx2.Response(sent.status_code, headers=headers, content=content, request=request), None
@@ -121,14 +131,13 @@ class _Broker:
 
     @staticmethod
     def _response(status: int, headers: Any, body: Any, call: _Call, request: httpx2.Request, how: str,
-                  latency_ms: float) -> httpx2.Response:
+                  latency_ms: float | None) -> httpx2.Response:
         out = [(k, v) for k, v in httpx2.Headers(headers).multi_items() if k.lower() not in _DROP]
         out = [(k, v) for k, v in out if k.lower() != "content-type"] + [
             ("content-type", "application/json"),
             (CACHE_HEADER, how),
             (KEY_HEADER, call.key),
-            (LATENCY_HEADER, f"{latency_ms:.3f}"),
-        ]
+        ] + ([] if latency_ms is None else [(LATENCY_HEADER, f"{latency_ms:.3f}")])
         return httpx2.Response(status, headers=out, content=canonical_json(body), request=request)
 
 
@@ -160,7 +169,7 @@ class CachingTransport(httpx2.BaseTransport):
         response, parsed = self._broker.finish(call, res, sent, content, (time.perf_counter() - t0) * 1000, request)
         if parsed is not None and self._broker.cache is not None:
             self._broker.cache.put(call.key, call.body, call.sample_index, parsed,
-                                   float(response.headers[LATENCY_HEADER]))
+                                   _latency(response))
         return response
 
     def close(self) -> None:
@@ -196,11 +205,16 @@ class AsyncCachingTransport(httpx2.AsyncBaseTransport):
         if parsed is not None and self._broker.cache is not None:
             # on the loop (no fsync, ~0.2 ms): the entry is written before the caller sees the result
             self._broker.cache.put(call.key, call.body, call.sample_index, parsed,
-                                   float(response.headers[LATENCY_HEADER]))
+                                   _latency(response))
         return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _latency(response: httpx2.Response) -> float | None:
+    value = response.headers.get(LATENCY_HEADER)
+    return None if value is None else float(value)
 
 
 def phoenix_llm_kwargs(cache: CallCache | None, ledger: Ledger, *, max_connections: int = 32) -> dict[str, Any]:

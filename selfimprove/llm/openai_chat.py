@@ -14,6 +14,9 @@
   reached before any call succeeded, or `max_consecutive_failures` finished calls in a row that failed.
   (Failures cluster at the end of a run, since retried calls finish last, so keep that threshold high.)
   A call the budget refuses raises `BudgetExceeded`.
+- Batch: with `batch=BatchClient(...)` (selfimprove.llm.batch) the cache's misses go out through the provider's
+  Batch API instead (no throttle, no SDK retries: the batch client resends failed lines in a follow-up batch),
+  booked at the batch price; set `concurrency` to the number of calls to gather, since each waits for its batch.
 - API key: read from the environment variable *named* by `api_key_env` and kept in memory only; when it is
   unset and the base_url is on loopback (the simulator, a local vLLM) a placeholder is used.
 """
@@ -68,6 +71,7 @@ class OpenAIChat:
         ledger: Ledger | None = None,
         max_consecutive_failures: int = 20,
         rate_limit_wait_s: float = 300.0,
+        batch: Any = None,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -78,6 +82,7 @@ class OpenAIChat:
         self.ledger = ledger if ledger is not None else Ledger()
         self.max_consecutive_failures = max_consecutive_failures
         self.rate_limit_wait_s = rate_limit_wait_s
+        self.batch = batch  # a selfimprove.llm.batch.BatchClient: the cache's misses go out as batches
         self._api_key = resolve_api_key(base_url, api_key_env)
         self._state: tuple[Any, Any, asyncio.Semaphore] | None = None
         self._failures_in_a_row = 0
@@ -106,11 +111,17 @@ class OpenAIChat:
             from selfimprove.llm.throttle import throttled_transport
 
             limits = httpx2.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-            transport = throttled_transport(
-                AsyncCachingTransport(self.cache, self.ledger, httpx2.AsyncHTTPTransport(limits=limits)),
-                max_wait_s=self.rate_limit_wait_s)
+            if self.batch is not None:  # no rate limits to adapt to; the batch client retries failed lines itself
+                from selfimprove.llm.batch import batch_transport
+
+                transport = AsyncCachingTransport(self.cache, self.ledger, batch_transport(self.batch))
+            else:
+                transport = throttled_transport(
+                    AsyncCachingTransport(self.cache, self.ledger, httpx2.AsyncHTTPTransport(limits=limits)),
+                    max_wait_s=self.rate_limit_wait_s)
             client = openai.AsyncOpenAI(
-                base_url=self.base_url, api_key=self._api_key, max_retries=self.max_retries, timeout=self.timeout,
+                base_url=self.base_url, api_key=self._api_key, timeout=self.timeout,
+                max_retries=0 if self.batch is not None else self.max_retries,
                 http_client=httpx2.AsyncClient(transport=transport, timeout=self.timeout),
             )
             self._state = (loop, client, asyncio.Semaphore(self.concurrency))
@@ -192,7 +203,8 @@ class OpenAIChat:
             model=model, text=message.get("content") or "", message=message,
             finish_reason=choice.get("finish_reason"), usage=usage,
             cost=self.ledger.prices.cost(model, usage.prompt_tokens, usage.completion_tokens),
-            latency_ms=float(raw.headers.get(latency_h, 0.0)), cached=raw.headers.get(cache_h) == "hit",
+            latency_ms=float(lat) if (lat := raw.headers.get(latency_h)) is not None else None,
+            cached=raw.headers.get(cache_h) == "hit",
             key=raw.headers.get(key_h),
         )
 

@@ -29,7 +29,8 @@ class ChatResult(BaseModel):
 
     `cost` is what the call costs at the price table (also for a cached result: the policy's price per call);
     `cached` says nothing was paid this time. `latency_ms` is the original call's latency, also when replayed
-    from the cache, so that a re-run reproduces the same results: `cached` is the only field that differs.
+    from the cache, so that a re-run reproduces the same results: `cached` is the only field that differs; None for
+    a call answered through the Batch API (it has no latency of its own).
     `key` is the cache key ("sha256:…"); a failed call has no key and nothing cached.
     """
 
@@ -40,7 +41,7 @@ class ChatResult(BaseModel):
     finish_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
     cost: float = 0.0
-    latency_ms: float = 0.0
+    latency_ms: float | None = 0.0
     cached: bool = False
     key: str | None = None
     error: str | None = None

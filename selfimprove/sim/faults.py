@@ -31,6 +31,8 @@ class SimConfig:
     optimizer_drop: float = 0.0
     optimizer_filler: float = 0.0
     gullible: bool | str = False   # True: copies planted instructions; "paraphrase": rewords them first
+    batch_delay_s: float = 0.2       # a batch is completed this long after it was created (read at each retrieve)
+    batch_error_rate: float = 0.0    # fraction of batch lines answered 500 in the batch's error file
     extra: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **knobs: Any) -> None:

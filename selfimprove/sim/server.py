@@ -3,7 +3,8 @@
 Endpoints: `POST /v1/chat/completions`, `POST /v1/embeddings` (see `embeddings`), `GET /v1/models`,
 `GET /sim/stats`, `GET /sim/requests` (the request log: the last `REQUEST_LOG` chat-completion bodies as received,
 oldest first, so a test can see exactly what a replay sent), `POST /sim/reset` (counters and request log),
-`POST /sim/config` (change knobs at runtime, e.g. turn on 500s mid-run), `GET /healthz`.
+`POST /sim/config` (change knobs at runtime, e.g. turn on 500s mid-run), `GET /healthz`, and the Batch API
+(`/v1/files`, `/v1/batches`: see `batches`); a batch's lines are answered, counted and logged like online calls.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from selfimprove.llm.endpoint import SIMULATOR_OWNER
 from selfimprove.sim import models
+from selfimprove.sim.batches import BatchStore
 from selfimprove.sim.embeddings import BadEmbeddingsRequest, embeddings_response
 from selfimprove.sim.faults import FaultInjector, SimConfig, Stats
 from selfimprove.sim.hidden import load_world
@@ -41,6 +43,19 @@ class _Server(ThreadingHTTPServer):
         self.faults = FaultInjector(config)
         self.stats = Stats()
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_LOG)
+        self.batches = BatchStore(self.batch_line, config.as_dict)
+
+    def batch_line(self, body: dict[str, Any]) -> tuple[int, Any]:
+        """One batch line, answered as the online endpoint answers it (no transport faults: a batch has none)."""
+        endpoint, model = "batch:/v1/chat/completions", body.get("model")
+        self.requests.append(body)
+        try:
+            payload = models.complete(body, self.world, self.config.as_dict())
+        except models.BadRequest as e:
+            self.stats.record(endpoint, model, 400)
+            return 400, {"error": {"message": str(e), "type": "invalid_request_error"}}
+        self.stats.record(endpoint, model, 200, payload["usage"])
+        return 200, payload
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client that timed out or hung up mid-response is expected (slow_rate, drop_rate); stay quiet
@@ -72,12 +87,41 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _send_bytes(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _batch_api(self, method: str, path: str) -> bool:
+        """Serve a Files or Batches request (sim/batches.py); False when `path` is not one."""
+        parts = path.removeprefix("/v1").strip("/").split("/")
+        if parts[0] not in ("files", "batches"):
+            return False
+        route = f"{method} /v1/{parts[0]}" + ("/:id" if len(parts) > 1 else "") + "".join("/" + p for p in parts[2:])
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else b""
+        status, payload = self.server.batches.route(route, parts, raw, self.headers.get("Content-Type", ""),
+                                                    self.path.partition("?")[2])
+        self.server.stats.record(route, None, status)
+        if isinstance(payload, bytes):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        else:
+            self._send(status, payload)
+        return True
+
     def _body(self) -> Any:
         n = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(n) or b"{}")
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0].rstrip("/")
+        if self._batch_api("GET", path):
+            return
         if path in ("/v1/models", "/models"):
             data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": SIMULATOR_OWNER}
                     for m in MODEL_IDS]
@@ -96,6 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?")[0].rstrip("/")
+        if self._batch_api("POST", path):
+            return
         try:
             body = self._body()
         except (ValueError, UnicodeDecodeError):

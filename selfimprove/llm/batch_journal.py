@@ -1,0 +1,108 @@
+"""The batch journal: what was sent to a provider's Batch API, kept in the run folder so that a restarted stage
+picks its batches up instead of submitting them again.
+
+One record per batch, `<root>/<name>.json`, beside the JSONL file that was uploaded (`<name>.jsonl`: one line
+`{custom_id, method, url, body}` per request, custom_id = the request's call-cache key without its `sha256:`
+prefix). A record is rewritten atomically as the batch moves on:
+
+    prepared   the JSONL is written; nothing has left the machine
+    uploaded   files.create returned `input_file_id`; the batch may or may not exist (a crash right after
+               batches.create): a restart looks for it by its metadata `selfimprove_batch = <name>`
+    submitted  batches.create returned `batch_id`: its requests are paid for; a restart polls it, never resends them
+    collected  its results are in the call cache (written before this state is), with the counts
+    abandoned  never submitted (a prepared record, or an uploaded one whose batch does not exist)
+
+`name` is derived from the requests' keys, so the same requests make the same name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfimprove.core.canonical import digest
+
+SCHEMA = "selfimprove.batch/1"
+State = Literal["prepared", "uploaded", "submitted", "collected", "abandoned"]
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    key: str
+    sample_index: int = 0
+
+    @property
+    def custom_id(self) -> str:
+        return self.key.removeprefix("sha256:")
+
+
+class BatchRecord(BaseModel):
+    """One batch's journal entry (see the module docstring for its states)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    schema_: str = Field(SCHEMA, alias="schema")
+    name: str
+    base_url: str
+    model: str
+    endpoint: str = "/v1/chat/completions"
+    requests: tuple[BatchRequest, ...]
+    state: State = "prepared"
+    input_file_id: str | None = None
+    batch_id: str | None = None
+    status: str | None = None  # the provider's last status
+    completed: int = 0
+    failed: int = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.state in ("uploaded", "submitted")
+
+
+def batch_name(keys: Sequence[str]) -> str:
+    return "b-" + digest(sorted(keys))[7:23]
+
+
+class BatchJournal:
+    """The folder of batch records (created on first write)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def input_path(self, name: str) -> Path:
+        return self.root / f"{name}.jsonl"
+
+    def write_input(self, name: str, lines: Sequence[dict[str, Any]]) -> bytes:
+        """Write the JSONL to upload and return its bytes."""
+        from selfimprove.store.atomic import write_bytes
+
+        data = b"".join(json.dumps(line, ensure_ascii=False, sort_keys=True).encode() + b"\n" for line in lines)
+        write_bytes(self.input_path(name), data)
+        return data
+
+    def bodies(self, name: str) -> dict[str, dict[str, Any]]:
+        """{custom_id: request body} of the batch's uploaded file."""
+        out = {}
+        for raw in self.input_path(name).read_bytes().splitlines():
+            if raw.strip():
+                line = json.loads(raw)
+                out[line["custom_id"]] = line["body"]
+        return out
+
+    def save(self, record: BatchRecord) -> BatchRecord:
+        from selfimprove.store.atomic import write_json
+
+        write_json(self.root / f"{record.name}.json", record.model_dump(mode="json", by_alias=True))
+        return record
+
+    def records(self, base_url: str | None = None) -> Iterator[BatchRecord]:
+        """Every record (of `base_url` when given), by name."""
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.glob("b-*.json")):
+            record = BatchRecord.model_validate_json(path.read_bytes())
+            if base_url is None or record.base_url == base_url:
+                yield record

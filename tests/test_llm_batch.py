@@ -1,0 +1,189 @@
+"""The Batch API path: the simulator's files/batches endpoints through the real `openai` SDK, and `BatchClient` under
+the call cache (same answers as online, half the price, partial failures retried, resumed after kill -9)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from selfimprove.llm import CallCache, Ledger, OpenAIChat, run_many
+from selfimprove.llm.batch import BatchClient
+from selfimprove.llm.batch_journal import BatchJournal
+from selfimprove.sim import start_server
+
+PRICES = {"sim-small": {"input": 0.15, "output": 0.6}}
+
+
+def _requests(n: int) -> list[dict]:
+    return [{"messages": [{"role": "system", "content": "Answer the customer briefly."},
+                          {"role": "user", "content": f"order {i} has not arrived, what now?"}], "temperature": 0}
+            for i in range(n)]
+
+
+def _line(i: int, model: str = "sim-small") -> str:
+    return json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": model, "messages": [{"role": "user", "content": f"hello {i}"}]}})
+
+
+def _wait(client: openai.OpenAI, batch_id: str) -> openai.types.Batch:
+    deadline = time.monotonic() + 20
+    while (b := client.batches.retrieve(batch_id)).status not in ("completed", "failed", "cancelled", "expired"):
+        assert time.monotonic() < deadline, b.status
+        time.sleep(0.05)
+    return b
+
+
+@pytest.fixture
+def sim():
+    with start_server("support", seed=3, batch_delay_s=0.2) as server:
+        yield server
+
+
+def test_sim_batch_endpoints_through_the_sdk(sim):
+    client = openai.OpenAI(base_url=sim.base_url, api_key="unused")
+    upload = client.files.create(file=("in.jsonl", io.BytesIO("\n".join(_line(i) for i in range(20)).encode())),
+                                 purpose="batch")
+    assert (upload.object, upload.purpose, upload.bytes) == ("file", "batch", len(client.files.content(upload.id).content))
+    sim.configure(batch_error_rate=0.25)
+    created = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                    completion_window="24h", metadata={"who": "test"})
+    assert created.status == "validating" and created.metadata == {"who": "test"}
+    done = _wait(client, created.id)
+    counts = done.request_counts
+    assert done.status == "completed" and counts.total == 20 and 0 < counts.failed < 20
+    assert counts.completed + counts.failed == 20 and done.usage.input_tokens > 0
+    out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+    err = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+    assert len(out) == counts.completed and {e["response"]["status_code"] for e in err} == {500}
+    # a successful line is exactly the online endpoint's answer to the same body
+    first = out[0]
+    i = int(first["custom_id"][1:])
+    online = client.chat.completions.create(model="sim-small", messages=[{"role": "user", "content": f"hello {i}"}])
+    assert first["response"]["body"] == online.model_dump(exclude_unset=True)
+    # a bad file fails the whole batch, naming the line; a second model too
+    bad = client.files.create(file=("bad.jsonl", io.BytesIO((_line(0) + "\n{oops\n").encode())), purpose="batch")
+    failed = _wait(client, client.batches.create(input_file_id=bad.id, endpoint="/v1/chat/completions",
+                                                 completion_window="24h").id)
+    assert failed.status == "failed" and [(e.code, e.line) for e in failed.errors.data] == [("invalid_json_line", 2)]
+    mixed = client.files.create(file=("m.jsonl", io.BytesIO((_line(0) + "\n" + _line(1, "sim-large")).encode())),
+                                purpose="batch")
+    mixed_id = client.batches.create(input_file_id=mixed.id, endpoint="/v1/chat/completions",
+                                     completion_window="24h").id
+    assert _wait(client, mixed_id).errors.data[0].code == "mismatched_model"
+    # cancel; list is newest first and pages
+    sim.configure(batch_delay_s=60)
+    slow = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert client.batches.cancel(slow.id).status == "cancelling"
+    assert _wait(client, slow.id).status == "cancelled"
+    first_page = client.batches.list(limit=2)
+    assert [b.id for b in first_page.data] == [slow.id, mixed_id] and first_page.has_more
+    assert [b.id for b in first_page] == [slow.id, mixed_id, failed.id, created.id]  # the SDK follows the pages
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_nope")
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h")
+
+
+def test_batch_client_matches_online_at_half_price_and_retries_failed_lines(sim, tmp_path):
+    reqs = _requests(40)
+    online_ledger = Ledger(PRICES)
+    online = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=tmp_path / "online", ledger=online_ledger,
+                                 concurrency=8), reqs)
+    sim.configure(batch_error_rate=0.2)
+    ledger, cache, events = Ledger(PRICES), CallCache(tmp_path / "batch"), []
+    client = BatchClient(sim.base_url, "unused", tmp_path / "batches", cache=cache, poll_s=0.05, gather_s=0.05,
+                         max_retries=3, on_event=events.append)
+    batched = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=ledger, concurrency=1000,
+                                  batch=client), reqs)
+    ok = [i for i, r in enumerate(batched) if r.ok]
+    assert len(ok) >= 38  # a line that failed all 4 times is a failed call (data), not a crash
+    assert all("HTTP 500" in r.error for r in batched if not r.ok)
+    assert [(batched[i].text, batched[i].key, batched[i].usage, batched[i].cost) for i in ok] == \
+        [(online[i].text, online[i].key, online[i].usage, online[i].cost) for i in ok]
+    assert all(batched[i].latency_ms is None for i in ok)
+    snap = ledger.snapshot()
+    assert snap.batched == snap.calls == 40 and snap.succeeded == len(ok)
+    assert snap.cost_usd == pytest.approx(sum(online[i].cost for i in ok) / 2)
+    stats = sim.stats()["by_endpoint"]
+    assert stats["POST /v1/batches"] >= 2  # the failed lines went out again, together
+    assert stats.get("/v1/chat/completions", 0) == 40  # only the online run's
+    records = list(BatchJournal(tmp_path / "batches").records())
+    assert all(r.state == "collected" for r in records) and sum(r.completed for r in records) == len(ok)
+    assert any("submitted batch" in e for e in events)
+    # the cache now answers an online client for free, byte-identical
+    again = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(PRICES)), reqs)
+    assert [r.text for r in again] == [r.text for r in online] and sum(r.cached for r in again) == len(ok)
+
+
+CHILD = """
+import sys
+from selfimprove.llm import Ledger, OpenAIChat, CallCache, run_many
+from selfimprove.llm.batch import BatchClient
+base, folder, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+reqs = [{"messages": [{"role": "system", "content": "Answer the customer briefly."},
+                      {"role": "user", "content": f"order {i} has not arrived, what now?"}], "temperature": 0}
+        for i in range(n)]
+cache = CallCache(folder + "/cache")
+client = BatchClient(base, "unused", folder + "/batches", cache=cache, poll_s=0.05, gather_s=0.05)
+run_many(OpenAIChat(base, model="sim-small", cache=cache, ledger=Ledger(), concurrency=1000, batch=client), reqs)
+print("finished")
+"""
+
+
+def _submitted(folder: Path) -> list:
+    return [r for r in BatchJournal(folder / "batches").records() if r.state == "submitted"]
+
+
+def test_kill_9_between_submit_and_collect_never_resubmits(sim, tmp_path):
+    sim.configure(batch_delay_s=3600)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, sim.base_url, str(tmp_path), "30"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _submitted(tmp_path):
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the child never submitted its batch"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert sim.stats()["by_endpoint"]["POST /v1/batches"] == 1
+    sim.configure(batch_delay_s=0)
+    ledger, cache = Ledger(PRICES), CallCache(tmp_path / "cache")
+    client = BatchClient(sim.base_url, "unused", tmp_path / "batches", cache=cache, poll_s=0.05, gather_s=0.05)
+    resumed = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=ledger, concurrency=1000,
+                                  batch=client), _requests(30))
+    assert sim.stats()["by_endpoint"]["POST /v1/batches"] == 1  # picked up, not sent again
+    assert sim.stats()["by_endpoint"]["POST /v1/files"] == 1
+    online = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=tmp_path / "online", ledger=Ledger()),
+                      _requests(30))
+    assert [r.text for r in resumed] == [r.text for r in online]
+    assert ledger.snapshot().batched == 30
+
+
+def test_a_crash_right_after_batches_create_is_found_by_its_metadata(sim, tmp_path):
+    """The record says `uploaded` (batches.create returned, the process died before writing its id): the restart
+    finds the batch by its metadata instead of creating a second one."""
+    cache = CallCache(tmp_path / "cache")
+    journal = BatchJournal(tmp_path / "batches")
+    run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(), concurrency=1000,
+                        batch=BatchClient(sim.base_url, "unused", journal, cache=cache, poll_s=0.05, gather_s=0.05)),
+             _requests(5))
+    (record,) = journal.records()
+    journal.save(record.model_copy(update={"state": "uploaded", "batch_id": None}))
+    for path in (tmp_path / "cache").rglob("*.json"):
+        path.unlink()  # as if the results had never come back
+    again = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(), concurrency=1000,
+                                batch=BatchClient(sim.base_url, "unused", journal, cache=cache, poll_s=0.05,
+                                                  gather_s=0.05)), _requests(5))
+    assert all(r.ok for r in again)
+    assert sim.stats()["by_endpoint"]["POST /v1/batches"] == 1
+    (record,) = journal.records()
+    assert record.state == "collected" and record.batch_id
