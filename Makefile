@@ -7,7 +7,7 @@ ARVENV := .venv-arize
 BIN := $(VENV)/bin
 PHOENIX_VERSION ?= arize-phoenix>=12,<30
 
-.PHONY: setup setup-real demo test test-real test-postgres bench bench-real lint clean
+.PHONY: setup setup-real demo test test-real test-postgres test-slow bench bench-real lint clean
 
 setup: $(VENV)/.installed $(PXVENV)/.installed $(ARVENV)/.installed
 
@@ -71,6 +71,10 @@ $(PXVENV)/.pg-installed: | $(PXVENV)/.installed
 	  || $(PXVENV)/bin/pip install asyncpg >> $(PXVENV)/install.log 2>&1 \
 	  || (tail -30 $(PXVENV)/install.log; exit 1)
 	@touch $@
+
+# The heavier measures (`@pytest.mark.slow`, e.g. issue 18's 500-sample batch replay); not part of `make test`.
+test-slow: setup
+	SELFIMPROVE_PHOENIX_PYTHON=$(CURDIR)/$(PXVENV)/bin/python $(BIN)/python -m pytest -m slow
 
 # The REAL MODEL benchmark (local llama-server; an hour on two cores): selfimprove vs GEPA vs a one-shot rewrite.
 bench-real: setup setup-real

@@ -42,3 +42,24 @@ def mean_scores(judged: dict[str, list[dict]]) -> dict[str, float]:
 def fenced(text: str) -> str:
     blocks = re.findall(r"```[^\n]*\n(.*?)\n```", text, re.DOTALL)
     return blocks[-1] if blocks else ""
+
+
+def kill_once_submitted(argv: list[str], journal_dir, timeout: float = 120.0) -> None:
+    """Run `argv` in a child process and kill -9 it as soon as its batch journal holds a submitted batch (the
+    window between a batch's submission and its collection)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from selfimprove.llm.batch_journal import BatchJournal
+
+    journal = BatchJournal(journal_dir)
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while not any(r.state == "submitted" for r in journal.records()):
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the child never submitted its batch"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()

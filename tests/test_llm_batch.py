@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import openai
 import pytest
+from sim_helpers import kill_once_submitted
 
 from selfimprove.llm import CallCache, Ledger, OpenAIChat, run_many
 from selfimprove.llm.batch import BatchClient
@@ -139,21 +136,9 @@ print("finished")
 """
 
 
-def _submitted(folder: Path) -> list:
-    return [r for r in BatchJournal(folder / "batches").records() if r.state == "submitted"]
-
-
 def test_kill_9_between_submit_and_collect_never_resubmits(sim, tmp_path):
     sim.configure(batch_delay_s=3600)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, sim.base_url, str(tmp_path), "30"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not _submitted(tmp_path):
-        assert child.poll() is None, child.communicate()
-        assert time.monotonic() < deadline, "the child never submitted its batch"
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    kill_once_submitted([sys.executable, "-c", CHILD, sim.base_url, str(tmp_path), "30"], tmp_path / "batches")
     assert sim.stats()["by_endpoint"]["POST /v1/batches"] == 1
     sim.configure(batch_delay_s=0)
     ledger, cache = Ledger(PRICES), CallCache(tmp_path / "cache")
@@ -187,3 +172,15 @@ def test_a_crash_right_after_batches_create_is_found_by_its_metadata(sim, tmp_pa
     assert sim.stats()["by_endpoint"]["POST /v1/batches"] == 1
     (record,) = journal.records()
     assert record.state == "collected" and record.batch_id
+
+
+def test_equal_requests_waiting_at_once_are_sent_once_and_booked_once(sim, tmp_path):
+    cache = CallCache(tmp_path / "cache")
+    ledger = Ledger(PRICES)
+    client = BatchClient(sim.base_url, "unused", tmp_path / "batches", cache=cache, poll_s=0.05, gather_s=0.05)
+    out = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=ledger, concurrency=1000,
+                              batch=client), _requests(3) + _requests(3))
+    assert [r.text for r in out[:3]] == [r.text for r in out[3:]] and all(r.ok for r in out)
+    assert sim.stats()["by_endpoint"]["batch:/v1/chat/completions"] == 3
+    snap = ledger.snapshot()
+    assert (snap.calls, snap.batched, snap.cache_hits) == (3, 3, 3)

@@ -152,3 +152,28 @@ def test_update_with_critiques_caches_them_and_the_cli_parses(world):
     data = json.loads(out.stdout)
     assert data["schema"] == "selfimprove.update/1" and data["reused"] is True and server.stats()["requests"] == 0
     assert data["history"][-1]["critiques"] > 0
+
+
+def test_update_batch_scores_through_the_batch_api_and_proposes_the_same_candidates(world):
+    server, root, run, _ = world
+    ws = Workspace(root)
+    runs = {}
+    for batch in (False, True):
+        fresh = ws.new_run("support")
+        for rel in ("dataset.parquet", "checkpoint.json"):
+            (fresh.path / rel).write_bytes((run.path / rel).read_bytes())
+        with fresh.stage("snapshot", params={"seed": 0}) as st:
+            st.write_table("dataset.parquet", samples_to_frame(read_samples(run.path / "dataset.parquet")))
+            st.write_json("checkpoint.json", json.loads((run.path / "checkpoint.json").read_text()))
+        server.reset_stats()
+        runs[batch] = update(root=root, target="support", run=fresh.run_id, trials=1, rounds=1, max_calls=150,
+                             yes=True, batch=batch, force=True,
+                             overrides=["llm.batch.poll_s=0.05", "llm.batch.gather_s=0.05",
+                                        *(f"llm.prices.{m}.{k}=1.0" for m in ("sim-small", "sim-judge",
+                                                                              "sim-optimizer") for k in ("input", "output"))])
+        lines = server.stats()["by_endpoint"].get("batch:/v1/chat/completions", 0)
+        assert (lines > 0) == batch
+    online, batched = runs[False], runs[True]
+    assert [c.id for c in batched.candidates] == [c.id for c in online.candidates]
+    assert (batched.best, batched.best_val_mean) == (online.best, online.best_val_mean)
+    assert batched.calls == online.calls and 0 < batched.cost_usd < online.cost_usd  # the optimizer's calls stay online

@@ -26,6 +26,9 @@ ForkOpt = Annotated[bool, typer.Option("--fork", help="Run this stage in a new r
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for another run of the target to finish instead of "
                                                       "failing at once.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending (for cron).")]
+BatchOpt = Annotated[bool | None, typer.Option(
+    "--batch/--no-batch", help="Send replays and judge calls through the provider's Batch API: half price, "
+    "asynchronous (a batch may take hours), resumable (docs/batch.md); default: config llm.batch.enabled.")]
 
 
 def resolve_target(root: Path, target: str | None, overrides: list[str] | None = None):

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from selfimprove.cli.common import (
+    BatchOpt,
     ForceOpt,
     ForkOpt,
     JsonOpt,
@@ -34,6 +35,7 @@ def evaluate(
     baseline: Annotated[str | None, typer.Option(help="replay: re-run the current policy now (default); "
                                                          "stored: reuse production scores (cheaper, drifts).")] = None,
     focus: Annotated[str, typer.Option(help="all, or discriminative: spend the budget where policies differ.")] = "all",
+    batch: BatchOpt = None,
     yes: YesOpt = False,
     run: RunOpt = None,
     target: TargetOpt = None,
@@ -52,5 +54,5 @@ def evaluate(
 
     result = run_evaluate(root=root, target=target, overrides=set_, run=run, candidates=candidates, split=split,
                           n=n, concurrency=concurrency, baseline=baseline, focus=focus, yes=yes, force=force, fork=fork,
-                          wait=wait, confirm=asker(), log=log_line, progress=evaluate_progress())
+                          wait=wait, confirm=asker(), log=log_line, progress=evaluate_progress(), batch=batch)
     render_result("selfimprove.evaluate/1", result, json_output, render_evaluate)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from selfimprove.cli.common import (
+    BatchOpt,
     ForceOpt,
     ForkOpt,
     JsonOpt,
@@ -42,6 +43,7 @@ def update(
                                                        "--max-calls, never taking the calls the current and next "
                                                        "round need; default: config update.critique, off).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the validation slice, minibatches and search.")] = 0,
+    batch: BatchOpt = None,
     yes: YesOpt = False,
     run: RunOpt = None,
     target: TargetOpt = None,
@@ -69,5 +71,5 @@ def update(
     result = run_update(root=root, target=target, overrides=set_, run=run, trials=trials, optimizer=optimizer,
                         rounds=rounds, max_calls=max_calls, seed=seed, yes=yes, force=force, wait=wait, fork=fork,
                         fewshot=fewshot, focus=focus, critique=critique, confirm=confirm,
-                        log=log)
+                        log=log, batch=batch)
     render_result("selfimprove.update/1", result, json_output, render_update)

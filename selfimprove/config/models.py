@@ -100,11 +100,25 @@ class Price(Section):
                                                                  "output)")
 
 
+class Batch(Section):
+    """[llm.batch]: replays and judge calls through the provider's Batch API (docs/batch.md): half price, large
+    files, asynchronous (a batch may take up to 24 hours); the call cache still answers what it holds."""
+
+    enabled: bool = Field(False, description="evaluate and update send replays and judge calls as batches "
+                                             "(--batch / --no-batch override it per command)")
+    wave: int = Field(200, ge=1, description="held-out samples per wave in evaluate: one batch of replays, then one "
+                                             "of judge calls; the sequential test looks between waves")
+    poll_s: float = Field(30.0, gt=0, description="seconds between status checks of a running batch")
+    gather_s: float = Field(0.5, gt=0, description="a batch goes out once no request has joined it for this long")
+    max_retries: int = Field(2, ge=0, description="follow-up batches for the lines a batch failed (5xx, expired)")
+
+
 class LLMs(Section):
     task: Endpoint = Endpoint()
     optimizer: Endpoint = Endpoint(model="gpt-4.1")
     judge: Endpoint | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
+    batch: Batch = Batch()
 
 
 class Evals(Section):
@@ -251,3 +265,11 @@ class TargetConfig(Section):
         if self.evals.primary and self.evals.include and self.evals.primary not in self.evals.include:
             raise ValueError(f"evals.primary {self.evals.primary!r} is not in evals.include")
         return self
+
+
+def with_batch(cfg: TargetConfig, batch: bool | None) -> TargetConfig:
+    """`cfg` with `llm.batch.enabled` set to `batch` (the --batch / --no-batch flags); None leaves it as configured."""
+    if batch is None or batch == cfg.llm.batch.enabled:
+        return cfg
+    llm = cfg.llm.model_copy(update={"batch": cfg.llm.batch.model_copy(update={"enabled": batch})})
+    return cfg.model_copy(update={"llm": llm})

@@ -143,7 +143,7 @@ class LLMJudge:
     """An LLM eval replayed with phoenix-evals' ClassificationEvaluator through our cache and ledger."""
 
     def __init__(self, spec: EvalSpec, endpoint: JudgeEndpoint, *, cache: Any, ledger: Any,
-                 max_connections: int = 32):
+                 max_connections: int = 32, batch: Any = None):
         if not spec.rails:
             raise ValueError(f"eval '{spec.name}' has no choices or labels (rails); a classification judge needs "
                              "them")
@@ -156,6 +156,7 @@ class LLMJudge:
         if not self.model:
             raise ValueError(f"eval '{spec.name}' names no judge model; set llm.judge.model")
         self.max_connections = max_connections
+        self.batch = batch  # a selfimprove.llm.batch.BatchClient: cache misses go out as batches
         self._loop: Any = None
         self.evaluator = self._build()
         self.fill, unknown = resolve_variables(sorted(self.evaluator.prompt_template.variables), spec.input_mapping)
@@ -175,9 +176,17 @@ class LLMJudge:
         spec, endpoint = self.spec, self.endpoint
         limits = httpx2.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
         timeout = httpx2.Timeout(endpoint.timeout_s)
-        async_transport = retrying_transport(
-            AsyncCachingTransport(self.cache, self.ledger, httpx2.AsyncHTTPTransport(limits=limits)),
-            self.ledger.prices, max_retries=endpoint.max_retries, rate_limit_wait_s=endpoint.rate_limit_wait_s)
+        if self.batch is None:
+            async_transport = retrying_transport(
+                AsyncCachingTransport(self.cache, self.ledger, httpx2.AsyncHTTPTransport(limits=limits)),
+                self.ledger.prices, max_retries=endpoint.max_retries, rate_limit_wait_s=endpoint.rate_limit_wait_s)
+        else:  # the batch client resends failed lines itself; an unbounded limiter lets a whole wave wait at once
+            from selfimprove.llm.batch import batch_transport
+            from selfimprove.llm.throttle import AdaptiveLimiter
+
+            async_transport = retrying_transport(
+                AsyncCachingTransport(self.cache, self.ledger, batch_transport(self.batch)), self.ledger.prices,
+                max_retries=0, limiter=AdaptiveLimiter(ceiling=1_000_000))
         client_kwargs: dict[str, Any] = {"api_key": endpoint.api_key or "unused"}
         if endpoint.base_url:
             client_kwargs["base_url"] = endpoint.base_url
@@ -274,8 +283,9 @@ class CodeJudge:
 
 
 def build_judges(specs: Sequence[EvalSpec], endpoint: JudgeEndpoint, *, cache: Any, ledger: Any,
-                 max_connections: int = 32) -> tuple[dict[str, Any], dict[str, str]]:
-    """({eval name: judge}, {eval name: why it cannot be replayed}) for the given specs."""
+                 max_connections: int = 32, batch: Any = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """({eval name: judge}, {eval name: why it cannot be replayed}) for the given specs; with `batch` (a
+    BatchClient) the LLM judges' cache misses go out through the Batch API."""
     judges: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for spec in specs:
@@ -284,7 +294,7 @@ def build_judges(specs: Sequence[EvalSpec], endpoint: JudgeEndpoint, *, cache: A
                 judges[spec.name] = CodeJudge(spec)
             elif spec.kind == "llm":
                 judges[spec.name] = LLMJudge(spec, endpoint, cache=cache, ledger=ledger,
-                                             max_connections=max_connections)
+                                             max_connections=max_connections, batch=batch)
             elif spec.kind == "human":
                 skipped[spec.name] = ("people's labels cannot be replayed: the gate uses the replayable evals; "
                                       "update learned from these labels as feedback")

@@ -127,8 +127,9 @@ def order_samples(samples: Sequence[Sample], seed: int, n: int | None, focus: st
 
 
 def estimate(order: Sequence[Sample], baseline: Policy, candidates: Sequence[Policy], judged: Sequence[EvalSpec],
-             mode: str, prices: Any) -> dict[str, Any]:
-    """Worst-case calls (every sample, no early stop) with rough tokens (4 characters a token) and cost."""
+             mode: str, prices: Any, batch: bool = False) -> dict[str, Any]:
+    """Worst-case calls (every sample, no early stop) with rough tokens (4 characters a token) and cost (at the
+    batch price with `batch`)."""
     policies = list(candidates) + ([baseline] if mode == "replay" else [])
     llm_evals = [e for e in judged if e.kind == "llm"]
     calls = tokens = 0
@@ -138,11 +139,11 @@ def estimate(order: Sequence[Sample], baseline: Policy, candidates: Sequence[Pol
         out = s.completion_tokens or (len(s.output.text()) // 4 if s.output else 150)
         for p in policies:
             prompt = (hist + len(p.system_prompt) + sum(len(m.text()) for m in p.few_shot)) // 4 + 8
-            calls, tokens, cost = calls + 1, tokens + prompt + out, cost + prices.cost(p.model, prompt, out)
+            calls, tokens, cost = calls + 1, tokens + prompt + out, cost + prices.cost(p.model, prompt, out, batch=batch)
             for e in llm_evals:
                 jp = (len(str(e.template)) + hist) // 4 + out + 20
                 calls, tokens = calls + 1, tokens + jp + 80
-                cost += prices.cost(e.judge_model or "", jp, 80)
+                cost += prices.cost(e.judge_model or "", jp, 80, batch=batch)
     return {"calls": calls, "tokens": tokens, "cost_usd": round(cost, 6), "samples": len(order),
             "policies": len(policies), "llm_evals": len(llm_evals)}
 

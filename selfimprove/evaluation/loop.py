@@ -138,13 +138,15 @@ async def _cancel(tasks: Sequence[asyncio.Task]) -> None:
 async def run_sequential(scorer: Any, *, baseline: Policy | None, stored: dict[str, list[dict[str, Any]]] | None,
                          arms: list[Arm], order: Sequence[Sample], batch_size: int, primary: EvalSpec,
                          on_batch: Callable[[int, int, list[Arm]], None] | None = None,
-                         cluster_by: str = "trace") -> LoopOutcome:
+                         cluster_by: str = "trace", prefetch: bool = True) -> LoopOutcome:
     """Score `order` batch by batch until every arm's SPRT has decided. `baseline` None means `stored` holds the
     baseline's rows per sample id (production outputs and scores).
 
     The next batch is started at once at a lower priority, so it fills the slots the current batch leaves idle
     (its calls never delay the current batch's); an arm that decides drops its calls of the next batch (those
     already finished are cached but not used: the report only counts the batches up to each arm's decision).
+    `prefetch` False starts a batch only when the one before it is decided: the Batch API's waves (docs/batch.md),
+    where a started call cannot be taken back.
     """
     from selfimprove.core.errors import SelfimproveError
 
@@ -170,7 +172,8 @@ async def run_sequential(scorer: Any, *, baseline: Policy | None, stored: dict[s
             if not active:
                 return LoopOutcome(rows, baseline_ids, "decided")
             start(k)
-            start(k + 1)
+            if prefetch:
+                start(k + 1)
             wanted = ([BASELINE] if baseline is not None else []) + [a.id for a in active]
             try:
                 results = [await asyncio.gather(*started[k][label]) for label in wanted]

@@ -88,6 +88,26 @@ async def agenerate(policy: Policy, sample: Sample, llm: Any, limit: asyncio.Sem
 
 
 
+BATCH_CONCURRENCY = 1_000_000  # in batch mode nothing limits the calls in flight: they wait for their batch
+
+
+def batch_clients(cfg: Any, endpoints: Sequence[Any], cache: Any, journal: str | Path,
+                  on_event: Callable[[str], None] | None) -> dict[str, Any]:
+    """{base_url: BatchClient} for the given config endpoints (one client per base_url), on the run's journal."""
+    from selfimprove.llm import resolve_api_key
+    from selfimprove.llm.batch import BatchClient
+
+    b = cfg.llm.batch
+    out: dict[str, Any] = {}
+    for ep in endpoints:
+        base = ep.base_url or "https://api.openai.com/v1"
+        if base not in out:
+            out[base] = BatchClient(base, resolve_api_key(base, ep.api_key_env), journal, cache=cache,
+                                    poll_s=b.poll_s, gather_s=b.gather_s, max_retries=b.max_retries,
+                                    timeout_s=ep.timeout_s, on_event=on_event)
+    return out
+
+
 class PolicyScorer:
     """Task model + judges + one concurrency limit (task and judge calls together) for repeated scoring."""
 
@@ -100,26 +120,30 @@ class PolicyScorer:
 
     @classmethod
     def from_config(cls, cfg: Any, *, cache_dir: str | Path, evals: Sequence[EvalSpec], concurrency: int | None = None,
-                    budget: Any = None, ledger: Any = None) -> PolicyScorer:
+                    budget: Any = None, ledger: Any = None, batch_dir: str | Path | None = None,
+                    on_event: Callable[[str], None] | None = None) -> PolicyScorer:
         """Build from a TargetConfig: the task endpoint (`llm.task`), the judge endpoint (`llm.judge` if set, else
-        the task endpoint with each spec's judge model), prices (`llm.prices`) and the run's cache folder."""
+        the task endpoint with each spec's judge model), prices (`llm.prices`) and the run's cache folder. With
+        `batch_dir` (the run's batch journal) task and judge calls go through the Batch API (`llm.batch`), with no
+        concurrency limit: every call of a wave waits for its batch at once."""
         from selfimprove.evals.judges import JudgeEndpoint, build_judges
         from selfimprove.llm import CallCache, Ledger, OpenAIChat, resolve_api_key
 
-        conc = concurrency or cfg.evaluate.concurrency
-        prices = {m: {"input": p.input, "output": p.output} for m, p in cfg.llm.prices.items()}
-        ledger = ledger or Ledger(prices, budget)
+        conc = BATCH_CONCURRENCY if batch_dir is not None else concurrency or cfg.evaluate.concurrency
+        ledger = ledger or Ledger(cfg.llm.prices, budget)
         cache = CallCache(cache_dir)
         task = cfg.llm.task
-        llm = OpenAIChat.from_endpoint(task, model=task.model or "unset", concurrency=conc, cache=cache,
-                                       ledger=ledger)
         judge_cfg = cfg.llm.judge or task
         base = judge_cfg.base_url or "https://api.openai.com/v1"
+        batches = batch_clients(cfg, [task, judge_cfg], cache, batch_dir, on_event) if batch_dir is not None else {}
+        llm = OpenAIChat.from_endpoint(task, model=task.model or "unset", concurrency=conc, cache=cache,
+                                       ledger=ledger, batch=batches.get(task.base_url or "https://api.openai.com/v1"))
         endpoint = JudgeEndpoint(base_url=base, api_key=resolve_api_key(base, judge_cfg.api_key_env),
                                  model=cfg.llm.judge.model if cfg.llm.judge else None,
                                  max_retries=judge_cfg.max_retries, timeout_s=judge_cfg.timeout_s,
                                  rate_limit_wait_s=judge_cfg.rate_limit_wait_s)
-        judges, skipped = build_judges(evals, endpoint, cache=cache, ledger=ledger, max_connections=conc)
+        judges, skipped = build_judges(evals, endpoint, cache=cache, ledger=ledger, max_connections=conc if batch_dir is None else 32,
+                                       batch=batches.get(base))
         return cls(llm, judges, concurrency=conc, ledger=ledger, skipped=skipped, judge_endpoint=endpoint)
 
     def limit(self) -> asyncio.Semaphore:

@@ -24,10 +24,13 @@ class ReplayScorer:
         self.skipped = dict(policy_scorer.skipped)
 
     @classmethod
-    def from_config(cls, cfg: Any, evals: Sequence[EvalSpec], *, cache: Any, ledger: Any) -> ReplayScorer:
+    def from_config(cls, cfg: Any, evals: Sequence[EvalSpec], *, cache: Any, ledger: Any,
+                    batch_dir: Any = None, on_event: Any = None) -> ReplayScorer:
+        """`batch_dir`: score through the Batch API with the run's batch journal there (see PolicyScorer)."""
         from selfimprove.evaluation.replay import PolicyScorer
 
-        ps = PolicyScorer.from_config(cfg, cache_dir=cache.root, evals=evals, ledger=ledger)
+        ps = PolicyScorer.from_config(cfg, cache_dir=cache.root, evals=evals, ledger=ledger, batch_dir=batch_dir,
+                                      on_event=on_event)
         return cls(ps, evals, ledger)
 
     def score(self, policy: Policy, samples: Sequence[Sample]) -> ScoreBatch:

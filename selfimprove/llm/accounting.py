@@ -205,6 +205,14 @@ class Ledger:
             m["batched"] += int(batch)
             self._settled.notify_all()
 
+    def release(self, res: Reservation) -> None:
+        """Give a reservation back unused (the request was answered without a call of its own)."""
+        with self._lock:
+            self._reserved_calls -= 1
+            self._reserved_tokens -= res.tokens
+            self._reserved_usd -= res.usd
+            self._settled.notify_all()
+
     def unpriced(self) -> list[str]:
         """Models this ledger booked calls or cache hits for without a price: their cost shows as $0."""
         with self._lock:

@@ -16,7 +16,8 @@ phoenix-evals' judges) are unchanged, and a batch's results are byte-identical t
   (a restarted process) first reads the journal: a request whose batch was submitted waits for that batch and is
   never sent again; a batch whose creation was interrupted is found by its metadata (`batches.list`).
 - Accounting: responses carry `x-selfimprove-batch: <batch id>`; the ledger books them at the batch price, and
-  they have no latency (None: a batch call has no per-request latency to report).
+  they have no latency (None: a batch call has no per-request latency to report). Equal requests (one cache key)
+  waiting at once are sent once; the others are answered like cache hits (`x-selfimprove-batch-shared`).
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from selfimprove.llm.cache import CallCache
 from selfimprove.llm.types import LLMUnavailable
 
 BATCH_HEADER = "x-selfimprove-batch"
+SHARED_HEADER = "x-selfimprove-batch-shared"  # the answer of an equal request waiting in the same batch
 CALL_EXTENSION = "selfimprove_call"  # (key, sample_index), set on the request by the caching transport
 ENDPOINT = "/v1/chat/completions"
 DONE = ("completed", "expired", "cancelled", "failed")
 Answer = tuple[int, dict[str, Any], str | None]  # (HTTP status, JSON body, batch id)
+Waited = tuple[Answer, bool]  # (answer, shared: an equal request already waited for it)
 
 
 def retryable(status: int) -> bool:
@@ -89,7 +92,8 @@ class BatchClient:
 
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            self._loop, self._state = loop, _LoopState()
+            self._loop, self._state, self._sdk = loop, _LoopState(), None
+        if self._sdk is None:  # closed whenever this loop has nothing left in flight (its pool dies with the loop)
             self._sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s)
         return self._state, self._sdk
 
@@ -97,15 +101,16 @@ class BatchClient:
         if self.on_event is not None:
             self.on_event(text)
 
-    async def complete(self, key: str, body: dict[str, Any], sample_index: int = 0) -> Answer:
-        """The answer to one request, through as many batches as its retries take."""
+    async def complete(self, key: str, body: dict[str, Any], sample_index: int = 0) -> Waited:
+        """The answer to one request, through as many batches as its retries take, and whether an equal request
+        (same cache key) was already waiting for it: then it is sent once, and this one is like a cache hit."""
         for attempt in range(self.max_retries + 1):
-            status, payload, batch_id = await self._once(key, body, sample_index)
+            (status, payload, batch_id), shared = await self._once(key, body, sample_index)
             if status == 200 or not retryable(status) or attempt == self.max_retries:
-                return status, payload, batch_id
+                return (status, payload, batch_id), shared
         raise AssertionError("unreachable")
 
-    async def _once(self, key: str, body: dict[str, Any], sample_index: int) -> Answer:
+    async def _once(self, key: str, body: dict[str, Any], sample_index: int) -> Waited:
         st, _ = self._here()
         if not st.ready:
             async with st.recovered:
@@ -114,17 +119,19 @@ class BatchClient:
                     st.ready = True
         live = st.live.get(key)
         if live is not None:  # submitted before (by this loop or a process that died): wait for it, never resend
-            fut = live.futures.get(key) or live.futures.setdefault(key, asyncio.get_running_loop().create_future())
+            shared = key in live.futures
+            fut = live.futures.setdefault(key, asyncio.get_running_loop().create_future())
             if live.task is None:
                 live.task = self._spawn(st, self._collect(st, live))
-            return await fut
+            return await fut, shared
         model = str(body.get("model") or "")
         queued = st.queue.setdefault(model, {})
-        if key not in queued:
+        shared = key in queued
+        if not shared:
             queued[key] = (body, sample_index, asyncio.get_running_loop().create_future())
         if st.flusher is None:
             st.flusher = self._spawn(st, self._flush(st))
-        return await queued[key][2]
+        return await queued[key][2], shared
 
     def _spawn(self, st: _LoopState, coro: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -220,6 +227,14 @@ class BatchClient:
             fut = live.futures.get(r.key)
             if fut is not None and not fut.done():
                 fut.set_result(answers[r.key])
+        await self._close_when_idle(st)
+
+    async def _close_when_idle(self, st: _LoopState) -> None:
+        if self._sdk is not None and not st.queue and st.flusher is None and \
+                not any(lv.task is not None and not lv.task.done() and lv.task is not asyncio.current_task()
+                        for lv in st.live.values()):
+            sdk, self._sdk = self._sdk, None
+            await sdk.close()
 
     async def _results(self, record: BatchRecord) -> dict[str, Answer]:
         _, sdk = self._here()
@@ -269,7 +284,8 @@ class BatchClient:
             for task in list(self._state.tasks):
                 task.cancel()
             await asyncio.gather(*self._state.tasks, return_exceptions=True)
-            await self._sdk.close()
+            if self._sdk is not None:
+                await self._sdk.close()
         self._loop, self._state, self._sdk = None, _LoopState(), None
 
 
@@ -305,8 +321,9 @@ def batch_transport(client: BatchClient) -> Any:
             if call is None or request.method != "POST" or not request.url.path.endswith("/chat/completions"):
                 raise LLMUnavailable(f"batch mode sends chat completions only, not {request.method} "
                                      f"{request.url.path}", hint="run without --batch")
-            status, payload, batch_id = await client.complete(call[0], json.loads(request.content), call[1])
-            headers = [("content-type", "application/json")] + ([(BATCH_HEADER, batch_id)] if batch_id else [])
+            (status, payload, batch_id), shared = await client.complete(call[0], json.loads(request.content), call[1])
+            headers = [("content-type", "application/json")] + ([(BATCH_HEADER, batch_id)] if batch_id else []) \
+                + ([(SHARED_HEADER, "1")] if shared else [])
             return httpx2.Response(status, headers=headers, content=canonical_json(payload), request=request)
 
         async def aclose(self) -> None:

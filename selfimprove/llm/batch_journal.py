@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfimprove.core.canonical import digest
+from selfimprove.core.canonical import digest, pretty_json
 
 SCHEMA = "selfimprove.batch/1"
 State = Literal["prepared", "uploaded", "submitted", "collected", "abandoned"]
@@ -77,10 +77,8 @@ class BatchJournal:
 
     def write_input(self, name: str, lines: Sequence[dict[str, Any]]) -> bytes:
         """Write the JSONL to upload and return its bytes."""
-        from selfimprove.store.atomic import write_bytes
-
         data = b"".join(json.dumps(line, ensure_ascii=False, sort_keys=True).encode() + b"\n" for line in lines)
-        write_bytes(self.input_path(name), data)
+        _write_atomic(self.input_path(name), data)
         return data
 
     def bodies(self, name: str) -> dict[str, dict[str, Any]]:
@@ -93,9 +91,7 @@ class BatchJournal:
         return out
 
     def save(self, record: BatchRecord) -> BatchRecord:
-        from selfimprove.store.atomic import write_json
-
-        write_json(self.root / f"{record.name}.json", record.model_dump(mode="json", by_alias=True))
+        _write_atomic(self.root / f"{record.name}.json", pretty_json(record.model_dump(mode="json", by_alias=True)))
         return record
 
     def records(self, base_url: str | None = None) -> Iterator[BatchRecord]:
@@ -106,3 +102,21 @@ class BatchJournal:
             record = BatchRecord.model_validate_json(path.read_bytes())
             if base_url is None or record.base_url == base_url:
                 yield record
+
+
+def _write_atomic(path: Path, data: bytes | str) -> None:
+    """Temp file, fsync, `os.replace`: a record is the old one or the new one, also after a power loss (the llm
+    layer does not use store/, see docs/architecture.md)."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -31,7 +31,7 @@ import httpx2
 
 from selfimprove.core.canonical import canonical_json
 from selfimprove.llm.accounting import Ledger, Reservation
-from selfimprove.llm.batch import BATCH_HEADER, CALL_EXTENSION
+from selfimprove.llm.batch import BATCH_HEADER, CALL_EXTENSION, SHARED_HEADER
 from selfimprove.llm.cache import CallCache, embeddings_key, request_key
 
 SAMPLE_HEADER = "x-selfimprove-sample-index"
@@ -115,6 +115,10 @@ class _Broker:
         batched = BATCH_HEADER in sent.headers
         if batched:
             latency_ms = None  # the wait for a batch is not the call's latency
+        if SHARED_HEADER in sent.headers and sent.status_code == 200:  # an equal request paid for this answer
+            self.ledger.release(res)
+            self.ledger.record_hit(call.model)
+            return self._response(200, sent.headers, json.loads(content), call, request, "hit", None), None
         parsed: Any = None
         if sent.status_code == 200:
             try:

@@ -36,10 +36,12 @@ CURRENT_CALL: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar
 
 
 def retrying_transport(inner: Any, prices: Any, *, max_retries: int = 4, base_delay: float = 0.25,
-                       max_delay: float = 10.0, rate_limit_wait_s: float = DEFAULT_MAX_WAIT_S) -> Any:
-    """An httpx2 async transport sending through the endpoint's adaptive limiter (429s waited out), retrying
-    408/409/5xx and connection errors with jittered exponential backoff (Retry-After honoured), and recording
-    each call's attempts, tokens, cost, latency and cache hit in `CURRENT_CALL`."""
+                       max_delay: float = 10.0, rate_limit_wait_s: float = DEFAULT_MAX_WAIT_S,
+                       limiter: Any = None) -> Any:
+    """An httpx2 async transport sending through the endpoint's adaptive limiter (429s waited out; `limiter`
+    replaces it, e.g. an unbounded one for calls that wait for a batch), retrying 408/409/5xx and connection errors
+    with jittered exponential backoff (Retry-After honoured), and recording each call's attempts, tokens, cost,
+    latency and cache hit in `CURRENT_CALL`."""
     import httpx2
 
     from selfimprove.llm.httpx_cache import CACHE_HEADER, LATENCY_HEADER
@@ -57,7 +59,8 @@ def retrying_transport(inner: Any, prices: Any, *, max_retries: int = 4, base_de
             while True:
                 attempt += 1
                 try:
-                    resp = await send_throttled(limiter_for(request.url), lambda: inner.handle_async_request(request),
+                    resp = await send_throttled(limiter or limiter_for(request.url),
+                                                lambda: inner.handle_async_request(request),
                                                 max_wait_s=rate_limit_wait_s, on_attempt=seen)
                 except httpx2.TransportError:
                     if rec is not None:

@@ -45,17 +45,20 @@ def evaluate(*, root: str | Path = ".", target: str | None = None, overrides: li
              concurrency: int | None = None, baseline: str | None = None, focus: str = "all", yes: bool = False,
              force: bool = False, wait: bool = False, config: Any = None,
              confirm: Callable[[str], bool] | None = None, log: Callable[[str], None] | None = None,
-             progress: Callable[[int, int, int], None] | None = None, fork: bool = False) -> EvalReport:
+             progress: Callable[[int, int, int], None] | None = None, fork: bool = False,
+             batch: bool | None = None) -> EvalReport:
     """Evaluate the run's candidates (see the module docstring). `config` replaces loading the target config;
     `confirm(question) -> bool` is asked when the estimate exceeds the budget (None: nobody to ask, so it refuses
-    unless `yes`); `log(line)` receives the estimate and warnings as they happen; `progress(done, total,
-    undecided)` is called after each batch; `fork` evaluates in a new run forked from the run (store/seal.py: how
-    a sealed run is evaluated again). Nothing here writes to a terminal."""
+    unless `yes`); `log(line)` receives the estimate and warnings as they happen (and the Batch API's progress);
+    `progress(done, total, undecided)` is called after each batch; `fork` evaluates in a new run forked from the
+    run (store/seal.py: how a sealed run is evaluated again); `batch` (default: config llm.batch.enabled) sends
+    replays and judge calls through the Batch API in waves (docs/batch.md). Nothing here writes to a terminal."""
     from selfimprove.config.load import load_target
+    from selfimprove.config.models import with_batch
     from selfimprove.store.runs import Workspace
     from selfimprove.store.seal import stage_run
 
-    cfg = config if config is not None else load_target(Path(root), target, overrides)
+    cfg = with_batch(config if config is not None else load_target(Path(root), target, overrides), batch)
     mode = baseline or cfg.evaluate.baseline
     if mode not in ("replay", "stored"):
         raise UsageError(f"--baseline must be replay or stored, not {mode!r}")
@@ -106,7 +109,10 @@ def _evaluate(cfg: Any, ws: Any, run: Any, *, candidates: str, split: str, n: in
               "baseline": mode, "focus": focus, "evals": [e.digest for e in evals], "primary": primary.name,
               "settings": cfg.evaluate.model_dump(mode="json"), "judge": judge_override, "seed": cfg.split.seed,
               "order": digest([s.sample_id for s in order]),
-              "prices": {m: p.model_dump() for m, p in sorted(cfg.llm.prices.items())}, "gate": cfg.gate.model_dump()}
+              "prices": {m: p.model_dump(exclude_none=True) for m, p in sorted(cfg.llm.prices.items())},
+              "gate": cfg.gate.model_dump()}
+    if cfg.llm.batch.enabled:  # waves change how many samples the sequential test sees past its stop
+        params["batch"] = {"wave": cfg.llm.batch.wave}
     stage_inputs = ["checkpoint.json", "dataset.parquet"] + cand_files
     results, report_json, report_html = (report_filename(split, "results", ".parquet"), report_filename(split),
                                          report_filename(split, suffix=".html"))
@@ -167,8 +173,11 @@ def score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list[
 
     ev = cfg.evaluate
     budget = Budget(max_calls=ev.max_calls, max_usd=ev.max_usd)
+    batched = cfg.llm.batch.enabled
     scorer = PolicyScorer.from_config(cfg, cache_dir=run.path / "cache" / "llm", evals=evals,
-                                      concurrency=concurrency, budget=budget)
+                                      concurrency=concurrency, budget=budget,
+                                      batch_dir=run.path / "cache" / "batches" if batched else None,
+                                      on_event=hooks.log if batched else None)
     not_replayed = [stored_only_entry(name, why, order) for name, why in scorer.skipped.items()]
     warnings = [stored_only_warning(s) for s in not_replayed]
     if primary.name in scorer.skipped:
@@ -182,7 +191,8 @@ def score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list[
     warnings += [f"eval '{e.name}' has labels but no scores (its choices were a plain list): it is replayed and "
                  "its label agreement with the baseline reported, but it takes no part in the statistics, the "
                  "Pareto front or the gate" for e in label_only]
-    estimate = inputs.estimate(order, checkpoint.policy, [c.policy for c in chosen], judged, mode, scorer.ledger.prices)
+    estimate = inputs.estimate(order, checkpoint.policy, [c.policy for c in chosen], judged, mode, scorer.ledger.prices,
+                               batch=batched)
     clusters = {s.sample_id: cluster_of(s, ev.cluster_by) for s in order}
     estimate["power"], power_note = design.power_check(order, clusters, primary, ev, len(chosen), cfg.gate.looks)
     if power_note:
@@ -202,8 +212,10 @@ def score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list[
     async def main() -> Any:
         try:
             return await run_sequential(scorer, baseline=checkpoint.policy if mode == "replay" else None,
-                                        stored=stored, arms=arms, order=order, batch_size=concurrency,
-                                        primary=primary, on_batch=progress, cluster_by=ev.cluster_by)
+                                        stored=stored, arms=arms, order=order,
+                                        batch_size=cfg.llm.batch.wave if batched else concurrency,
+                                        primary=primary, on_batch=progress, cluster_by=ev.cluster_by,
+                                        prefetch=not batched)
         finally:
             await scorer.llm.aclose()
 
@@ -215,7 +227,7 @@ def score_and_report(cfg: Any, ws: Any, run: Any, checkpoint: Any, chosen: list[
     if unpriced := price_warning(scorer.ledger.unpriced()):
         warnings.append(unpriced)
     spent = {"calls": snap.calls, "cache_hits": snap.cache_hits, "failed": snap.failed,
-             "cost_usd": round(snap.cost_usd, 6), "tokens": snap.tokens}
+             "cost_usd": round(snap.cost_usd, 6), "tokens": snap.tokens, "batched": snap.batched}
     frame = rows_to_frame(outcome.rows)
     report = inputs.build_report(cfg, run, checkpoint, chosen, arms, [e for e in judged if not e.label_only],
                                  primary, outcome, mode, split, judge_override, tags, digests, label_only=label_only,

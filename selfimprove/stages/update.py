@@ -71,11 +71,13 @@ def update(root: str | Path = ".", target: str | None = None, overrides: list[st
            rounds: int | None = None, max_calls: int | None = None, seed: int = 0, yes: bool = False,
            force: bool = False, wait: bool = False, fewshot: int = 0, focus: str | None = None,
            critique: bool | None = None, config: Any = None, scorer: Any = None, confirm: Callable[[str], bool] | None = None,
-           log: Callable[[str], None] | None = None, fork: bool = False) -> UpdateResult:
+           log: Callable[[str], None] | None = None, fork: bool = False, batch: bool | None = None) -> UpdateResult:
     """Propose candidates for the latest run of the target (or `run`). `scorer` replaces the replay scorer (a
     `selfimprove.optimizers.base.Scorer`); `confirm(message)` is asked before spending unless `yes`; `critique`
     (default: config update.critique) asks the optimizer model for a critique of each minibatch sample first;
-    `fork` works in a new run forked from the run (store/seal.py: how a sealed run's update is re-run)."""
+    `fork` works in a new run forked from the run (store/seal.py: how a sealed run's update is re-run); `batch`
+    (default: config llm.batch.enabled) scores candidates through the Batch API (docs/batch.md)."""
+    from selfimprove.config.models import with_batch
     from selfimprove.store.runs import Workspace
     from selfimprove.store.seal import stage_run
 
@@ -83,6 +85,7 @@ def update(root: str | Path = ".", target: str | None = None, overrides: list[st
         from selfimprove.config.load import load_target
 
         config = load_target(Path(root), target, overrides)
+    config = with_batch(config, batch)
     name = optimizer or config.update.optimizer
     if name not in ("builtin", "gepa"):
         raise UsageError(f"unknown optimizer {name!r}", hint="use --optimizer builtin or --optimizer gepa")
@@ -163,7 +166,8 @@ def run_optimizer(cfg: Any, run_path: Path, checkpoint: Any, name: str, settings
     if scorer is None:
         from selfimprove.evaluation.scorer import ReplayScorer
 
-        scorer = ReplayScorer.from_config(cfg, evals, cache=cache, ledger=ledger)
+        batch_dir = run_path / "cache" / "batches" if cfg.llm.batch.enabled else None
+        scorer = ReplayScorer.from_config(cfg, evals, cache=cache, ledger=ledger, batch_dir=batch_dir, on_event=log)
     skipped = getattr(scorer, "skipped", {}) or {}
     # an eval that cannot be replayed offline (people's labels, an eval whose spec was not recorded) cannot score
     # a candidate: its production verdicts are feedback only (they cost nothing)
