@@ -74,6 +74,7 @@ class UpdateOptions(_Options):
     focus: str | None = None
     critique: bool | None = None
     fork: bool = False
+    batch: bool | None = None  # None: config llm.batch.enabled (docs/batch.md)
 
 
 class EvaluateOptions(_Options):
@@ -90,6 +91,7 @@ class EvaluateOptions(_Options):
     force: bool = False
     wait: bool = False
     fork: bool = False
+    batch: bool | None = None  # None: config llm.batch.enabled (docs/batch.md)
 
 
 class PromoteOptions(_Options):

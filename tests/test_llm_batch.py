@@ -184,3 +184,17 @@ def test_equal_requests_waiting_at_once_are_sent_once_and_booked_once(sim, tmp_p
     assert sim.stats()["by_endpoint"]["batch:/v1/chat/completions"] == 3
     snap = ledger.snapshot()
     assert (snap.calls, snap.batched, snap.cache_hits) == (3, 3, 3)
+
+
+def test_an_endpoint_without_a_batch_api_stops_with_a_clear_error(sim, tmp_path):
+    from selfimprove.llm.types import LLMUnavailable
+
+    cache = CallCache(tmp_path / "cache")
+    nowhere = sim.url + "/no-batches/v1"  # 404 for /files
+    client = BatchClient(nowhere, "unused", tmp_path / "batches", cache=cache, poll_s=0.05, gather_s=0.05)
+    with pytest.raises(LLMUnavailable, match=r"Batch API at .*/no-batches/v1 failed: \w+Error \(HTTP 4\d\d\)") as err:
+        run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(), concurrency=100,
+                            batch=client), _requests(3))
+    assert "journal" in err.value.hint
+    (record,) = BatchJournal(tmp_path / "batches").records()
+    assert record.state == "prepared"  # nothing left the machine; a re-run drops it
