@@ -142,8 +142,8 @@ class PolicyScorer:
                                  model=cfg.llm.judge.model if cfg.llm.judge else None,
                                  max_retries=judge_cfg.max_retries, timeout_s=judge_cfg.timeout_s,
                                  rate_limit_wait_s=judge_cfg.rate_limit_wait_s)
-        judges, skipped = build_judges(evals, endpoint, cache=cache, ledger=ledger, max_connections=conc if batch_dir is None else 32,
-                                       batch=batches.get(base))
+        judges, skipped = build_judges(evals, endpoint, cache=cache, ledger=ledger,
+                                       max_connections=conc if batch_dir is None else 32, batch=batches.get(base))
         return cls(llm, judges, concurrency=conc, ledger=ledger, skipped=skipped, judge_endpoint=endpoint)
 
     def limit(self) -> asyncio.Semaphore:
