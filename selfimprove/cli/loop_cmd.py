@@ -168,7 +168,7 @@ def demo(
             raise UsageError("--local-model runs its own task and local models",
                              hint="drop --real, --base-url, --api-key-env, --world and the model options")
         run_local_demo(workdir=workdir, traffic=traffic or 30, seed=seed, keep_running=keep_running, say=say,
-                       on_result=lambda result: render_result("selfimprove.demo/1", result, json_output))
+                       on_result=lambda result: render_result("selfimprove.demo/1", result, json_output, render_demo))
         return
     traffic = traffic or 160
     endpoint = resolve_endpoint(world, real=real, base_url=base_url, api_key_env=api_key_env,
