@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import gc
+from contextlib import contextmanager
 from pathlib import Path
 
 from selfimprove.sim import default_policy, world_evals, world_names
@@ -26,13 +27,15 @@ def _imports(tree: ast.AST) -> set[str]:
     return out
 
 
-def parse_module(text: str) -> ast.AST:
+@contextmanager
+def gc_paused():
     """`ast.parse` with the garbage collector paused: on CPython 3.11.7 a finalizer that runs while the AST objects
-    are built (an SDK client's __del__, say) trips "AST constructor recursion depth mismatch" (a SystemError)."""
+    are built (an SDK client's __del__, say) trips "AST constructor recursion depth mismatch" (a SystemError). One
+    collection first, then none while every file is parsed (a collection per file cost a minute on a big heap)."""
     gc.collect()
     gc.disable()
     try:
-        return ast.parse(text)
+        yield
     finally:
         gc.enable()
 
@@ -48,9 +51,11 @@ def _outside_files():
 
 def test_nothing_outside_the_simulator_imports_its_hidden_rules():
     offenders = []
-    for rel, path in _outside_files():
-        text = path.read_text("utf-8")
-        names = _imports(parse_module(text))
+    with gc_paused():
+        parsed = [(rel, text, ast.parse(text)) for rel, path in _outside_files()
+                  for text in [path.read_text("utf-8")]]
+    for rel, text, tree in parsed:
+        names = _imports(tree)
         bad = {n for n in names for m in HIDDEN_MODULES if n == f"selfimprove.sim.{m}" or n.startswith(f"selfimprove.sim.{m}.")}
         if not rel.startswith("tests/"):
             bad |= {n for n in names if n == TEST_ONLY or n.startswith(TEST_ONLY + ".")}
