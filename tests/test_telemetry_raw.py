@@ -152,7 +152,7 @@ def test_phoenix_fetched_annotation_frame_shape():
 def test_trace_evals_become_one_annotation_per_trace():
     import pandas as pd
 
-    from selfimprove.telemetry.raw import annotations_from_columns
+    from selfimprove.telemetry.wide_evals import annotations_from_columns
 
     frame = pd.DataFrame({"context.span_id": ["a", "b", "c"], "context.trace_id": ["t1", "t1", "t2"],
                           "trace_eval.resolved.label": [None, "yes", "no"],

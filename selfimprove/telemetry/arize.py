@@ -27,10 +27,10 @@ from selfimprove.core.errors import UsageError
 from selfimprove.telemetry.base import ProgressCallback, check_window, report, slice_window
 from selfimprove.telemetry.raw import (
     TRACE_PREFIX,
-    annotations_from_columns,
     empty_annotations,
     normalize_phoenix_spans,
 )
+from selfimprove.telemetry.wide_evals import annotations_from_columns
 
 if TYPE_CHECKING:
     import pandas as pd
