@@ -79,6 +79,47 @@ class ChildServer:
         return f"{type(self).__name__}(url={self.url!r}, pid={self.pid}, {state})"
 
 
+
+class ServerHandle:
+    """What a caller of `launch` hands out (the local Phoenix, a local model): its child server with the caller's
+    own facts beside it. Stopping the handle stops the child; a `with` block stops it on exit."""
+
+    def __init__(self, child: ChildServer):
+        self.child = child
+
+    @property
+    def url(self) -> str:
+        return self.child.url
+
+    @property
+    def log_path(self) -> Path:
+        return self.child.log_path
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    @property
+    def startup_seconds(self) -> float:
+        return self.child.startup_seconds
+
+    def is_running(self) -> bool:
+        return self.child.is_running()
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL. Idempotent."""
+        self.child.stop(grace)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"{type(self).__name__}(url={self.url!r}, pid={self.pid}, {state})"
+
 class EarlyExit(SelfimproveError):
     """The child exited before it became healthy; `tail` is the end of its log (to spot a taken port)."""
 

@@ -16,10 +16,9 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
 
 from selfimprove.core.errors import SelfimproveError
-from selfimprove.launcher import ChildServer, EarlyExit, free_port, launch, log_tail
+from selfimprove.launcher import ChildServer, EarlyExit, ServerHandle, free_port, launch, log_tail
 
 __all__ = ["LOG_NAME", "PYTHON_ENV", "PhoenixServer", "free_port", "log_tail", "phoenix_command", "start_phoenix"]
 
@@ -28,44 +27,20 @@ LOG_NAME = "phoenix.log"
 _REPO_VENV_PYTHON = Path(__file__).resolve().parents[2] / ".venv-phoenix" / "bin" / "python"
 
 
-class PhoenixServer:
+class PhoenixServer(ServerHandle):
     """A running Phoenix child process. `url` is the HTTP base (no trailing slash, no `/v1`)."""
 
     def __init__(self, child: ChildServer, *, grpc_port: int, workdir: Path, owns_workdir: bool):
-        self._child = child
-        self.url = child.url
+        super().__init__(child)
         self.grpc_port = grpc_port
         self.workdir = workdir
-        self.log_path = child.log_path
-        self.startup_seconds = child.startup_seconds
-        if owns_workdir:
+        if owns_workdir:  # stop() removes a work dir it created
             child.on_stop(lambda: shutil.rmtree(workdir, ignore_errors=True))
-
-    @property
-    def pid(self) -> int:
-        return self._child.pid
 
     @property
     def traces_endpoint(self) -> str:
         """The OTLP/HTTP endpoint for `phoenix.otel.register(endpoint=...)`."""
         return self.url + "/v1/traces"
-
-    def is_running(self) -> bool:
-        return self._child.is_running()
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, wait up to `grace` seconds, then SIGKILL. Idempotent. Removes a work dir it created."""
-        self._child.stop(grace)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running() else "stopped"
-        return f"PhoenixServer(url={self.url!r}, pid={self.pid}, {state})"
 
 
 def start_phoenix(*, workdir: str | os.PathLike | None = None, port: int = 0, grpc_port: int = 0,

@@ -15,10 +15,9 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Self
 
 from selfimprove.core.errors import SelfimproveError, UsageError
-from selfimprove.launcher import ChildServer, EarlyExit, free_port, launch
+from selfimprove.launcher import ChildServer, EarlyExit, ServerHandle, free_port, launch
 from selfimprove.llm.local.assemble import model_path
 from selfimprove.llm.local.build import find_server_binary
 from selfimprove.llm.local.catalog import cache_root, lookup_model
@@ -37,40 +36,16 @@ class ServerOptions:
     timeout_s: float = 180.0
 
 
-class LocalModelServer:
+class LocalModelServer(ServerHandle):
     """A running llama-server. `base_url` is the OpenAI base URL (…/v1); `model` is the name requests use."""
 
     def __init__(self, child: ChildServer, model: str):
-        self.child = child
+        super().__init__(child)
         self.model = model
-
-    @property
-    def url(self) -> str:
-        return self.child.url
 
     @property
     def base_url(self) -> str:
         return self.child.url + "/v1"
-
-    @property
-    def log_path(self) -> Path:
-        return self.child.log_path
-
-    @property
-    def pid(self) -> int:
-        return self.child.pid
-
-    def is_running(self) -> bool:
-        return self.child.is_running()
-
-    def stop(self) -> None:
-        self.child.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.child.stop()
 
     def __repr__(self) -> str:
         return f"LocalModelServer(model={self.model!r}, {self.child!r})"
