@@ -25,6 +25,8 @@ import time
 
 from selfimprove.core.records import EvalResult, EvalSpec, Message, Policy, Sample
 from selfimprove.optimizers.base import Budget, OptimizeContext
+from selfimprove.optimizers.compact import compact_messages
+from selfimprove.optimizers.compact import response_format as compact_format
 from selfimprove.optimizers.feedback import feedback_items, minibatch, stored_rows
 from selfimprove.optimizers.guards import length_cap
 from selfimprove.optimizers.lm import OpenAIOptimizerLM, make_client
@@ -75,9 +77,13 @@ def one_shot(ctx: OptimizeContext, settings: SearchSettings) -> Policy:
     """One optimizer call on one minibatch of the stored feedback; no validation (the classic rewrite)."""
     rows = stored_rows(ctx.train, ctx.evals)
     batch = minibatch(rows, ctx.evals, settings.minibatch, random.Random(ctx.seed))
-    msgs = update_messages(ctx.policy, ctx.evals, feedback_items(batch, ctx.evals), magnitude="large",
-                           max_chars=length_cap(ctx.policy, settings.max_growth))
-    update, _ = ask_update(ctx.lm, ctx.budget, msgs, settings.temperature, Spend())
+    cap, fmt = length_cap(ctx.policy, settings.max_growth), None
+    if settings.metaprompt == "compact":  # the request the built-in optimizer makes of a small model
+        msgs, fmt = compact_messages(ctx.policy, ctx.evals, batch, max_chars=cap), compact_format()
+    else:
+        msgs = update_messages(ctx.policy, ctx.evals, feedback_items(batch, ctx.evals), magnitude="large",
+                               max_chars=cap)
+    update, _ = ask_update(ctx.lm, ctx.budget, msgs, settings.temperature, Spend(), fmt)
     return ctx.policy.model_copy(update={"system_prompt": update.new_system_prompt}) if update else ctx.policy
 
 

@@ -5,7 +5,10 @@ code evals of selfimprove.demo.local_task (`concise`: under 50 words; `plain_tex
 Per seed: the support world's public customer messages, split into train and a held-out test set; production is
 the weak prompt's replies on train, judged by the code evals; each method learns on train only within the same
 budget of LLM calls (task + optimizer calls; the code evals cost none) and its final prompt is scored on the
-held-out test set. Prints the table (mean held-out score, calls, wall time) and OK/MISSED against
+held-out test set. The built-in optimizer and the one-shot rewrite use the compact update request
+(`[update] metaprompt = "compact"`, selfimprove/optimizers/compact.py): with the full meta-prompt every 1.5B answer
+copied its scaffolding into the new prompt and the guards rejected them all. Every optimizer answer is capped at
+MAX_OPTIMIZER_TOKENS. Prints each method's candidates and guard rejections, its final prompt, then the table (mean held-out score, calls, wall time) and OK/MISSED against
 selfimprove >= GEPA on held-out. Slow by nature: each 1.5B optimizer call takes 30-90 s on two cores.
 
 Usage: python benchmarks/bench_real.py [--budget 30] [--seeds 2] [--train 12] [--test 12] [--threads N]
@@ -19,6 +22,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 
 from selfimprove.core.records import EvalResult, EvalSpec, Message, Policy, Sample
 from selfimprove.demo.local_task import (
@@ -35,6 +39,7 @@ from selfimprove.optimizers.lm import OpenAIOptimizerLM, make_client
 from selfimprove.optimizers.textgrad import SearchSettings, TextGradOptimizer
 from selfimprove.sim import generate_inputs
 
+MAX_OPTIMIZER_TOKENS = 512  # every method's optimizer answers are capped alike (a small model can ramble)
 METHODS = ("none", "one-shot", "selfimprove", "gepa")
 LABEL = f"REAL MODEL (local: task {TASK_MODEL}, optimizer {OPTIMIZER_MODEL})"
 
@@ -80,24 +85,30 @@ def run_one(seed: int, task_url: str, optimizer_url: str, args) -> dict:
     from selfimprove.optimizers.gepa_adapter import GEPAOptimizer
 
     evals, weak, scorer, train, test = setup(task_url, seed, args.train, args.test)
-    lm = OpenAIOptimizerLM(make_client(optimizer_url, "local", timeout_s=1200, max_retries=0), OPTIMIZER_MODEL)
-    settings = SearchSettings(trials=2, rounds=100, minibatch=6, population=3, val_size=6)
+    lm = OpenAIOptimizerLM(make_client(optimizer_url, "local", timeout_s=1200, max_retries=0), OPTIMIZER_MODEL,
+                           max_tokens=MAX_OPTIMIZER_TOKENS)
+    settings = SearchSettings(trials=2, rounds=100, minibatch=6, population=3, val_size=6, metaprompt="compact")
     cache: dict = {}
     out: dict = {"seed": seed, "none": (held_out(scorer, evals, weak, test, cache), 0, 0.0)}
 
-    def timed(optimize) -> tuple[float, int, float]:
+    def timed(method: str, optimize) -> tuple[float, int, float]:
         ctx = OptimizeContext(policy=weak, evals=evals, train=train, scorer=scorer, lm=lm,
                               budget=Budget(args.budget), seed=seed)
         started = time.monotonic()
         result = optimize(ctx)
         if not isinstance(result, Policy):
+            rejected = Counter(g.name for c in result.candidates for g in c.guards if not g.passed)
+            print(f"    seed {seed} {method}: {len(result.candidates)} candidate(s), "
+                  f"{sum(c.passed_guards for c in result.candidates)} passed the guards"
+                  + (f" (rejected by {dict(rejected)})" if rejected else ""), flush=True)
             result = {c.id: c.policy for c in result.candidates}.get(result.best, weak)
         seconds = time.monotonic() - started
+        print(f"    seed {seed} {method}: final prompt {result.system_prompt!r}", flush=True)
         return held_out(scorer, evals, result, test, cache), ctx.budget.used, seconds
 
-    out["one-shot"] = timed(lambda c: one_shot(c, settings))
-    out["selfimprove"] = timed(TextGradOptimizer(settings).optimize)
-    out["gepa"] = timed(GEPAOptimizer(settings).optimize)
+    out["one-shot"] = timed("one-shot", lambda c: one_shot(c, settings))
+    out["selfimprove"] = timed("selfimprove", TextGradOptimizer(settings).optimize)
+    out["gepa"] = timed("gepa", GEPAOptimizer(settings).optimize)
     return out
 
 

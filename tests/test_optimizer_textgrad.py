@@ -249,3 +249,23 @@ def test_a_person_failing_what_the_judge_passed_is_a_failure_in_the_minibatch():
     item = feedback_items(batch, [judge], stored=[human])[0]
     assert item["verdicts"] == [("ok", "yes", "fine"), ("human.ok", "no", "wrong order id")]
     assert item["score"] == 1.0  # the score is the replayed evals' only
+
+
+def test_compact_request_shows_explanations_not_trace_data_and_still_improves(support):
+    """`metaprompt = "compact"` (for small optimizer models): the request has the current prompt and the failures'
+    explanations but no inputs, outputs or tags; its one-field answer becomes a guarded candidate that beats the
+    parent on validation; no merge is asked for."""
+    server, train = support
+    lm = CountingLM(OpenAIOptimizerLM(client(server.base_url), "sim-optimizer"))
+    ctx = context(server, train, 200, lm=lm)
+    result = TextGradOptimizer(SearchSettings(trials=2, rounds=2, minibatch=8, val_size=12,
+                                              metaprompt="compact")).optimize(ctx)
+    roles = {v["role"] for v in result.info.values()}
+    assert "merge" not in roles and "trial" in roles
+    seed_id = next(k for k, v in result.info.items() if v["role"] == "seed")
+    assert result.best is not None and result.val_scores[result.best] > result.val_scores[seed_id]
+    asked = lm.requests[0][-1]["content"]
+    assert start_policy("support").system_prompt in asked and "failed by" in asked
+    assert "<" not in asked  # no tags to copy
+    for s in train:  # no customer message is shown
+        assert s.history[-1].text()[:60] not in asked

@@ -51,6 +51,7 @@ max_calls = 400                     # LLM-call budget of one update
 constitution = []                   # lines every candidate must keep verbatim
 # weights = {{ policy_compliance = 2 }} # eval -> weight in the optimizer's reward (absent: 1)
 # guardrails = ["tone"]             # evals a new incumbent may not regress on, whatever it gains elsewhere
+# metaprompt = "compact"           # a short update request for small optimizer models (default "full")
 
 [evaluate]
 concurrency = 32

@@ -174,6 +174,10 @@ class Update(Section):
     tune_temperature: bool = False
     allow_output_contract_change: bool = False
     critique: bool = Field(False, description="one generated critique per minibatch sample before each update")
+    metaprompt: Literal["full", "compact"] = Field("full", description="the builtin optimizer's update request: "
+                                                   "'full' (reasoning, edits, merge) or 'compact' (the current prompt, "
+                                                   "the checks and the failures' explanations only: for small "
+                                                   "optimizer models that copy the full request's scaffolding)")
     weights: dict[str, NonNegativeFloat] = Field(default_factory=dict, description="eval -> weight (>= 0) in the optimizer's "
                                       "reward; an eval not named weighs 1")
     guardrails: list[str] = Field(default_factory=list, description="evals a candidate may not regress on to become "

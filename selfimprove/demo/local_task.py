@@ -73,15 +73,17 @@ def code_evaluators() -> list[Any]:
     return [create_evaluator(name=name, kind="code")(fn) for name, fn in CHECKS.items()]
 
 
-def llm_judge(base_url: str, model: str = JUDGE_MODEL, max_tokens: int = 96) -> Any:
-    """The robustness probe: a phoenix-evals ClassificationEvaluator on a local model. `max_tokens` bounds what a
-    looping answer costs."""
+def llm_judge(base_url: str, model: str = JUDGE_MODEL, max_tokens: int = 96, *, explain: bool = True,
+              name: str = "helpful") -> Any:
+    """The robustness probe: a phoenix-evals ClassificationEvaluator on a local model, asking for an explanation
+    and the label (phoenix-evals' default schema) or, with `explain=False`, the label alone. `max_tokens` bounds
+    what a looping answer costs."""
     from phoenix.evals import LLM, ClassificationEvaluator
 
     llm = LLM(provider="openai", model=model, base_url=base_url, api_key="local-model-needs-no-key")
-    return ClassificationEvaluator(name="helpful", llm=llm, prompt_template=JUDGE_TEMPLATE,
+    return ClassificationEvaluator(name=name, llm=llm, prompt_template=JUDGE_TEMPLATE,
                                    choices={"helpful": 1.0, "unhelpful": 0.0}, temperature=0.0,
-                                   max_tokens=max_tokens)
+                                   max_tokens=max_tokens, include_explanation=explain)
 
 
 def policy(system_prompt: str = WEAK_PROMPT, model: str = TASK_MODEL) -> dict[str, Any]:
@@ -104,7 +106,8 @@ def local_config(*, target: str, phoenix_url: str, project: str, task_url: str, 
             f'project = "{project}"\n\n[evals]\ninclude = {list(CODE_EVALS)!r}\nprimary = "{PRIMARY}"\n\n'
             f'[llm.task]\n{endpoint(task_url, 900)}\n[llm.optimizer]\nmodel = "{OPTIMIZER_MODEL}"\n'
             f'{endpoint(optimizer_url, 1200)}\n[llm.judge]\n{endpoint(optimizer_url, 900)}\n'
-            f'[update]\noptimizer = "{optimizer}"\ntrials = 1\nminibatch = 4\nrounds = 1\npopulation = 2\n'
+            f'[update]\noptimizer = "{optimizer}"\nmetaprompt = "compact"\ntrials = 1\nminibatch = 4\nrounds = 1\n'
+            f'population = 2\n'
             f'max_calls = {update_max_calls}\n\n[evaluate]\nconcurrency = 1\nmax_calls = {evaluate_max_calls}\n\n'
             f'[split]\nmin_policy_samples = 10\n\n[trigger]\nmin_new_samples = {min_new_samples}\n')
 

@@ -64,9 +64,10 @@ def call_lm(lm: OptimizerLM, budget: Budget, messages: list[dict[str, Any]], tem
 
 
 def ask_update(lm: OptimizerLM, budget: Budget, messages: list[dict[str, Any]], temperature: float | None,
-               spend: Spend) -> tuple[PolicyUpdate | None, str | None]:
-    """An update or merge request with the PolicyUpdate structured output."""
-    reply, err = call_lm(lm, budget, messages, temperature, spend, response_format())
+               spend: Spend, fmt: dict[str, Any] | None = None) -> tuple[PolicyUpdate | None, str | None]:
+    """An update or merge request with the PolicyUpdate structured output (or `fmt`, a schema whose answers
+    parse_update also reads, like the compact request's one field)."""
+    reply, err = call_lm(lm, budget, messages, temperature, spend, fmt or response_format())
     if reply is None:
         return None, err
     try:

@@ -28,6 +28,8 @@ from typing import Any
 from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.core.records import Edit, Sample
 from selfimprove.optimizers.base import BudgetExhausted, OptimizeContext, OptimizeResult, ScoredSample
+from selfimprove.optimizers.compact import compact_messages
+from selfimprove.optimizers.compact import response_format as compact_format
 from selfimprove.optimizers.drift import check_cost, check_slice, confirm_final
 from selfimprove.optimizers.feedback import feedback_items, minibatch, stored_rows
 from selfimprove.optimizers.guards import GuardContext, length_cap, trace_input_texts
@@ -54,12 +56,13 @@ class SearchSettings:
     accept_z: float = 0.0  # the incumbent changes when a candidate beats it by > accept_z standard errors
     critique: bool = False  # one generated critique per minibatch sample before each update (critique.py)
     check_size: int = 12  # fresh train samples the final incumbent is re-checked on against the one before (drift.py)
+    metaprompt: str = "full"  # "compact": the short request for small optimizer models (compact.py), no merge
 
     @classmethod
     def from_config(cls, update: Any, **overrides: Any) -> SearchSettings:
         fields = {k: getattr(update, k) for k in ("trials", "minibatch", "rounds", "population", "temperature",
                                                    "max_growth", "tune_temperature",
-                                                   "allow_output_contract_change", "critique") if hasattr(update, k)}
+                                                   "allow_output_contract_change", "critique", "metaprompt") if hasattr(update, k)}
         fields["constitution"] = tuple(getattr(update, "constitution", ()) or ())
         fields["allowed_models"] = tuple(getattr(update, "allowed_models", ()) or ())
         fields.update({k: v for k, v in overrides.items() if v is not None})
@@ -216,10 +219,16 @@ class TextGradOptimizer:
                 keep = step - t + min(self.s.rounds - rnd, 1) * step  # ... and the next round's step
                 items = critic.annotate(parent.policy, items, spend, max(0, ctx.budget.remaining - keep))
                 gctx.derived_texts[:] = critic.texts()
-            msgs = update_messages(parent.policy, ctx.evals + ctx.stored_evals, items, magnitude=magnitude, max_chars=cap,
-                                   clusters=shown, constitution=self.s.constitution)
+            fmt = None
+            if self.s.metaprompt == "compact":
+                msgs = compact_messages(parent.policy, ctx.evals, batch, max_chars=cap, stored=ctx.stored_evals,
+                                        constitution=self.s.constitution)
+                fmt = compact_format()
+            else:
+                msgs = update_messages(parent.policy, ctx.evals + ctx.stored_evals, items, magnitude=magnitude,
+                                       max_chars=cap, clusters=shown, constitution=self.s.constitution)
             try:
-                update, err = ask_update(ctx.lm, ctx.budget, msgs, temperature, spend)
+                update, err = ask_update(ctx.lm, ctx.budget, msgs, temperature, spend, fmt)
             except BudgetExhausted:
                 break
             if update is None:
@@ -233,7 +242,7 @@ class TextGradOptimizer:
             trial_out.append({"edits": cand.edits, "feedback": items, "id": cand.id})
             made.append(cand.id)
         usable = [t for t in trial_out if ledger.candidates[t["id"]].passed_guards]
-        if len(usable) >= 2 and ctx.budget.can_afford(1 + ctx.scorer.calls_per_sample):
+        if len(usable) >= 2 and self.s.metaprompt == "full" and ctx.budget.can_afford(1 + ctx.scorer.calls_per_sample):
             msgs = merge_messages(parent.policy, ctx.evals, usable, magnitude=magnitude, max_chars=cap,
                                   constitution=self.s.constitution)
             spend = Spend()
