@@ -48,3 +48,24 @@ def test_the_config_is_a_valid_target_with_the_code_evals_deciding():
     assert cfg.evals.include == ["concise", "plain_text"] and cfg.evals.primary == "concise"
     assert cfg.llm.optimizer.model == "qwen1.5b" and cfg.evaluate.concurrency == 1
     assert cfg.llm.task.timeout_s >= 600  # a queued call on a busy 2-core machine waits minutes
+
+
+def test_the_llm_judge_probe_counts_every_judgment_parsed_or_failed_by_reason():
+    """phoenix-evals against the simulator over HTTP: a judge that answers in the schema is parsed under both
+    schemas; answers cut off mid-JSON (a small model's looping explanation) are counted as failed with its reason, never dropped or retried."""
+    from selfimprove.demo.local_traffic import probe_llm_judge
+    from selfimprove.sim import start_server
+
+    replies = [{"input": "Where is my order A-1?", "output": "It ships tomorrow."},
+               {"input": "Refund please", "output": "I have passed your request to a colleague."}]
+    server = start_server("support", seed=1)
+    try:
+        good = probe_llm_judge(replies, server.base_url, model="sim-judge")
+        server.configure(judge_truncate_rate=1.0)
+        bad = probe_llm_judge(replies, server.base_url, model="sim-judge")
+    finally:
+        server.stop()
+    assert good["judgments"] == 4 and good["parsed"] == 4 and good["failed"] == 0, good
+    assert good["by_schema"] == {"explained": {"parsed": 2, "failed": 0}, "label_only": {"parsed": 2, "failed": 0}}
+    assert bad["parsed"] == 0 and bad["failed"] == 4 and sum(bad["reasons"].values()) == 4, bad
+    assert all(reason.split(": ", 1)[0] in ("explained", "label_only") for reason in bad["reasons"])

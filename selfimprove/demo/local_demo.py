@@ -81,8 +81,10 @@ def run_local_demo(*, workdir: str | Path = ".selfimprove-demo", traffic: int = 
         result.traffic = {k: made[k] for k in ("calls", "errors", "spans", "annotations", "scores", "policy",
                                                "llm_judge")}
         probe = made["llm_judge"]
-        say(f"LLM judge probe ({optimizer_model}): {probe['parsed']} of {probe['rows']} answers parsed, "
-            f"{probe['failed']} failed {probe['reasons'] or ''} in {probe['seconds']:.0f} s (not used to decide)")
+        counts = ", ".join(f"{schema} {c['parsed']} of {c['parsed'] + c['failed']} parsed"
+                           for schema, c in probe["by_schema"].items())
+        say(f"LLM judge probe ({optimizer_model}, not used to decide): {counts}; failures {probe['reasons'] or 'none'}"
+            f" in {probe['seconds']:.0f} s")
         (root / "configs").mkdir()
         (root / "configs" / f"{TARGET}.toml").write_text(local_config(
             target=TARGET, phoenix_url=px.url, project=project, task_url=task.base_url,

@@ -3,7 +3,8 @@ the code evals and logged to Phoenix; then the LLM-judge probe on a few of the s
 
 The probe runs phoenix-evals with `max_retries=0` and `exit_on_error=False`: a reply the judge model answers with
 something unparseable is one failed row, counted under its reason (the exception's type and first words), never
-retried ten times and never dropped. parsed + failed == rows, always.
+retried ten times and never dropped. Each reply is judged with two schemas (explanation then label, and the label
+alone); parsed + failed == judgments, always.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from selfimprove.demo.local_task import WEAK_PROMPT, WORLD, code_evaluators, llm_judge, policy
+from selfimprove.demo.local_task import JUDGE_MODEL, WEAK_PROMPT, WORLD, code_evaluators, llm_judge, policy
 
 
 def make_local_traffic(n: int, *, phoenix_url: str, project: str, task_url: str, judge_url: str | None = None,
@@ -30,27 +31,42 @@ def make_local_traffic(n: int, *, phoenix_url: str, project: str, task_url: str,
     return made
 
 
-def probe_llm_judge(replies: list[dict[str, str]], base_url: str) -> dict[str, Any]:
-    """Judge `replies` ({input, output}) with the LLM judge at `base_url`: {rows, parsed, failed, reasons: {reason:
-    count}, labels: {label: count}, seconds}."""
+PROBE_SCHEMAS = {"explained": True, "label_only": False}  # phoenix-evals' default schema, and the label alone
+
+
+def probe_llm_judge(replies: list[dict[str, str]], base_url: str, model: str = JUDGE_MODEL) -> dict[str, Any]:
+    """Judge `replies` ({input, output}) with the LLM judge at `base_url`, once with phoenix-evals' default
+    schema (an explanation, then the label) and once asking for the label alone: {rows, judgments, parsed,
+    failed, reasons: {"schema: reason": count}, labels: {"schema: label": count}, by_schema: {schema: {parsed,
+    failed}}, seconds}. A small model often never closes its explanation (counted, under its reason); the label
+    alone usually parses."""
     import pandas as pd
     import phoenix.evals as px_evals
 
     started = time.monotonic()
     frame = pd.DataFrame([{"input": r["input"], "output": r["output"]} for r in replies])
-    judged = px_evals.evaluate_dataframe(dataframe=frame, evaluators=[llm_judge(base_url)], hide_tqdm_bar=True,
+    evaluators = [llm_judge(base_url, model, explain=explain, name=f"helpful_{schema}")
+                  for schema, explain in PROBE_SCHEMAS.items()]
+    judged = px_evals.evaluate_dataframe(dataframe=frame, evaluators=evaluators, hide_tqdm_bar=True,
                                          exit_on_error=False, max_retries=0)
     labels: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    for _, row in judged.iterrows():
-        score = _as_dict(row.get("helpful_score"))
-        label = score.get("label") if score else None
-        if label in ("helpful", "unhelpful"):
-            labels[label] += 1
-        else:
-            reasons[_reason(row.get("helpful_execution_details"), label)] += 1
-    return {"rows": len(frame), "parsed": sum(labels.values()), "failed": sum(reasons.values()),
-            "reasons": dict(reasons), "labels": dict(labels), "seconds": round(time.monotonic() - started, 1)}
+    by_schema = {}
+    for schema in PROBE_SCHEMAS:
+        parsed = failed = 0
+        for _, row in judged.iterrows():
+            score = _as_dict(row.get(f"helpful_{schema}_score"))
+            label = score.get("label") if score else None
+            if label in ("helpful", "unhelpful"):
+                labels[f"{schema}: {label}"] += 1
+                parsed += 1
+            else:
+                reasons[f"{schema}: {_reason(row.get(f'helpful_{schema}_execution_details'), label)}"] += 1
+                failed += 1
+        by_schema[schema] = {"parsed": parsed, "failed": failed}
+    return {"rows": len(frame), "judgments": len(frame) * len(PROBE_SCHEMAS), "parsed": sum(labels.values()),
+            "failed": sum(reasons.values()), "reasons": dict(reasons), "labels": dict(labels),
+            "by_schema": by_schema, "seconds": round(time.monotonic() - started, 1)}
 
 
 def _as_dict(value: Any) -> dict[str, Any] | None:

@@ -25,6 +25,8 @@ class SimConfig:
     slow_ms: float = 5000.0
     fault_models: list[str] | None = None  # faults only for these models (None: all)
     judge_error_rate: float = 0.0
+    judge_truncate_rate: float = 0.0  # fraction of sim-judge answers cut off mid-answer (finish_reason "length"), as a
+    #                                   small model's that never closes its explanation
     task_degradation: float = 0.0    # fraction of task-model replies that ignore the system prompt (a regression)
     judge_rejects_response_format: bool = False
     optimizer_vague: float = 0.0

@@ -83,6 +83,8 @@ def complete(body: dict[str, Any], world: World, knobs: dict[str, Any]) -> dict[
     else:
         content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         content, finish = _truncate(content, body.get("max_completion_tokens") or body.get("max_tokens"), schema)
+        if model == "sim-judge" and uniform(key, "truncate") < float(knobs.get("judge_truncate_rate", 0.0)):
+            content, finish = content[: len(content) // 2], "length"
         message = {"role": "assistant", "content": content, "refusal": None}
         out_text = content
     prompt_tokens = sum(token_count(task_model.message_text(m)) + 4 for m in messages if isinstance(m, dict))

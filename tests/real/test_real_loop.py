@@ -44,7 +44,9 @@ def test_the_loop_on_real_models(local_models, tmp_path, phoenix, project_name):
           "\n[llm judge]", made["llm_judge"])
     assert made["spans"] + made["errors"] == N and made["spans"] >= N - 2
     probe = made["llm_judge"]
-    assert probe["rows"] == JUDGED and probe["parsed"] + probe["failed"] == JUDGED  # parsed or counted, never lost
+    assert probe["rows"] == JUDGED and probe["judgments"] == 2 * JUDGED  # each reply, with both schemas
+    assert probe["parsed"] + probe["failed"] == probe["judgments"]  # parsed or counted, never lost
+    assert all(c["parsed"] + c["failed"] == JUDGED for c in probe["by_schema"].values())
     assert sum(probe["reasons"].values()) == probe["failed"] and sum(probe["labels"].values()) == probe["parsed"]
 
     # the code evals' annotations in Phoenix are exactly what the checks say about each reply
