@@ -27,10 +27,11 @@ def test_concise_counts_words_and_says_how_many_to_cut():
 
 
 @pytest.mark.parametrize("reply", ["Sure:\n- reset it\n- retry", "## Steps\nReset it.", "1. Reset it.",
-                                   "Please **reset** it."])
+                                   "Please **reset** it.", "Sure.\n\n1. Reset it.\n2. Retry."])
 def test_plain_text_rejects_markdown_and_quotes_it(reply):
     result = judge("plain_text", reply)
     assert result.score == 0.0 and "Markdown" in result.explanation
+    assert "('')" not in result.explanation  # the quoted line is the Markdown's, not the blank line before it
 
 
 def test_plain_sentences_pass_even_with_numbers_and_hyphens():

@@ -49,7 +49,8 @@ def plain_text(output: str) -> dict[str, Any]:
     found = _MARKDOWN.search(output)
     if found is None:
         return {"label": "plain", "score": 1.0, "explanation": "plain text, no Markdown"}
-    line = output[output.rfind("\n", 0, found.start()) + 1:].split("\n", 1)[0].strip()
+    at = found.start() + len(found.group(0)) - len(found.group(0).lstrip())  # the match may begin with newlines
+    line = output[output.rfind("\n", 0, at) + 1:].split("\n", 1)[0].strip()
     return {"label": "markdown", "score": 0.0,
             "explanation": f"the reply uses Markdown ({line[:40]!r}); the chat widget shows it raw: write plain "
                            "sentences without lists, headings or bold"}
