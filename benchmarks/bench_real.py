@@ -11,7 +11,7 @@ copied its scaffolding into the new prompt and the guards rejected them all. Eve
 MAX_OPTIMIZER_TOKENS. Prints each method's candidates and guard rejections, its final prompt, then the table (mean held-out score, calls, wall time) and OK/MISSED against
 selfimprove >= GEPA on held-out. Slow by nature: each 1.5B optimizer call takes 30-90 s on two cores.
 
-Usage: python benchmarks/bench_real.py [--budget 30] [--seeds 2] [--train 12] [--test 12] [--threads N]
+Usage: python benchmarks/bench_real.py [--budget 30] [--seeds 2] [--train 12] [--test 12] [--threads N] [--log F]
 """
 
 from __future__ import annotations
@@ -92,8 +92,12 @@ def run_one(seed: int, task_url: str, optimizer_url: str, args) -> dict:
     out: dict = {"seed": seed, "none": (held_out(scorer, evals, weak, test, cache), 0, 0.0)}
 
     def timed(method: str, optimize) -> tuple[float, int, float]:
+        def log(message: str) -> None:  # each method's progress lines (GEPA's acceptances and rejections too)
+            with open(args.log, "a") as f:
+                f.write(f"[seed {seed} {method}] {message}\n")
+
         ctx = OptimizeContext(policy=weak, evals=evals, train=train, scorer=scorer, lm=lm,
-                              budget=Budget(args.budget), seed=seed)
+                              budget=Budget(args.budget), seed=seed, log=log)
         started = time.monotonic()
         result = optimize(ctx)
         if not isinstance(result, Policy):
@@ -119,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", type=int, default=12)
     ap.add_argument("--test", type=int, default=12)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--log", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache",
+                                                  "bench_real.log"), help="each method's progress lines")
     args = ap.parse_args(argv)
     try:
         import gepa  # noqa: F401
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_optimizer's one-shot rewrite
     register_code_evals()
+    os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
     started, runs = time.time(), []
     try:
         with local_servers(threads=args.threads) as (task, optimizer):
