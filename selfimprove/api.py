@@ -121,6 +121,7 @@ class RunOptions(_Options):
     push_phoenix: bool = False
     force_update: bool = False
     wait: bool = False
+    batch: bool | None = None  # None: config llm.batch.enabled (docs/batch.md)
 
 
 def _common(target: str | None, root: str | Path, overrides: Sequence[str]) -> dict[str, Any]:

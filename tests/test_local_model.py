@@ -172,3 +172,9 @@ def test_demo_on_the_local_model_before_setup_says_what_to_run_and_starts_nothin
     assert "make setup-real" in json.loads(result.stdout)["hint"] and not (tmp_path / "demo").exists()
     mixed = CliRunner().invoke(app, ["demo", "--local-model", "--real"])
     assert mixed.exit_code == 2 and "--local-model runs its own task" in mixed.stderr
+
+
+def test_the_local_model_demo_refuses_batch_mode_before_starting_anything(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--local-model", "--batch", "--workdir", str(tmp_path), "--json"])
+    assert result.exit_code == 2 and "has no Batch API" in result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.common import JsonOpt, RootOpt, SetOpt, TargetOpt, WaitOpt, gate_overrides
+from selfimprove.cli.common import BatchOpt, JsonOpt, RootOpt, SetOpt, TargetOpt, WaitOpt, gate_overrides
 from selfimprove.cli.output import handle_errors
 
 
@@ -46,6 +46,7 @@ def run(
     provider_concurrency: Annotated[int | None, typer.Option(
         help="At most this many LLM calls in flight per provider endpoint, shared by every target of this "
              "process (default: each stage's own concurrency, under the adaptive 429 limiter).", min=1)] = None,
+    batch: BatchOpt = None,
     target: TargetOpt = None,
     set_: SetOpt = None,
     root: RootOpt = Path("."),
@@ -85,7 +86,7 @@ def run(
                        provider_concurrency=provider_concurrency, overrides=gate_overrides(set_, max_failed_pairs),
                        since=since, until=until, limit=limit, trials=trials, max_calls=max_calls,
                        min_improvement=min_improvement, seed=seed, candidates=candidates, dry_run=dry_run,
-                       push_phoenix=push_phoenix, force_update=force_update, wait=wait)
+                       push_phoenix=push_phoenix, force_update=force_update, wait=wait, batch=batch)
         render_result("selfimprove.run-all/1", many, json_output, render_run_all)
         if many.exit_code:
             raise typer.Exit(many.exit_code)
@@ -96,7 +97,8 @@ def run(
         cap_concurrency(provider_concurrency)
     result = run_loop(root=root, target=target, overrides=gate_overrides(set_, max_failed_pairs), since=since, until=until, limit=limit,
                       trials=trials, max_calls=max_calls, min_improvement=min_improvement, seed=seed,
-                      candidates=candidates, dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update, wait=wait)
+                      candidates=candidates, dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update,
+                      wait=wait, batch=batch)
     render_result("selfimprove.run/1", result, json_output, render_loop)
     code = outcome_code(result)  # 5 regressed online, 3 refused or rolled back
     if result.outcome == "refused" and code == 3:
@@ -135,6 +137,9 @@ def demo(
                                               "(llama-server with Qwen 0.5B as task model, Qwen 1.5B as optimizer; "
                                               "`make setup-real` first): no key, no cost, 10-20 minutes; code "
                                               "evals decide.")] = False,
+    batch: Annotated[bool, typer.Option("--batch", help="Send the loop's replays and judge calls through the "
+                                        "endpoint's Batch API (the simulator serves one; docs/batch.md): half "
+                                        "price; against a real provider a batch may take hours.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """The whole loop in about a minute with no API key: a local Phoenix, the built-in SIMULATOR, production
@@ -164,6 +169,9 @@ def demo(
         from selfimprove.core.errors import UsageError
         from selfimprove.demo.local_demo import run_local_demo
 
+        if batch:
+            raise UsageError("--local-model has no Batch API (llama-server answers online only)",
+                             hint="drop --batch, or run the simulator demo with --batch")
         if real or base_url or api_key_env or task_model or judge_model or optimizer_model or world != "support":
             raise UsageError("--local-model runs its own task and local models",
                              hint="drop --real, --base-url, --api-key-env, --world and the model options")
@@ -177,5 +185,5 @@ def demo(
         say("OPENAI_API_KEY is set: `selfimprove demo --real` runs this demo on a real model (it spends money).")
     confirm = (lambda q: typer.confirm(q, err=True)) if sys.stdin.isatty() else None
     run_demo(workdir=workdir, world=world, traffic=traffic, seed=seed, endpoint=endpoint, yes=yes, confirm=confirm,
-             keep_running=keep_running, say=say,
+             keep_running=keep_running, say=say, batch=batch,
              on_result=lambda result: render_result("selfimprove.demo/1", result, json_output, render_demo))

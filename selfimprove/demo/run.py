@@ -58,14 +58,16 @@ class DemoResult(BaseModel):
     chain: list[dict[str, Any]] = []
     production: str | None = None
     report_html: str | None = None
+    batch: bool = False  # update's and evaluate's replays and judge calls went through the Batch API
     seconds: float = 0.0
 
 
 def demo_config(*, phoenix_url: str, project: str, sim_base_url: str | None, primary: str, target: str = TARGET,
                 min_new_samples: int = 20, endpoint: DemoEndpoint | None = None,
-                evaluate_max_calls: int | None = None) -> str:
+                evaluate_max_calls: int | None = None, batch: bool = False) -> str:
     """The demo target's TOML: the local Phoenix, the endpoint (default: the simulator at `sim_base_url`) for
-    task/optimizer/judge, its prices. Only the key variable's *name* is written."""
+    task/optimizer/judge, its prices. Only the key variable's *name* is written. `batch`: replays and judge calls
+    through the Batch API (`[llm.batch]`; the simulator's batches finish at once, so it polls every 0.2 s)."""
     from selfimprove.demo.endpoint import UPDATE_MAX_CALLS, prices
 
     ep = endpoint or DemoEndpoint(real=False, base_url=sim_base_url, api_key_env=KEY_ENV, task_model="sim-small",
@@ -82,16 +84,24 @@ def demo_config(*, phoenix_url: str, project: str, sim_base_url: str | None, pri
             f'model = "{ep.optimizer_model}"\n{conn}\n[llm.judge]\n{conn}\n{table}'
             f'[update]\ntrials = 3\nmax_calls = {UPDATE_MAX_CALLS}\n\n[evaluate]\n'
             f'concurrency = {8 if ep.real else 16}\n{budget}\n'
-            f'[trigger]\nmin_new_samples = {min_new_samples}\n')
+            f'[trigger]\nmin_new_samples = {min_new_samples}\n' + (_batch_section(ep) if batch else ""))
+
+
+def _batch_section(ep: DemoEndpoint) -> str:
+    """`[llm.batch]` of a demo run with --batch: the defaults against a real provider (a batch may take hours), a
+    fast poll against the simulator, whose batches are done at the first look."""
+    fast = "" if ep.real else "poll_s = 0.2\ngather_s = 0.1\n"
+    return f"\n[llm.batch]\nenabled = true\n{fast}"
 
 
 def run_demo(*, workdir: str | Path = ".selfimprove-demo", world: str = "support", traffic: int = 160,
              seed: int = 0, endpoint: DemoEndpoint | None = None, yes: bool = False,
              confirm: Callable[[str], bool] | None = None,
              keep_running: bool = False, say: Callable[[str], None] | None = None,
-             on_result: Callable[[DemoResult], None] | None = None) -> DemoResult:
+             on_result: Callable[[DemoResult], None] | None = None, batch: bool = False) -> DemoResult:
     """Run the demo; see the module docstring. `endpoint` (selfimprove.demo.endpoint.resolve_endpoint;
     default: the simulator) says which models run; a real one spends only with `yes` or `confirm(question)` true.
+    `batch`: the loop's replays and judge calls go through the endpoint's Batch API (docs/batch.md).
     `say` receives progress lines; `on_result` sees the result before a `keep_running` demo waits for Ctrl-C."""
     from selfimprove.demo.endpoint import estimate, evaluate_max_calls, resolve_endpoint
     from selfimprove.sim import start_server, world_evals
@@ -111,7 +121,8 @@ def run_demo(*, workdir: str | Path = ".selfimprove-demo", world: str = "support
     primary = next((e["name"] for e in evals if e.get("primary")), evals[0]["name"])
     result = DemoResult(simulator=not ep.real, mode="real" if ep.real else "simulator", label=ep.label,
                         notice=ep.notice, estimate=est, world=world, workspace=str(root), phoenix_project=project,
-                        models={"task": ep.task_model, "judge": ep.judge_model, "optimizer": ep.optimizer_model})
+                        models={"task": ep.task_model, "judge": ep.judge_model, "optimizer": ep.optimizer_model},
+                        batch=batch)
     say(ep.notice)
     with contextlib.ExitStack() as stack:
         if ep.real:
@@ -138,8 +149,9 @@ def run_demo(*, workdir: str | Path = ".selfimprove-demo", world: str = "support
         (root / "configs").mkdir()
         (root / "configs" / f"{TARGET}.toml").write_text(demo_config(
             phoenix_url=px.url, project=project, sim_base_url=base_url, primary=primary, endpoint=ep,
-            evaluate_max_calls=evaluate_max_calls(traffic, len(evals)) if ep.real else None))
-        say(f"Running the loop ({ep.label}): pull → snapshot → update → evaluate → promote …")
+            evaluate_max_calls=evaluate_max_calls(traffic, len(evals)) if ep.real else None, batch=batch))
+        via = ", replays and judges through the Batch API" if batch else ""
+        say(f"Running the loop ({ep.label}{via}): pull → snapshot → update → evaluate → promote …")
         loop = run_loop(root=root, target=TARGET, seed=seed, push_phoenix=True,
                         on_step=lambda s: say(f"  {s.stage:<9} {s.status:<8} {s.detail}  ({s.seconds:.1f} s)"))
         _fill(result, root, loop)

@@ -199,6 +199,10 @@ def render_demo(console: Any, result: Any) -> None:
     outcome = {"promoted": f"PROMOTED {result.production}", "refused": "REFUSED by the gate (production unchanged)",
                "skipped": "SKIPPED by the trigger"}.get(result.outcome, result.outcome.upper())
     console.print(f"Outcome: {outcome}", markup=False)
+    if result.loop.get("calls") is not None:
+        via = " (replays and judges through the Batch API, at its price)" if getattr(result, "batch", False) else ""
+        console.print(f"Spent by the loop: {result.loop['calls']} LLM calls, ${result.loop.get('cost_usd') or 0:.4f}"
+                      f"{via}", markup=False)
     for reason in (result.loop.get("refusal") or {}).get("reasons", []):
         console.print(f"  - {reason}", markup=False)
     if result.prompt_diff:
