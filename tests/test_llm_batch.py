@@ -90,17 +90,24 @@ def test_sim_batch_endpoints_through_the_sdk(sim):
         client.batches.create(input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h")
 
 
-def test_batch_client_matches_online_at_half_price_and_retries_failed_lines(sim, tmp_path):
-    reqs = _requests(40)
-    online_ledger = Ledger(PRICES)
-    online = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=tmp_path / "online", ledger=online_ledger,
+def _online_then_batched(sim, tmp_path, reqs: list[dict], max_retries: int, **knobs):
+    """`reqs` online, then through a BatchClient with the simulator's `knobs` set: (online results, batched
+    results, the batch run's ledger, its progress events)."""
+    online = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=tmp_path / "online", ledger=Ledger(PRICES),
                                  concurrency=8), reqs)
-    sim.configure(batch_error_rate=0.2)
+    sim.configure(**knobs)
     ledger, cache, events = Ledger(PRICES), CallCache(tmp_path / "batch"), []
     client = BatchClient(sim.base_url, "unused", tmp_path / "batches", cache=cache, poll_s=0.05, gather_s=0.05,
-                         max_retries=3, on_event=events.append)
+                         max_retries=max_retries, on_event=events.append)
     batched = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=ledger, concurrency=1000,
                                   batch=client), reqs)
+    return online, batched, ledger, events
+
+
+def test_batch_client_matches_online_at_half_price_and_retries_failed_lines(sim, tmp_path):
+    reqs = _requests(40)
+    online, batched, ledger, events = _online_then_batched(sim, tmp_path, reqs, max_retries=3, batch_error_rate=0.2)
+    cache = CallCache(tmp_path / "batch")
     ok = [i for i, r in enumerate(batched) if r.ok]
     assert len(ok) >= 38  # a line that failed all 4 times is a failed call (data), not a crash
     assert all("HTTP 500" in r.error for r in batched if not r.ok)
@@ -115,6 +122,10 @@ def test_batch_client_matches_online_at_half_price_and_retries_failed_lines(sim,
     assert stats.get("/v1/chat/completions", 0) == 40  # only the online run's
     records = list(BatchJournal(tmp_path / "batches").records())
     assert all(r.state == "collected" for r in records) and sum(r.completed for r in records) == len(ok)
+    # closed: the uploaded JSONL is gone, each record keeps its batch id and counts, not its request keys
+    assert not list((tmp_path / "batches").glob("*.jsonl"))
+    assert all(r.batch_id and r.requests == () and r.n_requests == r.completed + r.failed for r in records)
+    assert max(r.n_requests for r in records) == 40  # the first batch; the follow-ups hold its failed lines
     assert any("submitted batch" in e for e in events)
     # the cache now answers an online client for free, byte-identical
     again = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(PRICES)), reqs)
@@ -158,10 +169,17 @@ def test_a_crash_right_after_batches_create_is_found_by_its_metadata(sim, tmp_pa
     finds the batch by its metadata instead of creating a second one."""
     cache = CallCache(tmp_path / "cache")
     journal = BatchJournal(tmp_path / "batches")
+    kept = {}  # the journal as it stood once the batch was submitted (it is closed once collected)
+    keep = lambda event: kept.update({p.name: p.read_bytes() for p in journal.root.iterdir()}) \
+        if event.startswith("submitted") else None
     run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(), concurrency=1000,
-                        batch=BatchClient(sim.base_url, "unused", journal, cache=cache, poll_s=0.05, gather_s=0.05)),
+                        batch=BatchClient(sim.base_url, "unused", journal, cache=cache, poll_s=0.05, gather_s=0.05,
+                                          on_event=keep)),
              _requests(5))
+    for name, data in kept.items():
+        (journal.root / name).write_bytes(data)
     (record,) = journal.records()
+    assert record.state == "submitted" and len(record.requests) == 5
     journal.save(record.model_copy(update={"state": "uploaded", "batch_id": None}))
     for path in (tmp_path / "cache").rglob("*.json"):
         path.unlink()  # as if the results had never come back
@@ -198,3 +216,80 @@ def test_an_endpoint_without_a_batch_api_stops_with_a_clear_error(sim, tmp_path)
     assert "journal" in err.value.hint
     (record,) = BatchJournal(tmp_path / "batches").records()
     assert record.state == "prepared"  # nothing left the machine; a re-run drops it
+
+
+def test_an_expired_batch_keeps_what_ran_and_resends_the_rest_once_then_reports_them(sim, tmp_path):
+    """The completion window closed first: the answered lines are used, the unrun ones go out again in a follow-up
+    batch (max_retries=1), and those that expire again are failed calls that say batch_expired."""
+    online, batched, ledger, events = _online_then_batched(sim, tmp_path, _requests(40), max_retries=1,
+                                                           batch_expire_rate=0.5)
+    ok = [i for i, r in enumerate(batched) if r.ok]
+    lost = [r for r in batched if not r.ok]
+    records = sorted(BatchJournal(tmp_path / "batches").records(), key=lambda r: r.batch_id)
+    assert [(r.status, r.n_requests) for r in records] == [("expired", 40), ("expired", 40 - records[0].completed)]
+    assert 0 < records[0].completed < 40 and 0 < records[1].completed < records[1].n_requests
+    assert len(ok) == records[0].completed + records[1].completed and len(lost) == records[1].failed
+    assert all("batch_expired" in r.error for r in lost)  # reported by reason, not dropped
+    assert [batched[i].text for i in ok] == [online[i].text for i in ok]
+    assert sim.stats()["by_endpoint"]["POST /v1/batches"] == 2
+    assert any("expired before every request ran" in e and "go out again" in e for e in events)
+    assert ledger.snapshot().succeeded == len(ok)
+
+
+def test_a_cancelled_batch_stops_with_a_clear_error_and_a_rerun_sends_it_again(sim, tmp_path):
+    import threading
+
+    from selfimprove.llm.types import LLMUnavailable
+
+    sim.configure(batch_delay_s=3600)
+    cache, journal = CallCache(tmp_path / "cache"), BatchJournal(tmp_path / "batches")
+    outcome = {}
+
+    def run() -> None:
+        client = BatchClient(sim.base_url, "unused", journal, cache=cache, poll_s=0.05, gather_s=0.05)
+        try:
+            run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(), concurrency=1000,
+                                batch=client), _requests(6))
+        except LLMUnavailable as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not any(r.state == "submitted" for r in journal.records()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (record,) = journal.records()
+    openai.OpenAI(base_url=sim.base_url, api_key="unused").batches.cancel(record.batch_id)
+    worker.join(30)
+    error = outcome["error"]
+    assert "was cancelled (not by selfimprove): 0 of its 6 requests had run" in error.message
+    assert "re-run" in error.hint
+    (record,) = journal.records()
+    assert (record.state, record.status, record.requests) == ("cancelled", "cancelled", ())
+    sim.configure(batch_delay_s=0)
+    client = BatchClient(sim.base_url, "unused", journal, cache=cache, poll_s=0.05, gather_s=0.05)
+    again = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(), concurrency=1000,
+                                batch=client), _requests(6))
+    assert all(r.ok for r in again) and sim.stats()["by_endpoint"]["POST /v1/batches"] == 2
+
+
+def test_a_batch_the_provider_refuses_stops_with_its_reason_and_is_not_waited_for_again(sim, tmp_path):
+    from selfimprove.llm.types import LLMUnavailable
+
+    sim.configure(batch_fail="token_limit_exceeded")
+    cache, journal = CallCache(tmp_path / "cache"), BatchJournal(tmp_path / "batches")
+
+    def run() -> list:
+        client = BatchClient(sim.base_url, "unused", journal, cache=cache, poll_s=0.05, gather_s=0.05)
+        return run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(), concurrency=1000,
+                                   batch=client), _requests(4))
+
+    with pytest.raises(LLMUnavailable, match="refused batch .* nothing in it ran .*token_limit_exceeded") as err:
+        run()
+    assert "without --batch" in err.value.hint
+    (record,) = journal.records()
+    assert record.state == "failed" and not list(journal.root.glob("*.jsonl"))
+    sim.configure(batch_fail="")
+    assert all(r.ok for r in run())  # the failed batch is closed: the re-run sends a new one
+    assert sim.stats()["by_endpoint"]["POST /v1/batches"] == 2

@@ -50,7 +50,7 @@ def serve(
     knob: Annotated[list[str] | None, typer.Option(
         metavar="KEY=VALUE", help="Another knob (JSON value), repeatable: throttle_rate, retry_after_s, drop_rate, "
         "slow_rate, slow_ms, fault_models, judge_error_rate, judge_rejects_response_format, optimizer_vague, "
-        "optimizer_drop, optimizer_filler, gullible, batch_delay_s, batch_error_rate.")] = None,
+        "optimizer_drop, optimizer_filler, gullible, batch_delay_s, batch_error_rate, batch_expire_rate, batch_fail.")] = None,
     config_json: Annotated[str | None, typer.Option(hidden=True, help="Every knob as one JSON object.")] = None,
     json_output: Annotated[bool, typer.Option("--json", callback=json_flag, help="Print one JSON line {schema: selfimprove.sim.serve/1, "
                                                              "base_url, world, seed, pid} instead of the bare "

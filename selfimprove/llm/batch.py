@@ -9,9 +9,12 @@ its own response back, exactly as the online endpoint would have answered it. So
 phoenix-evals' judges) are unchanged, and a batch's results are byte-identical to the online path's.
 
 - Partial failures: the requests the error file answers with a retryable status (408, 409, 429, 5xx), or that
-  expired unrun, go out again in a follow-up batch, up to `max_retries` times; then the last answer is returned
-  (one failed call is data). A batch the provider fails as a whole (its input was refused) or that was cancelled
-  outside selfimprove raises `LLMUnavailable`.
+  an expired batch left unrun, go out again in a follow-up batch, up to `max_retries` times; then the last answer
+  is returned (one failed call is data, its error says why). A batch the provider fails as a whole (its input was
+  refused) or that was cancelled outside selfimprove raises `LLMUnavailable` (batch_outcome says what each end
+  status means).
+- Closing: once a batch's answers are in the call cache, its journal record is closed (batch_journal.close): the
+  uploaded JSONL is deleted and the record keeps only the batch id, status and counts.
 - Resuming: every batch is recorded in the journal (batch_journal) before and after each step. A new event loop
   (a restarted process) first reads the journal: a request whose batch was submitted waits for that batch and is
   never sent again; a batch whose creation was interrupted is found by its metadata (`batches.list`).
@@ -31,6 +34,16 @@ from typing import Any
 
 from selfimprove.core.canonical import canonical_json
 from selfimprove.llm.batch_journal import BatchJournal, BatchRecord, BatchRequest, batch_name
+from selfimprove.llm.batch_outcome import (
+    DONE,
+    Answer,
+    answer,
+    cancelled,
+    read_lines,
+    refused,
+    retryable,
+    unavailable,
+)
 from selfimprove.llm.cache import CallCache
 from selfimprove.llm.types import LLMUnavailable
 
@@ -38,13 +51,7 @@ BATCH_HEADER = "x-selfimprove-batch"
 SHARED_HEADER = "x-selfimprove-batch-shared"  # the answer of an equal request waiting in the same batch
 CALL_EXTENSION = "selfimprove_call"  # (key, sample_index), set on the request by the caching transport
 ENDPOINT = "/v1/chat/completions"
-DONE = ("completed", "expired", "cancelled", "failed")
-Answer = tuple[int, dict[str, Any], str | None]  # (HTTP status, JSON body, batch id)
 Waited = tuple[Answer, bool]  # (answer, shared: an equal request already waited for it)
-
-
-def retryable(status: int) -> bool:
-    return status in (408, 409, 429) or status >= 500
 
 
 @dataclass
@@ -144,12 +151,12 @@ class BatchClient:
         _, sdk = self._here()
         for record in self.journal.records(self.base_url):
             if record.state == "prepared":
-                self.journal.save(record.model_copy(update={"state": "abandoned"}))
+                self.journal.close(record.model_copy(update={"state": "abandoned"}))
                 continue
             if record.state == "uploaded":
                 found = await self._find(sdk, record.name)
                 if found is None:
-                    self.journal.save(record.model_copy(update={"state": "abandoned"}))
+                    self.journal.close(record.model_copy(update={"state": "abandoned"}))
                     continue
                 record = self.journal.save(record.model_copy(update={"state": "submitted", "batch_id": found}))
             if record.state == "submitted":
@@ -185,7 +192,7 @@ class BatchClient:
                     except Exception as exc:  # noqa: BLE001 - every waiter hears why
                         for _, _, fut in chunk.values():
                             if not fut.done():
-                                fut.set_exception(_unavailable(exc, self.base_url))
+                                fut.set_exception(unavailable(exc, self.base_url))
         finally:
             if st.flusher is asyncio.current_task():
                 st.flusher = None
@@ -215,7 +222,7 @@ class BatchClient:
         try:
             answers = await self._results(live.record)
         except Exception as exc:  # noqa: BLE001 - every waiter hears why
-            error = exc if isinstance(exc, LLMUnavailable) else _unavailable(exc, self.base_url)
+            error = exc if isinstance(exc, LLMUnavailable) else unavailable(exc, self.base_url)
             for fut in live.futures.values():
                 if not fut.done():
                     fut.set_exception(error)
@@ -249,24 +256,11 @@ class BatchClient:
                 self._say(f"batch {batch.id}: {progress}")
                 last = progress
             await asyncio.sleep(self.poll_s)
-        if batch.status == "failed":
-            why = "; ".join(f"line {e.line}: {e.code}: {e.message}" for e in (batch.errors.data or [])) \
-                if batch.errors else "no reason given"
-            raise LLMUnavailable(f"the provider refused batch {batch.id} as a whole ({why})",
-                                 hint="this is a bug in how selfimprove wrote the batch, or a provider limit; "
-                                      "run without --batch")
-        if batch.status == "cancelled":
-            raise LLMUnavailable(f"batch {batch.id} was cancelled (not by selfimprove)",
-                                 hint="re-run to send its requests again in a new batch")
-        lines = {}
-        for file_id in (batch.output_file_id, batch.error_file_id):
-            if file_id:
-                content = await sdk.files.content(file_id)
-                for raw in content.content.splitlines():
-                    if raw.strip():
-                        line = json.loads(raw)
-                        lines[line.get("custom_id")] = line
-        answers = {r.key: _answer(lines.get(r.custom_id), batch.id, batch.status) for r in record.requests}
+        if batch.status == "failed":  # nothing ran: closed, so that a re-run does not wait for it again
+            self.journal.close(record.model_copy(update={"state": "failed", "status": batch.status}))
+            raise refused(batch)
+        lines = await read_lines(sdk, batch)
+        answers = {r.key: answer(lines.get(r.custom_id), batch.id, batch.status) for r in record.requests}
         if self.cache is not None:
             bodies = self.journal.bodies(record.name)
             for r in record.requests:
@@ -274,9 +268,18 @@ class BatchClient:
                 if status == 200 and payload.get("choices"):
                     self.cache.put(r.key, bodies[r.custom_id], r.sample_index, payload, None)
         done = sum(1 for a in answers.values() if a[0] == 200)
-        self.journal.save(record.model_copy(update={"state": "collected", "status": batch.status,
-                                                    "completed": done, "failed": len(answers) - done}))
-        self._say(f"collected batch {batch.id}: {done} answered, {len(answers) - done} failed")
+        state = "cancelled" if batch.status == "cancelled" else "collected"
+        self.journal.close(record.model_copy(update={"state": state, "status": batch.status, "completed": done,
+                                                     "failed": len(answers) - done}))
+        if batch.status == "cancelled":
+            raise cancelled(batch, done, len(answers))
+        unrun = sum(1 for status, _, _ in answers.values() if status != 200 and retryable(status))
+        if batch.status == "expired":
+            self._say(f"batch {batch.id} expired before every request ran: {done} answered, {unrun} unanswered go "
+                      f"out again in a follow-up batch (each request at most {self.max_retries} times; then it is "
+                      "a failed call whose error says batch_expired)")
+        else:
+            self._say(f"collected batch {batch.id}: {done} answered, {len(answers) - done} failed")
         return answers
 
     async def aclose(self) -> None:
@@ -287,26 +290,6 @@ class BatchClient:
             if self._sdk is not None:
                 await self._sdk.close()
         self._loop, self._state, self._sdk = None, _LoopState(), None
-
-
-def _answer(line: dict[str, Any] | None, batch_id: str, status: str) -> Answer:
-    """(status, body, batch id) of one output or error line."""
-    if line is None:
-        return 503, {"error": {"message": f"batch {batch_id} ({status}) returned nothing for this request",
-                               "type": "batch_error"}}, batch_id
-    response = line.get("response")
-    if isinstance(response, dict) and isinstance(response.get("body"), dict):
-        return int(response.get("status_code") or 500), response["body"], batch_id
-    error = line.get("error") or {}
-    return 503, {"error": {"message": f"{error.get('code')}: {error.get('message')}", "type": "batch_error"}}, batch_id
-
-
-def _unavailable(exc: BaseException, base_url: str) -> LLMUnavailable:
-    status = getattr(exc, "status_code", None)
-    return LLMUnavailable(f"the Batch API at {base_url} failed: {type(exc).__name__}"
-                          + (f" (HTTP {status})" if status else "") + f": {str(exc)[:300]}",
-                          hint="check the endpoint and key; batches already submitted are in the run folder's "
-                               "batches/ journal and are picked up by a re-run")
 
 
 def batch_transport(client: BatchClient) -> Any:

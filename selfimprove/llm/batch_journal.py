@@ -10,7 +10,15 @@ prefix). A record is rewritten atomically as the batch moves on:
                batches.create): a restart looks for it by its metadata `selfimprove_batch = <name>`
     submitted  batches.create returned `batch_id`: its requests are paid for; a restart polls it, never resends them
     collected  its results are in the call cache (written before this state is), with the counts
+    cancelled  cancelled outside selfimprove: what had run is in the call cache, with the counts
+    failed     the provider refused it as a whole: nothing ran
     abandoned  never submitted (a prepared record, or an uploaded one whose batch does not exist)
+
+The last four are closed (`close`): nothing is pending on them, so the uploaded JSONL is deleted and the record
+keeps the batch id, the provider's status and the counts (`n_requests`, `completed`, `failed`) but not the
+request keys: a few hundred bytes per batch, an account of what was sent and paid for, whatever the run's size.
+Nothing is resent because of closing: an answered request is in the call cache, which answers it before any batch
+is formed; only a request with no answer there (a failed line, a cancelled batch's unrun ones) goes out again.
 
 `name` is derived from the requests' keys, so the same requests make the same name.
 """
@@ -22,12 +30,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfimprove.core.canonical import digest, pretty_json
 
 SCHEMA = "selfimprove.batch/1"
-State = Literal["prepared", "uploaded", "submitted", "collected", "abandoned"]
+State = Literal["prepared", "uploaded", "submitted", "collected", "cancelled", "failed", "abandoned"]
+CLOSED = ("collected", "cancelled", "failed", "abandoned")
 
 
 class BatchRequest(BaseModel):
@@ -49,13 +58,21 @@ class BatchRecord(BaseModel):
     base_url: str
     model: str
     endpoint: str = "/v1/chat/completions"
-    requests: tuple[BatchRequest, ...]
+    requests: tuple[BatchRequest, ...]  # empty once the record is closed
+    n_requests: int = 0
     state: State = "prepared"
     input_file_id: str | None = None
     batch_id: str | None = None
     status: str | None = None  # the provider's last status
     completed: int = 0
     failed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("n_requests"):
+            data = {**data, "n_requests": len(data.get("requests") or ())}
+        return data
 
     @property
     def pending(self) -> bool:
@@ -93,6 +110,14 @@ class BatchJournal:
     def save(self, record: BatchRecord) -> BatchRecord:
         _write_atomic(self.root / f"{record.name}.json", pretty_json(record.model_dump(mode="json", by_alias=True)))
         return record
+
+    def close(self, record: BatchRecord) -> BatchRecord:
+        """Save `record` (in a closed state) without its request keys, then delete its uploaded JSONL."""
+        if record.state not in CLOSED:
+            raise ValueError(f"a {record.state} batch record is not closed")
+        closed = self.save(record.model_copy(update={"requests": (), "n_requests": record.n_requests}))
+        self.input_path(record.name).unlink(missing_ok=True)
+        return closed
 
     def records(self, base_url: str | None = None) -> Iterator[BatchRecord]:
         """Every record (of `base_url` when given), by name."""

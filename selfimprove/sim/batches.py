@@ -12,7 +12,12 @@ The shapes are the OpenAI API's as the `openai` SDK reads them (`FileObject`, `B
   endpoint would (same body, same response), and the batch is `completed` with an output file (200s) and an
   error file (the rest: a 400 the online endpoint would give, or a simulated 500 for a `batch_error_rate` share
   of the lines, drawn from the seed, the batch id and the custom_id);
-- cancel: `cancelling`, then `cancelled` at the next retrieve, every line in the error file as `batch_cancelled`.
+- cancel: `cancelling`, then `cancelled` at the next retrieve, every line in the error file as `batch_cancelled`;
+- `batch_expire_rate` > 0: at its due time the batch ends `expired` instead, as when the real API's completion
+  window closes first: a `batch_expire_rate` share of its lines (drawn like the errors) never ran and are in the
+  error file as `batch_expired`, the others are answered as usual;
+- `batch_fail` (an error code, e.g. `token_limit_exceeded`): every batch created meanwhile fails validation with
+  it, as the real API fails a batch over the organisation's enqueued-token limit.
 
 Only `/v1/chat/completions` batches are served. Batch and file ids count up from 1, so a seeded run is repeatable.
 """
@@ -164,6 +169,9 @@ class BatchStore:
         with self._lock:
             source = self.file(str(body.get("input_file_id")))
             lines, problems = _parse_lines(source.data)
+            if self.knobs().get("batch_fail"):
+                problems.append({"code": str(self.knobs()["batch_fail"]), "line": None, "param": None,
+                                 "message": "simulated: the batch was refused at validation (knob batch_fail)"})
             b = SimBatch(self._id("batch"), source.id, metadata, lines, int(time.time()), time.monotonic(),
                          problems=problems, model=lines[0]["body"].get("model") if lines and not problems else None)
             self.batches[b.id] = b
@@ -211,18 +219,22 @@ class BatchStore:
         if b.status == "cancelling":
             self._finish(b, "cancelled", run=False)
         elif b.status == "in_progress" and time.monotonic() >= b.due + float(self.knobs().get("batch_delay_s", 0)):
-            self._finish(b, "completed", run=True)
+            self._finish(b, "expired" if float(self.knobs().get("batch_expire_rate", 0.0)) > 0 else "completed",
+                         run=True)
 
     def _finish(self, b: SimBatch, status: str, *, run: bool) -> None:
         knobs = self.knobs()
         rate, seed = float(knobs.get("batch_error_rate", 0.0)), int(knobs.get("seed", 0))
+        expire = float(knobs.get("batch_expire_rate", 0.0)) if status == "expired" else 0.0
         out, err = [], []
         usage = [0, 0]
         for n, line in enumerate(b.lines, 1):
             rid = f"batch_req_{b.id[-6:]}{n:06d}"
-            if not run:
-                err.append({"id": rid, "custom_id": line["custom_id"], "response": None, "error": {
-                    "code": "batch_cancelled", "message": "the batch was cancelled before this request ran"}})
+            if not run or random.Random(f"{seed}|{b.id}|{line['custom_id']}|expired").random() < expire:
+                code, why = ("batch_cancelled", "the batch was cancelled before this request ran") if not run else \
+                    ("batch_expired", "This request could not be executed before the completion window expired.")
+                err.append({"id": rid, "custom_id": line["custom_id"], "response": None,
+                            "error": {"code": code, "message": why}})
                 continue
             if random.Random(f"{seed}|{b.id}|{line['custom_id']}").random() < rate:
                 status_code, payload = 500, {"error": {"message": "simulated batch line failure",

@@ -35,6 +35,8 @@ class SimConfig:
     gullible: bool | str = False   # True: copies planted instructions; "paraphrase": rewords them first
     batch_delay_s: float = 0.2       # a batch is completed this long after it was created (read at each retrieve)
     batch_error_rate: float = 0.0    # fraction of batch lines answered 500 in the batch's error file
+    batch_expire_rate: float = 0.0   # > 0: a batch ends `expired`, this fraction of its lines unrun (batch_expired)
+    batch_fail: str = ""             # an error code every new batch fails validation with (e.g. token_limit_exceeded)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **knobs: Any) -> None:
