@@ -293,3 +293,23 @@ def test_a_batch_the_provider_refuses_stops_with_its_reason_and_is_not_waited_fo
     sim.configure(batch_fail="")
     assert all(r.ok for r in run())  # the failed batch is closed: the re-run sends a new one
     assert sim.stats()["by_endpoint"]["POST /v1/batches"] == 2
+
+
+def test_a_dollar_budget_reserves_a_batch_call_at_the_batch_price(sim, tmp_path):
+    """A budget between the batch and the online price of one request's worst case: refused online before anything
+    is sent, answered through a batch, and what the batch call cost is within the budget."""
+    from selfimprove.llm.accounting import Budget, BudgetExceeded, PriceTable, worst_case_tokens
+
+    request = {**_requests(1)[0], "max_tokens": 300}
+    prompt, completion = worst_case_tokens({"model": "sim-small", **request}, 4096)
+    budget = Budget(max_usd=PriceTable(PRICES).cost("sim-small", prompt, completion) * 0.75)
+    with pytest.raises(BudgetExceeded, match="could be exceeded"):
+        run_many(OpenAIChat(sim.base_url, model="sim-small", cache=tmp_path / "online", ledger=Ledger(PRICES, budget)),
+                 [request])
+    assert sim.stats()["by_endpoint"].get("/v1/chat/completions", 0) == 0
+    ledger, cache = Ledger(PRICES, budget), CallCache(tmp_path / "batch")
+    client = BatchClient(sim.base_url, "unused", tmp_path / "batches", cache=cache, poll_s=0.05, gather_s=0.05)
+    (out,) = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=ledger, concurrency=10,
+                                 batch=client), [request])
+    snap = ledger.snapshot()
+    assert out.ok and snap.batched == 1 and 0 < snap.cost_usd <= budget.max_usd

@@ -9,7 +9,9 @@ the JSON keys and quotes more than cover the per-message overhead), completion t
 request's `max_completion_tokens`/`max_tokens` (or `Budget.assumed_completion_tokens` when the request sets
 no limit) — and refuses with `BudgetExceeded` if spent + in flight + that worst case would pass a limit.
 After the response the reservation is replaced by the actual usage. A request that fits the budget only once
-the calls in flight have settled waits for them. So the totals never pass a limit when requests set a
+the calls in flight have settled waits for them. A request that goes to a Batch API (the caching transport's
+inner transport sends batches) is reserved at the batch price it will be booked at, so `--batch` fits twice
+the calls into the same dollar budget, and the guarantee holds as before. So the totals never pass a limit when requests set a
 max_tokens; near the end, the worst-case reservation may refuse a call that would in fact have fit.
 """
 
@@ -137,12 +139,13 @@ class Ledger:
     def _totals(self) -> dict[str, float]:
         return {f: sum(m[f] for m in self._by_model.values()) for f in self._FIELDS}
 
-    def try_reserve(self, model: str, body: Mapping[str, Any]) -> Reservation | None:
-        """Reserve the worst case of one request; None if only calls in flight stand in the way (try again
-        after one settles); raise BudgetExceeded if the request cannot fit even then (nothing is sent)."""
+    def try_reserve(self, model: str, body: Mapping[str, Any], *, batch: bool = False) -> Reservation | None:
+        """Reserve the worst case of one request (at the batch price with `batch`: it goes to a Batch API); None
+        if only calls in flight stand in the way (try again after one settles); raise BudgetExceeded if the
+        request cannot fit even then (nothing is sent)."""
         b = self.budget
         prompt, completion = worst_case_tokens(body, b.assumed_completion_tokens)
-        tokens, usd = prompt + completion, self.prices.cost(model, prompt, completion)
+        tokens, usd = prompt + completion, self.prices.cost(model, prompt, completion, batch=batch)
         with self._lock:
             t = self._totals()
             spent_tokens = t["prompt_tokens"] + t["completion_tokens"]
@@ -171,18 +174,18 @@ class Ledger:
             self._reserved_usd += usd
         return Reservation(model, tokens, usd)
 
-    def reserve(self, model: str, body: Mapping[str, Any]) -> Reservation:
+    def reserve(self, model: str, body: Mapping[str, Any], *, batch: bool = False) -> Reservation:
         """`try_reserve`, waiting (blocking this thread) while calls in flight hold the rest of the budget."""
         with self._settled:
-            while (res := self.try_reserve(model, body)) is None:
+            while (res := self.try_reserve(model, body, batch=batch)) is None:
                 self._settled.wait(timeout=1.0)
         return res
 
-    async def areserve(self, model: str, body: Mapping[str, Any]) -> Reservation:
+    async def areserve(self, model: str, body: Mapping[str, Any], *, batch: bool = False) -> Reservation:
         """`try_reserve` for async callers: polls while calls in flight hold the rest of the budget."""
         import anyio
 
-        while (res := self.try_reserve(model, body)) is None:
+        while (res := self.try_reserve(model, body, batch=batch)) is None:
             await anyio.sleep(0.005)
         return res
 

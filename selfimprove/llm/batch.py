@@ -298,6 +298,8 @@ def batch_transport(client: BatchClient) -> Any:
     import httpx2
 
     class BatchTransport(httpx2.AsyncBaseTransport):
+        sends_batches = True  # the caching transport reserves its calls' budget at the batch price
+
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
             await request.aread()
             call = request.extensions.get(CALL_EXTENSION)

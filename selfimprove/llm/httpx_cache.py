@@ -162,7 +162,7 @@ class CachingTransport(httpx2.BaseTransport):
         hit = self._broker.lookup(call, request)
         if hit is not None:
             return hit
-        res = self.ledger.reserve(call.model, call.reservation)
+        res = self.ledger.reserve(call.model, call.reservation, batch=_sends_batches(self._inner))
         t0 = time.perf_counter()
         try:
             sent = self._inner.handle_request(request)
@@ -197,7 +197,7 @@ class AsyncCachingTransport(httpx2.AsyncBaseTransport):
         hit = self._broker.lookup(call, request)
         if hit is not None:
             return hit
-        res = await self.ledger.areserve(call.model, call.reservation)
+        res = await self.ledger.areserve(call.model, call.reservation, batch=_sends_batches(self._inner))
         t0 = time.perf_counter()
         try:
             sent = await self._inner.handle_async_request(request)
@@ -214,6 +214,11 @@ class AsyncCachingTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _sends_batches(transport: Any) -> bool:
+    """Whether `transport` sends every call through a Batch API (its calls are reserved at the batch price)."""
+    return bool(getattr(transport, "sends_batches", False))
 
 
 def _latency(response: httpx2.Response) -> float | None:
