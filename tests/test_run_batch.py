@@ -76,7 +76,9 @@ def test_run_batch_gives_the_online_loop_at_the_batch_price(tmp_path, phoenix, p
     report = json.loads((b / "report.json").read_text())
     assert report["candidates"][0]["cost"]["latency_ms_p50"] is None
     records = list(BatchJournal(b / "cache" / "batches").records())
-    assert records and all(r.state == "collected" for r in records)
+    assert records and all(r.state == "collected" and r.requests == () for r in records)  # closed
+    assert not list((b / "cache" / "batches").glob("*.jsonl"))
+    assert CliRunner().invoke(app, ["verify", "--root", str(tmp_path / "batch")]).exit_code == 0
     assert not any(step["stage"] == "evaluate" and "Batch API" in step["detail"] for step in online["steps"])
     # the ledger's prices: the simulator's token counts at list price online; under --batch the task model's and
     # the judges' (every one of their calls went through a batch) at half, the optimizer's (online) at list price
