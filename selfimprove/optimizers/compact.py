@@ -37,7 +37,7 @@ def response_format() -> dict[str, Any]:
 def _question(spec: EvalSpec) -> str:
     template = spec.template if isinstance(spec.template, str) else ""
     first = next((ln.strip() for ln in (template or "").splitlines() if ln.strip()), "")
-    return f": {first[:160]}" if first else (" (a code check)" if spec.kind == "code" else "")
+    return f": {first[:160]}" if first else ""  # a code check's explanations say what it wants
 
 
 def failure_notes(rows: Sequence[ScoredSample], evals: Sequence[EvalSpec],
