@@ -175,11 +175,13 @@ def promote(target: str | None = None, options: PromoteOptions | None = None, *,
 
 
 def run(target: str | None = None, options: RunOptions | None = None, *, root: str | Path = ".",
-        overrides: Sequence[str] = (), on_step: Callable[[Any], None] | None = None) -> Any:
+        overrides: Sequence[str] = (), on_step: Callable[[Any], None] | None = None,
+        log: Callable[[str], None] | None = None) -> Any:
     """The whole loop once (pull → snapshot → update → evaluate → promote); returns a `stages.loop.LoopResult`."""
     from selfimprove.stages.loop import run_loop
 
-    return run_loop(**_common(target, root, overrides), **(options or RunOptions()).model_dump(), on_step=on_step)
+    return run_loop(**_common(target, root, overrides), **(options or RunOptions()).model_dump(), on_step=on_step,
+                    log=log)
 
 
 def experiment(target: str | None = None, options: Any = None, *, root: str | Path = ".",

@@ -34,7 +34,7 @@ def _workspace(root: Path, phoenix_url: str, project: str, sim_url: str, *, batc
 def _run(root: Path, *args: str) -> dict:
     res = CliRunner().invoke(app, ["run", "--root", str(root), "--json", *args])
     assert res.exit_code in (0, 3), res.output
-    return json.loads(res.stdout)
+    return {**json.loads(res.stdout), "stderr": res.stderr}
 
 
 def _results(run_path: str) -> pd.DataFrame:
@@ -62,6 +62,9 @@ def test_run_batch_gives_the_online_loop_at_the_batch_price(tmp_path, phoenix, p
         batch_stats = sim.stats()
     online_tokens, batch_tokens, stats = online_stats["tokens"], batch_stats["tokens"], batch_stats["by_endpoint"]
     assert stats["batch:/v1/chat/completions"] > 0 and stats["POST /v1/batches"] >= 2
+    # the batches' progress is on stderr (a batch may take hours)
+    assert "submitted batch" in batched["stderr"] and "collected batch" in batched["stderr"]
+    assert "submitted batch" not in online["stderr"]
     assert online["outcome"] == batched["outcome"] == "promoted"
     assert [s["stage"] for s in batched["steps"]] == [s["stage"] for s in online["steps"]]
     assert batched["decision"] == online["decision"] and batched["primary"] == online["primary"]

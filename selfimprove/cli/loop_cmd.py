@@ -70,6 +70,7 @@ def run(
     3 the gate refused (production unchanged) or a rollout's challenger was rolled back; 5 production regressed
     online (and no promotion replaced it); 1/2/4 as for every command.
     """
+    from selfimprove.cli.output import log_line
     from selfimprove.cli.render import render_result
     from selfimprove.cli.views.builds import render_loop, render_run_all
     from selfimprove.core.errors import GateFailed, UsageError
@@ -86,7 +87,7 @@ def run(
                        provider_concurrency=provider_concurrency, overrides=gate_overrides(set_, max_failed_pairs),
                        since=since, until=until, limit=limit, trials=trials, max_calls=max_calls,
                        min_improvement=min_improvement, seed=seed, candidates=candidates, dry_run=dry_run,
-                       push_phoenix=push_phoenix, force_update=force_update, wait=wait, batch=batch)
+                       push_phoenix=push_phoenix, force_update=force_update, wait=wait, batch=batch, log=log_line)
         render_result("selfimprove.run-all/1", many, json_output, render_run_all)
         if many.exit_code:
             raise typer.Exit(many.exit_code)
@@ -98,7 +99,7 @@ def run(
     result = run_loop(root=root, target=target, overrides=gate_overrides(set_, max_failed_pairs), since=since, until=until, limit=limit,
                       trials=trials, max_calls=max_calls, min_improvement=min_improvement, seed=seed,
                       candidates=candidates, dry_run=dry_run, push_phoenix=push_phoenix, force_update=force_update,
-                      wait=wait, batch=batch)
+                      wait=wait, batch=batch, log=log_line)
     render_result("selfimprove.run/1", result, json_output, render_loop)
     code = outcome_code(result)  # 5 regressed online, 3 refused or rolled back
     if result.outcome == "refused" and code == 3:

@@ -153,7 +153,8 @@ def run_demo(*, workdir: str | Path = ".selfimprove-demo", world: str = "support
         via = ", replays and judges through the Batch API" if batch else ""
         say(f"Running the loop ({ep.label}{via}): pull → snapshot → update → evaluate → promote …")
         loop = run_loop(root=root, target=TARGET, seed=seed, push_phoenix=True,
-                        on_step=lambda s: say(f"  {s.stage:<9} {s.status:<8} {s.detail}  ({s.seconds:.1f} s)"))
+                        on_step=lambda s: say(f"  {s.stage:<9} {s.status:<8} {s.detail}  ({s.seconds:.1f} s)"),
+                        log=(lambda line: say(f"    {line}")) if batch else None)
         _fill(result, root, loop)
         result.seconds = round(time.monotonic() - started, 1)
         result.phoenix_running = keep_running  # what the user will find once the result is shown

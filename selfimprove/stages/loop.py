@@ -83,11 +83,12 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
              since: str | None = None, until: str | None = None, limit: int | None = None,
              trials: int | None = None, max_calls: int | None = None, min_improvement: float | None = None,
              seed: int = 0, candidates: str = "best", dry_run: bool = False, push_phoenix: bool = False, force_update: bool = False,
-             wait: bool = False, batch: bool | None = None,
-             on_step: Callable[[Step], None] | None = None) -> LoopResult:
+             wait: bool = False, batch: bool | None = None, on_step: Callable[[Step], None] | None = None,
+             log: Callable[[str], None] | None = None) -> LoopResult:
     """Run the loop once for one target; see the module docstring. `force_update` ignores the trigger;
     `candidates` is what evaluate tests: best (default), all, or a candidate id; `batch` (default: config
-    llm.batch.enabled) sends update's and evaluate's replays and judge calls through the Batch API (docs/batch.md)."""
+    llm.batch.enabled) sends update's and evaluate's replays and judge calls through the Batch API (docs/batch.md).
+    `log(line)` receives update's and evaluate's log lines (warnings, the estimate, the Batch API's progress)."""
     from selfimprove.config.load import load_target
     from selfimprove.dataset.table import load_checkpoint
     from selfimprove.store.runs import Workspace
@@ -154,7 +155,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
 
         updated = _stage("update", lambda: update(**common, run=run.run_id, trials=trials, optimizer=None,
                                                   rounds=None, max_calls=max_calls, seed=seed, yes=True,
-                                                  force=False, wait=False, batch=batch))
+                                                  force=False, wait=False, batch=batch, log=log))
         cands = _candidates(run.path)
         result.candidates = len(cands)
         passed = sum(1 for c in cands if all(g.get("passed") for g in c.get("guards", [])))
@@ -176,7 +177,7 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
         evaluated = _stage("evaluate", lambda: evaluate(**common, run=run.run_id, candidates=candidates,
                                                         split="test", n=None, concurrency=None, baseline=None,
                                                         focus="all", yes=True, force=False, wait=False,
-                                                        batch=batch))
+                                                        batch=batch, log=log))
         report = evaluated.report
         result.evaluated = len(report.candidates)
         result.calls, result.cost_usd = _total_spent(updated, evaluated)

@@ -15,6 +15,7 @@ Contract:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,11 @@ def outcome_code(result: LoopResult) -> int:
 
 
 def run_all(configs: list[Path], *, root: str | Path = ".", parallel: int = 2,
-            provider_concurrency: int | None = None, **loop: Any) -> RunAllResult:
+            provider_concurrency: int | None = None, log: Callable[[str], None] | None = None,
+            **loop: Any) -> RunAllResult:
     """Run the loop for every config; see the module docstring. `loop` holds `run_loop`'s other arguments
-    (overrides, since, trials, dry_run, ...), the same for every target."""
+    (overrides, since, trials, dry_run, ...), the same for every target; `log` gets each target's log lines
+    prefixed with its name."""
     from selfimprove.llm.throttle import cap_concurrency
 
     if parallel < 1:
@@ -92,7 +95,8 @@ def run_all(configs: list[Path], *, root: str | Path = ".", parallel: int = 2,
         t0 = time.monotonic()
         name = config.stem
         try:
-            result = run_loop(root=root, target=str(config), **loop)
+            said = (lambda line: log(f"{name}: {line}")) if log is not None else None
+            result = run_loop(root=root, target=str(config), log=said, **loop)
         except SelfimproveError as exc:
             return TargetRun(target=name, config=str(config), outcome="error", exit_code=exc.exit_code,
                              error=exc.message, hint=exc.hint, seconds=round(time.monotonic() - t0, 2))
