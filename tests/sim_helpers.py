@@ -46,7 +46,9 @@ def fenced(text: str) -> str:
 
 def kill_once_submitted(argv: list[str], journal_dir, timeout: float = 120.0) -> None:
     """Run `argv` in a child process and kill -9 it as soon as its batch journal holds a submitted batch (the
-    window between a batch's submission and its collection)."""
+    window between a batch's submission and its collection). `journal_dir` may be a glob (a run folder the child
+    has yet to create)."""
+    import glob
     import os
     import signal
     import subprocess
@@ -54,10 +56,12 @@ def kill_once_submitted(argv: list[str], journal_dir, timeout: float = 120.0) ->
 
     from selfimprove.llm.batch_journal import BatchJournal
 
-    journal = BatchJournal(journal_dir)
+    def submitted() -> bool:
+        return any(r.state == "submitted" for d in glob.glob(str(journal_dir)) for r in BatchJournal(d).records())
+
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
-    while not any(r.state == "submitted" for r in journal.records()):
+    while not submitted():
         assert child.poll() is None, child.communicate()
         assert time.monotonic() < deadline, "the child never submitted its batch"
         time.sleep(0.05)

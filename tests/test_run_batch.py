@@ -6,10 +6,12 @@ Lean on purpose (60 production calls, one target run twice); the 500-sample repl
 slow tier."""
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from sim_helpers import kill_once_submitted
 from typer.testing import CliRunner
 
 from selfimprove.cli.app import app
@@ -18,6 +20,7 @@ from selfimprove.llm.accounting import PriceTable
 from selfimprove.llm.batch_journal import BatchJournal
 from selfimprove.sim import PRICES, start_server
 from selfimprove.sim.traffic import make_traffic
+from selfimprove.store.runs import Workspace
 from selfimprove.store.tables import table_digest, write_table
 
 pytestmark = pytest.mark.phoenix
@@ -60,6 +63,16 @@ def test_run_batch_gives_the_online_loop_at_the_batch_price(tmp_path, phoenix, p
         batched = _run(tmp_path / "batch", "--batch", "--set", "llm.batch.poll_s=0.1", "--set",
                        "llm.batch.gather_s=0.1")
         batch_stats = sim.stats()
+        # a cron `run --batch` killed with a batch in flight: the next `run` finishes that run, resending nothing
+        _workspace(tmp_path / "killed", phoenix.url, project_name, sim.base_url, batch=True)
+        sim.reset_stats()
+        sim.configure(batch_delay_s=3600)
+        kill_once_submitted([sys.executable, "-c", "from selfimprove.cli.app import main; main()", "run", "--root",
+                             str(tmp_path / "killed"), "--json"], tmp_path / "killed" / "runs" / "demo" / "*" /
+                            "cache" / "batches")
+        sim.configure(batch_delay_s=0)
+        resumed = _run(tmp_path / "killed")
+        resumed_stats = sim.stats()["by_endpoint"]
     online_tokens, batch_tokens, stats = online_stats["tokens"], batch_stats["tokens"], batch_stats["by_endpoint"]
     assert stats["batch:/v1/chat/completions"] > 0 and stats["POST /v1/batches"] >= 2
     # the batches' progress is on stderr (a batch may take hours)
@@ -82,6 +95,14 @@ def test_run_batch_gives_the_online_loop_at_the_batch_price(tmp_path, phoenix, p
     assert records and all(r.state == "collected" and r.requests == () for r in records)  # closed
     assert not list((b / "cache" / "batches").glob("*.jsonl"))
     assert CliRunner().invoke(app, ["verify", "--root", str(tmp_path / "batch")]).exit_code == 0
+    # resumed: the killed run finished (no second pull), with the same result, and not one line sent twice
+    assert resumed["steps"][0]["status"] == "resumed" and "without sending them again" in resumed["steps"][0]["detail"]
+    assert "resuming the interrupted run" in resumed["steps"][2]["detail"]
+    assert [r.run_id for r in Workspace(tmp_path / "killed").runs("demo")] == [resumed["run"]]
+    assert (resumed["outcome"], resumed["decision"], resumed["primary"]) == \
+        (batched["outcome"], batched["decision"], batched["primary"])
+    assert resumed_stats["batch:/v1/chat/completions"] == stats["batch:/v1/chat/completions"]
+    assert resumed_stats["POST /v1/batches"] == stats["POST /v1/batches"]
     assert not any(step["stage"] == "evaluate" and "Batch API" in step["detail"] for step in online["steps"])
     # the ledger's prices: the simulator's token counts at list price online; under --batch the task model's and
     # the judges' (every one of their calls went through a batch) at half, the optimizer's (online) at list price

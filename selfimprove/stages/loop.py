@@ -27,8 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from selfimprove.core.errors import GateFailed, NothingNew, SelfimproveError
+from selfimprove.core.errors import GateFailed, SelfimproveError
 from selfimprove.core.report import Report
+from selfimprove.stages.loop_steps import monitor_step, pull_or_resume
 from selfimprove.store.documents import read_json
 
 
@@ -112,17 +113,12 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
 
     with ws.lock(cfg.target, wait=wait):
         t0 = time.monotonic()
-        from selfimprove.stages.pull import pull
-
-        try:
-            pulled = pull(**common, since=since, until=until, limit=limit)
-        except NothingNew as exc:
-            step("pull", "skipped", exc.message, t0)
+        run, status, detail = pull_or_resume(ws, cfg.target, common, since=since, until=until, limit=limit)
+        step("pull", status, detail, t0)
+        if run is None:
             return finish("nothing new")
-        run = ws.open_run(cfg.target, pulled.run)
         result.run, result.run_path = run.run_id, str(run.path)
-        step("pull", "done", f"{pulled.spans} spans, {pulled.annotations} annotations "
-                             f"(since {pulled.since or 'the beginning'})", t0)
+        resumed = status == "resumed"  # an interrupted run's batches are paid for: finish that run first
 
         t0 = time.monotonic()
         _stage("snapshot", lambda: _snapshot(common, run.run_id))
@@ -135,20 +131,23 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
         t0 = time.monotonic()
         from selfimprove.store.rollouts import active
 
-        if active(ws.prompts_dir, cfg.target) is not None:
+        if not resumed and active(ws.prompts_dir, cfg.target) is not None:
             from selfimprove.stages.rollout import rollout_in_run
 
             return finish(rollout_in_run(ws, cfg, result, step, t0, dry_run=dry_run, push_phoenix=push_phoenix))
-        regressed = _monitor_step(ws, cfg, run, checkpoint, primary, result, step, t0, dry_run=dry_run)
+        # the interrupted run passed its monitor and trigger already (a rollback is not done twice)
+        regressed = not resumed and monitor_step(ws, cfg, run, checkpoint, primary, result, step, t0,
+                                                 dry_run=dry_run)
         if regressed and cfg.monitor.on_regression != "update":
             return finish("regressed")
         force_update = force_update or regressed
 
         result.trigger = trigger_decision(n_new, score, cfg.trigger)
-        if not result.trigger["go"] and not force_update:
+        if not result.trigger["go"] and not force_update and not resumed:
             step("trigger", "skipped", result.trigger["reason"], time.monotonic())
             return finish("skipped")
-        step("trigger", "go", result.trigger["reason"] + (" (forced)" if force_update else ""), time.monotonic())
+        why = " (resuming the interrupted run)" if resumed else " (forced)" if force_update else ""
+        step("trigger", "go", result.trigger["reason"] + why, time.monotonic())
 
         t0 = time.monotonic()
         from selfimprove.stages.update import update
@@ -209,36 +208,6 @@ def run_loop(*, root: str | Path = ".", target: str | None = None, overrides: li
         written = ", ".join(promoted.builds_written) or "none"
         step("promote", "done", f"{promoted.build} is production (builds written: {written})", t0)
         return finish("promoted")
-
-
-def _monitor_step(ws: Any, cfg: Any, run: Any, checkpoint: Any, primary: str | None, result: LoopResult,
-                  step: Callable, t0: float, *, dry_run: bool) -> bool:
-    """Production's online score on this run's judged calls against the held-out score it was promoted on;
-    a significant drop beyond [monitor] margin is a regression (and, with on_regression = "rollback", production
-    moves back to its parent build). Returns whether production regressed."""
-    from selfimprove.core.online import monitor_check, promoted_score
-    from selfimprove.dataset.online import policy_scores
-    from selfimprove.store import builds as store
-
-    prod = store.production(ws.prompts_dir, cfg.target)
-    if prod is None or primary is None:
-        return False
-    scores, clusters = policy_scores(run.path, checkpoint, prod.policy_digest, primary)
-    check = monitor_check(scores, clusters, promoted_score(prod, store.list_builds(ws.prompts_dir, cfg.target),
-                                                           primary),
-                          margin=cfg.monitor.margin, alpha=cfg.evaluate.alpha, min_samples=cfg.monitor.min_samples)
-    result.monitor = {"build": prod.name, **check.model_dump(mode="json"), "on_regression": cfg.monitor.on_regression}
-    result.regressed, result.production = check.regressed, prod.name
-    detail = f"{prod.name}: {check.reason}"
-    if check.regressed and cfg.monitor.on_regression == "rollback" and prod.parent and not dry_run:
-        parent = store.read_named_build(ws.prompts_dir, cfg.target, prod.parent)
-        store.move_ref(ws.prompts_dir, parent, reason=f"run {run.run_id}: {prod.name} regressed online ({check.reason})")
-        result.production = parent.name
-        detail += f"; production rolled back to {parent.name}"
-    elif check.regressed and cfg.monitor.on_regression == "update":
-        detail += "; updating (the trigger is ignored)"
-    step("monitor", "regressed" if check.regressed else "done", detail, t0)
-    return check.regressed
 
 
 def _stage(name: str, fn: Callable[[], Any]) -> Any:
