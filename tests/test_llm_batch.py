@@ -313,3 +313,17 @@ def test_a_dollar_budget_reserves_a_batch_call_at_the_batch_price(sim, tmp_path)
                                  batch=client), [request])
     snap = ledger.snapshot()
     assert out.ok and snap.batched == 1 and 0 < snap.cost_usd <= budget.max_usd
+
+
+def test_a_follow_up_batch_of_the_same_requests_has_its_own_record(sim, tmp_path):
+    """Every line of the first batch fails, so the follow-up holds exactly the same requests: two records, two
+    provider batches, each closed with its counts, and the calls fail with the batch's reason."""
+    sim.configure(batch_error_rate=1.0)
+    cache, journal = CallCache(tmp_path / "cache"), BatchJournal(tmp_path / "batches")
+    client = BatchClient(sim.base_url, "unused", journal, cache=cache, poll_s=0.05, gather_s=0.05, max_retries=1)
+    out = run_many(OpenAIChat(sim.base_url, model="sim-small", cache=cache, ledger=Ledger(), concurrency=100,
+                              batch=client), _requests(3))
+    assert not any(r.ok for r in out) and all("HTTP 500" in r.error for r in out)
+    records = list(journal.records())
+    assert len(records) == 2 and len({r.batch_id for r in records}) == 2
+    assert all((r.state, r.n_requests, r.failed) == ("collected", 3, 3) for r in records)

@@ -20,7 +20,9 @@ request keys: a few hundred bytes per batch, an account of what was sent and pai
 Nothing is resent because of closing: an answered request is in the call cache, which answers it before any batch
 is formed; only a request with no answer there (a failed line, a cancelled batch's unrun ones) goes out again.
 
-`name` is derived from the requests' keys, so the same requests make the same name.
+`name` is derived from the requests' keys and a fresh nonce: a follow-up batch of the very same requests (every
+line of the first one failed) gets a record and a `selfimprove_batch` metadata name of its own, so it neither
+overwrites the first batch's record nor can a restart mistake the first batch for it.
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ class BatchRecord(BaseModel):
 
 
 def batch_name(keys: Sequence[str]) -> str:
-    return "b-" + digest(sorted(keys))[7:23]
+    import uuid
+
+    return "b-" + digest([*sorted(keys), uuid.uuid4().hex])[7:23]
 
 
 class BatchJournal:
