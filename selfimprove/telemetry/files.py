@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfimprove.core.errors import UsageError
+from selfimprove.store.raw_tables import id_mask
 from selfimprove.telemetry.base import ProgressCallback, check_window, report, slice_window
 from selfimprove.telemetry.raw import (
     TRACE_PREFIX,
@@ -78,7 +79,7 @@ class FileSource:
         found = 0
         for frame in read_batches(self.path, self.batch_rows):
             spans = self._normalize_spans(frame)
-            spans = spans[~spans["span_id"].isin(seen)]
+            spans = spans[~id_mask(spans["span_id"], seen)]
             seen.update(spans["span_id"])
             out = slice_window(spans, since, until, None)
             found += len(out)
@@ -101,9 +102,9 @@ class FileSource:
         known = self._all_span_ids()
         unknown = 0
         for batch in self._annotation_batches():
-            wanted = batch["span_id"].isin(ids)
-            on_trace = batch["span_id"].str.startswith(TRACE_PREFIX)
-            unknown += int((~wanted & ~on_trace & ~batch["span_id"].isin(known)).sum())
+            wanted = id_mask(batch["span_id"], ids)
+            on_trace = batch["span_id"].str.startswith(TRACE_PREFIX).to_numpy(bool)
+            unknown += int((~wanted & ~on_trace & ~id_mask(batch["span_id"], known)).sum())
             if wanted.any():
                 yield batch[wanted].reset_index(drop=True)
         report(on_progress, "annotations", len(ids), len(ids), 1)
@@ -113,7 +114,7 @@ class FileSource:
     def fetch_trace_annotations(self, trace_ids: Sequence[str]) -> pd.DataFrame:
         """The file's annotations on whole traces (span id `trace:<trace id>`) of these traces."""
         keys = {TRACE_PREFIX + str(t) for t in trace_ids}
-        frames = [a[a["span_id"].isin(keys)] for a in self._annotation_batches()]
+        frames = [a[id_mask(a["span_id"], keys)] for a in self._annotation_batches()]
         return concat_annotations(frames)
 
     def _annotation_batches(self) -> Iterator[pd.DataFrame]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from selfimprove.core.errors import SelfimproveError, UsageError
+from selfimprove.store.raw_tables import id_mask
 from selfimprove.telemetry.base import ProgressCallback, check_window, report
 from selfimprove.telemetry.phoenix_errors import failure_text, response_detail, status_error, transport_error
 from selfimprove.telemetry.prefetch import ChunkPrefetcher
@@ -123,7 +124,7 @@ class PhoenixSource:
 
         page = self._spans_page(start, end, count + 1)
         if len(page) <= count:
-            fresh = page[~page["span_id"].isin(seen)]
+            fresh = page[~id_mask(page["span_id"], seen)]
             if len(fresh):
                 yield fresh
             return
