@@ -117,3 +117,54 @@ def test_phoenix_pages_are_planned_from_start_times_whatever_order_the_server_an
     newest = plan_windows(times, 100, limit=250)
     assert 250 <= sum(n for _, _, n in newest) < 350 and newest[:-1] == windows[:len(newest) - 1]
     assert newest[-1][1] == windows[len(newest) - 1][1]  # the last one stops once the newest 250 are covered
+
+
+def _annotation_rows(n: int, seed: int) -> pd.DataFrame:
+    """Annotations with every case `recover` orders: several per (span, eval), ties on both times (the later
+    row wins), missing times, identifiers, human and LLM verdicts of one name, notes, and specs that change."""
+    rng = random.Random(seed)
+    spec = {"name": "q", "kind": "llm", "template": "{input}", "choices": {"good": 1.0, "bad": 0.0}}
+    metas = [None, json.dumps({"model": "judge-a"}), json.dumps({"selfimprove.eval_spec": spec}),
+             json.dumps({"selfimprove.eval_spec": {**spec, "template": "v2 {input}"}, "direction": "minimize"})]
+    return pd.DataFrame({
+        "span_id": [f"s{rng.randint(0, 40)}" for _ in range(n)],
+        "name": [rng.choice(["q", "q", "tone", "note"]) for _ in range(n)],
+        "annotator_kind": [rng.choice(["LLM", "HUMAN", None]) for _ in range(n)],
+        "label": [rng.choice(["good", "bad", None]) for _ in range(n)],
+        "score": [rng.choice([1.0, 0.0, None]) for _ in range(n)],
+        "explanation": [rng.choice([None, "", "why"]) for _ in range(n)],
+        "metadata": [rng.choice(metas) for _ in range(n)],
+        "identifier": [rng.choice([None, "", "a", "b"]) for _ in range(n)],
+        "created_at": pd.Series([None if rng.random() < 0.1 else T0 + timedelta(seconds=rng.randint(0, 5))
+                                 for _ in range(n)], dtype="datetime64[us, UTC]"),
+        "updated_at": pd.Series([None if rng.random() < 0.2 else T0 + timedelta(seconds=rng.randint(0, 5))
+                                 for _ in range(n)], dtype="datetime64[us, UTC]")})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_recover_in_batches_equals_the_whole_frame_sort(seed):
+    """The latest verdict per (span, eval) is what a stable sort of every annotation by (updated_at, created_at,
+    identifier), nulls first, keeping the last, gives; and the same specs, counts and notes come out whatever
+    the batch size."""
+    from selfimprove.evals.latest import eval_name
+    from selfimprove.evals.recover import recover
+
+    frame = _annotation_rows(600, seed)
+    whole = recover(frame)
+    df = frame.assign(ename=[eval_name(n, k) for n, k in zip(frame["name"], frame["annotator_kind"])],
+                      ident=frame["identifier"].fillna(""))[lambda d: d["name"] != "note"]
+    df = df.sort_values(["updated_at", "created_at", "ident"], kind="stable", na_position="first")
+    latest = df.drop_duplicates(["span_id", "ename"], keep="last")
+    expected = {(s, e): (lb if isinstance(lb, str) else None, None if pd.isna(sc) else sc, ex if isinstance(ex, str)
+                         else None) for s, e, lb, sc, ex in zip(latest["span_id"], latest["ename"], latest["label"],
+                                                               latest["score"], latest["explanation"])}
+    got = {(s, e): (r.label, r.score, r.explanation) for s, evals in whole.results.items() for e, r in evals.items()}
+    assert got == expected
+    assert whole.counts["annotations.superseded"] == len(df) - len(latest)
+    for size in (1, 7, 250):
+        batched = recover(frame.iloc[i:i + size] for i in range(0, len(frame), size))
+        assert batched.results == whole.results and batched.counts == whole.counts
+        assert batched.specs == whole.specs and batched.notes == whole.notes
+    assert whole.specs["q"].template == [  # the latest row carrying a spec names the spec used
+        json.loads(m)["selfimprove.eval_spec"]["template"] for m in df[df["ename"] == "q"]["metadata"]
+        if isinstance(m, str) and "eval_spec" in m][-1]

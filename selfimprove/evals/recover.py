@@ -14,7 +14,7 @@ Pure except `read_registry`.
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from selfimprove.core.records import EvalResult, EvalSpec
-
-SPEC_KEY = "selfimprove.eval_spec"
-NOTE = "note"
-_KINDS = {"LLM": "llm", "CODE": "code", "HUMAN": "human"}
+from selfimprove.evals.latest import SPEC_KEY, EvalFacts, LatestVerdicts, parse_metadata
 
 
 @dataclass
@@ -35,29 +32,6 @@ class Recovered:
     spec_sources: dict[str, str]  # eval name -> "annotation" | "registry" | "inferred"
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def eval_name(name: str, annotator_kind: str | None) -> str:
-    return f"human.{name}" if str(annotator_kind or "").upper() == "HUMAN" else name
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or \
-        type(value).__name__ in ("NAType", "NaTType")
-
-
-def _val(value: Any) -> Any:
-    return None if _missing(value) else value
-
-
-def _metadata(value: Any) -> dict[str, Any]:
-    value = _val(value)
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
 
 
 def read_registry(root: str | Path) -> dict[str, EvalSpec]:
@@ -79,71 +53,43 @@ def read_registry(root: str | Path) -> dict[str, EvalSpec]:
 
 def recover(annotations: Any, registry: dict[str, EvalSpec] | None = None,
             include: list[str] | None = None) -> Recovered:
-    """Join raw annotations (a frame, or row dicts, with the columns of `raw.ANNOTATION_COLUMNS`). `include` keeps
-    only those evals (by their eval name, e.g. `correctness` or `human.helpful`). Vectorised: 20,000 rows in a
-    fraction of a second; each distinct metadata text is parsed once."""
+    """Join raw annotations (a frame, row dicts, or frames a batch at a time, with the columns of
+    `raw.ANNOTATION_COLUMNS`): memory grows with the latest verdicts, not with the annotations read (see
+    `evals/latest.py`). `include` keeps only those evals (by their eval name, e.g. `correctness` or
+    `human.helpful`). Each distinct metadata text carrying a spec is parsed once."""
+    latest = LatestVerdicts(include=frozenset(include) if include else None)
+    for frame in _frames(annotations):
+        latest.add(frame)
+    results = latest.results()
+    specs, sources, notes = {}, {}, []
+    for ename in sorted(latest.facts):
+        facts = latest.facts[ename]
+        parsed = {text: parse_metadata(text) for text in set(facts.carried())}
+        carried = [parsed[text].get(SPEC_KEY) for text in facts.carried()]
+        spec, source, note = _spec_for(ename, [c for c in carried if isinstance(c, dict)], registry or {}, facts)
+        specs[ename], sources[ename] = spec, source
+        notes += note
+    return Recovered(results, specs, sources, latest.counts, notes)
+
+
+def _frames(annotations: Any) -> Iterator[Any]:
+    """pandas frames: the one given, one of the row dicts given, or each of the frames given."""
     import pandas as pd
 
-    registry = registry or {}
-    df = annotations if isinstance(annotations, pd.DataFrame) else pd.DataFrame(list(annotations))
-    for col in ("span_id", "name", "annotator_kind", "label", "score", "explanation", "metadata", "identifier",
-                "created_at", "updated_at"):
-        if col not in df.columns:
-            df[col] = None
-    counts = {"annotations": len(df), "annotations.notes": int((df["name"] == NOTE).sum()),
-              "annotations.superseded": 0, "annotations.excluded": 0}
-    df = df[df["name"] != NOTE]
-    human = df["annotator_kind"].fillna("").astype(str).str.upper() == "HUMAN"
-    names = df["name"].astype(str)
-    df = df.assign(ename=names.where(~human, "human." + names), identifier=df["identifier"].fillna(""))
-    if include:
-        keep = df["ename"].isin(include)
-        counts["annotations.excluded"] = int((~keep).sum())
-        df = df[keep]
-    df = df.sort_values(["updated_at", "created_at", "identifier"], kind="stable", na_position="first")
-    latest = df.drop_duplicates(["span_id", "ename"], keep="last")
-    counts["annotations.superseded"] = len(df) - len(latest)
-    results: dict[str, dict[str, EvalResult]] = {}
-    cols = [latest[c].tolist() for c in ("span_id", "ename", "label", "score", "explanation", "annotator_kind")]
-    for span_id, ename, label, score, explanation, kind in zip(*cols):
-        score = _val(score)
-        results.setdefault(str(span_id), {})[ename] = EvalResult(
-            label=None if _val(label) is None else str(label), score=None if score is None else float(score),
-            explanation=_val(explanation), annotator_kind=_val(kind))
-    specs, sources, notes = {}, {}, []
-    parsed: dict[str, dict[str, Any]] = {}
-    for ename, group in df.groupby("ename", sort=True):
-        texts = [t if isinstance(t, str) else json.dumps(t) for t in group["metadata"].tolist()
-                 if isinstance(t, (str, dict))]
-        carried = []
-        for text in dict.fromkeys(t for t in texts if SPEC_KEY in t):  # distinct texts, in time order
-            meta = parsed.setdefault(text, _metadata(text))
-            if isinstance(meta.get(SPEC_KEY), dict):
-                carried.append(meta[SPEC_KEY])
-        if texts and SPEC_KEY in texts[-1]:  # the latest spec last, even when an older text repeats it
-            carried.append(parsed[texts[-1]].get(SPEC_KEY))
-        spec, source, note = _spec_for(str(ename), [c for c in carried if isinstance(c, dict)], registry,
-                                       _observed(group))
-        specs[str(ename)], sources[str(ename)] = spec, source
-        notes += note
-    return Recovered(results, specs, sources, counts, notes)
-
-
-def _observed(group: Any) -> list[dict[str, Any]]:
-    """What inference needs from one eval's annotations: kinds, label/score pairs, and the metadata of the
-    latest rows that have any (parsed lazily, newest first)."""
-    rows = group[["annotator_kind", "label", "score", "explanation"]].drop_duplicates().to_dict(orient="records")
-    for text in reversed(group["metadata"].tolist()):
-        meta = _metadata(text)
-        if meta.get("model") or meta.get("direction"):
-            rows.append({"annotator_kind": group["annotator_kind"].iloc[-1], "label": None, "score": None,
-                         "explanation": None, "metadata": meta})
-            break
-    return rows
+    if isinstance(annotations, pd.DataFrame):
+        yield annotations
+        return
+    items = iter(annotations)
+    first = next(items, None)
+    if first is None or isinstance(first, dict):
+        yield pd.DataFrame(([first] if first is not None else []) + list(items))
+        return
+    yield first
+    yield from items
 
 
 def _spec_for(ename: str, carried: list[dict[str, Any]], registry: dict[str, EvalSpec],
-              observed: list[dict[str, Any]]) -> tuple[EvalSpec, str, list[str]]:
+              facts: EvalFacts) -> tuple[EvalSpec, str, list[str]]:
     notes: list[str] = []
     valid: list[EvalSpec] = []
     for data in carried:
@@ -161,27 +107,20 @@ def _spec_for(ename: str, carried: list[dict[str, Any]], registry: dict[str, Eva
     if ename in registry or base in registry:
         spec = registry.get(ename) or registry[base]
         return spec.model_copy(update={"name": ename}), "registry", notes
-    return infer_spec(ename, observed), "inferred", notes
+    return infer_spec(ename, facts), "inferred", notes
 
 
-def infer_spec(ename: str, observed: list[dict[str, Any]]) -> EvalSpec:
+def infer_spec(ename: str, facts: EvalFacts) -> EvalSpec:
     """A spec from what the annotations themselves show; `template` stays None (it cannot be replayed as an
     LLM judge without one, which the report says)."""
-    kinds = {_KINDS.get(str(r.get("annotator_kind") or "").upper(), "llm") for r in observed}
+    kinds = set(facts.kinds)
     kind = "human" if ename.startswith("human.") else (kinds.pop() if len(kinds) == 1 else "llm")
-    pairs: dict[str, set[float]] = {}
-    for r in observed:
-        label, score = _val(r.get("label")), _val(r.get("score"))
-        if label is not None and score is not None:
-            pairs.setdefault(str(label), set()).add(float(score))
+    pairs = facts.pairs
     choices = {k: next(iter(v)) for k, v in sorted(pairs.items())} if pairs and all(
         len(v) == 1 for v in pairs.values()) else None
-    seen = sorted({str(r["label"]) for r in observed if _val(r.get("label")) is not None})
-    labels = tuple(seen) if seen and not pairs else None  # labels that never came with a score: label-only
-    metas = [r["metadata"] for r in observed if isinstance(r.get("metadata"), dict)]
-    model = next((m["model"] for m in reversed(metas) if isinstance(m.get("model"), str)), None)
-    direction = next((m["direction"] for m in reversed(metas) if m.get("direction") in ("maximize", "minimize")),
-                     "maximize")
-    explains = any(_val(r.get("explanation")) for r in observed)
+    labels = tuple(sorted(facts.labels)) if facts.labels and not pairs else None  # never with a score: label-only
+    meta = facts.meta[1] if facts.meta is not None else {}
+    model = meta["model"] if isinstance(meta.get("model"), str) else None
+    direction = meta["direction"] if meta.get("direction") in ("maximize", "minimize") else "maximize"
     return EvalSpec(name=ename, kind=kind, choices=choices, labels=labels, judge_model=model, direction=direction,
-                    include_explanation=explains)
+                    include_explanation=facts.explains)

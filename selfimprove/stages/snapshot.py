@@ -194,12 +194,11 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
     from selfimprove.dataset.select import build_samples
     from selfimprove.dataset.summary import markdown
     from selfimprove.evals.recover import recover
-    from selfimprove.store.documents import read_frame, read_row_batches
+    from selfimprove.store.documents import read_frame_batches, read_row_batches
 
     spans_path = run_path / "raw/spans.parquet"
-    annotations = read_frame(run_path / "raw/annotations.parquet", categorical=("metadata",))
+    annotations = read_frame_batches(run_path / "raw/annotations.parquet", categorical=("metadata",))
     recovered = recover(annotations, registry, list(cfg.evals.include) or None)
-    del annotations
     structure = read_row_batches(spans_path, columns=["span_id", "trace_id", "parent_id", "name", "span_kind",
                                                       "start_time", "metadata"])
     joined = join_run(structure, read_tree(run_path), recovered.results, cfg.join)

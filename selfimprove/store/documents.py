@@ -103,4 +103,21 @@ def read_row_batches(path: str | Path, columns: list[str] | None = None,
         raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path), hint=_HINT) from exc
 
 
+def read_frame_batches(path: str | Path, categorical: tuple[str, ...] = (),
+                       batch_rows: int | None = None) -> Iterator[Any]:
+    """A parquet table as pandas DataFrames of `batch_rows` (ROW_BATCH) rows, in file order, read as `read_frame`
+    reads it (no pandas metadata; `categorical` columns dictionary-encoded): bounded memory."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise IntegrityError(f"table {path} is missing", path=str(path), hint=_HINT)
+    try:
+        table = pq.ParquetFile(path, read_dictionary=[n for n in categorical if n in pq.read_schema(path).names])
+        for batch in table.iter_batches(batch_size=batch_rows or ROW_BATCH):
+            yield batch.to_pandas(ignore_metadata=True)
+    except Exception as exc:  # a truncated or corrupted parquet file (pyarrow raises several kinds)
+        raise IntegrityError(f"cannot read table {path}: {exc}", path=str(path), hint=_HINT) from exc
+
+
 _HINT = "`selfimprove verify` checks every artifact; re-create the run's damaged stage (or restore the file)"
