@@ -31,7 +31,7 @@ UNJOINED_REASONS = ("unknown_span", "outside_window", "no_llm_span_below", "cove
                     "not_a_root")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     """One span of a trace tree. `target` marks the pulled LLM spans (the samples); `order` sorts spans by time
     (start time, then id); `metadata` is what the selector may match on."""
@@ -95,12 +95,15 @@ def join_annotations(nodes: Mapping[str, Node], results: Mapping[str, Mapping[st
     """Join `results` (annotated span id -> eval -> verdict) onto the target nodes; see the module docstring."""
     modes, selector = modes or {}, selector or Selector()
     targets = sorted((n for n in nodes.values() if n.target), key=lambda n: n.span_id)
-    chains = {t.span_id: _ancestors(t, nodes) for t in targets}
-    below: dict[str, list[Node]] = {}
-    for t in targets:
-        for a in chains[t.span_id]:
-            below.setdefault(a.span_id, []).append(t)
-        below.setdefault(TRACE_PREFIX + t.trace_id, []).append(t)
+    chains: dict[str, list[Node]] = {}  # target -> its ancestors, for targets that have any
+    below: dict[str, list[Node]] = {}  # annotated ancestor or trace -> the targets under it
+    for t in targets:  # only what an annotation needs: memory grows with the annotated ancestors, not the spans
+        ancestors = _ancestors(t, nodes)
+        if ancestors:
+            chains[t.span_id] = ancestors
+        for key in [a.span_id for a in ancestors] + [TRACE_PREFIX + t.trace_id]:
+            if key in results:
+                below.setdefault(key, []).append(t)
     out: dict[str, dict[str, Any]] = {}
     ways: dict[str, Counter] = {}
     unjoined: Counter = Counter()
@@ -125,7 +128,7 @@ def join_annotations(nodes: Mapping[str, Node], results: Mapping[str, Mapping[st
                     continue
                 picked = _pick(selector, under)
                 if mode == "auto" and (name in results.get(picked.span_id, {}) or any(
-                        name in results.get(a.span_id, {}) for a in chains[picked.span_id])):
+                        name in results.get(a.span_id, {}) for a in chains.get(picked.span_id, []))):
                     miss("covered_by_closer", span_id, name)  # the outermost fallback comes last
                     continue
                 _assign(out, ways, ambiguous, under, picked, name, verdict, "trace")
