@@ -24,9 +24,10 @@ from typing import Any, Protocol
 from selfimprove.core.canonical import digest
 from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.core.filters import Filter, matches
-from selfimprove.core.records import EvalSpec, Policy, Sample
+from selfimprove.core.records import EvalResult, EvalSpec, Policy, Sample
 from selfimprove.core.split import SplitItem, seeded_order, split_by_trace
 from selfimprove.dataset.policies import renderable, template_notes, unmarked_templates, unreplayed_params
+from selfimprove.evals.latest import Verdict
 from selfimprove.evals.recover import Recovered
 from selfimprove.telemetry.spans import BAD_REASONS, BadSpan, ParsedSpan, parse_span
 
@@ -197,38 +198,43 @@ def build_samples(span_batches: Iterable[list[dict[str, Any]]], recovered: Recov
     primary = _primary(sel.primary, specs, pool, recovered)
     items = [SplitItem(s.span_id, s.trace_id, _score(recovered, s.span_id, primary)) for s in pool]
     split = split_by_trace(items, sel.test_size, sel.seed)
-    results = {s.span_id: recovered.results.get(s.span_id, {}) for s in pool}
+    del items
+    results = recovered.results
     counts.update(samples=len(pool), train=sum(split[s.span_id] == "train" for s in pool),
                   test=sum(split[s.span_id] == "test" for s in pool), traces=len({s.trace_id for s in pool}),
                   policies=len(policies), **{"current_policy.samples": sum(s.policy_digest == current
                                                                          for s in pool)})
     for name in evals:
-        counts[f"missing.{name}"] = sum(name not in results[s.span_id] for s in pool)
+        counts[f"missing.{name}"] = sum(name not in results.get(s.span_id, {}) for s in pool)
     for reason in BAD_REASONS:
         counts[f"bad.{reason}"] = bad.get(reason, 0)
-    return Built(pool, {s.span_id: split[s.span_id] for s in pool}, policy, specs, primary, counts, dict(bad),
+    return Built(pool, split, policy, specs, primary, counts, dict(bad),
                  policies, warnings=warnings, notes=notes, bad_examples=examples, diverse_method=method)
 
 
-def samples(span_batches: Iterable[list[dict[str, Any]]], built: Built, recovered: Recovered
-            ) -> Iterator[list[Sample]]:
-    """The Samples of the chosen spans, parsed again from a second reading of the rows, a batch at a time (in
-    the rows' order)."""
+def samples(span_batches: Iterable[list[dict[str, Any]]], splits: dict[str, str],
+            results: dict[str, dict[str, Any]]) -> Iterator[list[Sample]]:
+    """The Samples of the chosen spans (`splits`: span id -> split, `Built.split`; `results`: their evals), parsed
+    again from a second reading of the rows, a batch at a time (in the rows' order)."""
     policies: dict[tuple, Any] = {}
     for rows in span_batches:
         batch = []
         for row in rows:
-            split = built.split.get(str(row.get("span_id")))
+            split = splits.get(str(row.get("span_id")))
             if split is None:
                 continue
             s = parse_span(row, policies)
             batch.append(Sample(sample_id=s.span_id, span_id=s.span_id, trace_id=s.trace_id,
                                 start_time=s.start_time.isoformat() if s.start_time else None, history=s.history,
-                                output=s.output, evals=recovered.results.get(s.span_id, {}),
+                                output=s.output, evals={n: _record(v) for n, v in results.get(s.span_id, {}).items()},
                                 prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
                                 latency_ms=s.latency_ms, policy_digest=s.policy_digest, split=split,
                                 variables=s.variables))
         yield batch
+
+
+def _record(verdict: Any) -> EvalResult:
+    return verdict.result() if isinstance(verdict, Verdict) else verdict
 
 
 def _subsample(pool: list[ParsedSpan], sel: Selection, notes: list[str], counts: dict[str, int],

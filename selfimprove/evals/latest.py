@@ -14,7 +14,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from selfimprove.core.records import EvalResult
 
@@ -49,6 +49,20 @@ def eval_name(name: str, annotator_kind: str | None) -> str:
     return f"human.{name}" if str(annotator_kind or "").upper() == "HUMAN" else name
 
 
+class Verdict(NamedTuple):
+    """One eval's latest verdict on one span, as a snapshot holds one for every span: EvalResult's fields in a
+    tuple (~70 bytes against ~450 for the pydantic record; labels and kinds are interned). Read it as an
+    EvalResult (same attribute names); `result()` is the record itself."""
+
+    label: str | None
+    score: float | None
+    explanation: str | None
+    annotator_kind: str | None
+
+    def result(self) -> EvalResult:
+        return EvalResult(**self._asdict())
+
+
 @dataclass
 class EvalFacts:
     """What one eval's annotations show, for recovering its spec."""
@@ -73,13 +87,13 @@ class EvalFacts:
 @dataclass
 class LatestVerdicts:
     """Feed annotation frames (pandas, the raw annotation columns) in the order they were stored with `add`;
-    `results()` then gives span id -> eval name -> latest EvalResult. `include` keeps only those eval names."""
+    `results()` then gives span id -> eval name -> latest Verdict. `include` keeps only those eval names."""
 
     include: frozenset[str] | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"annotations": 0, "annotations.notes": 0,
                                                             "annotations.superseded": 0, "annotations.excluded": 0})
     facts: dict[str, EvalFacts] = field(default_factory=dict)
-    _latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # span -> eval -> (key, EvalResult)
+    _latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # span -> eval -> (key, Verdict)
     _arrived: int = 0
 
     def add(self, frame: Any) -> None:
@@ -99,9 +113,9 @@ class LatestVerdicts:
                 continue
             key = (updated, created, "" if missing(identifier) else identifier, arrival)
             label, score, kind = val(label), val(score), val(kind)
-            result = EvalResult(label=None if label is None else sys.intern(str(label)),
-                                score=None if score is None else float(score), explanation=val(explanation),
-                                annotator_kind=None if kind is None else sys.intern(str(kind)))
+            result = Verdict(None if label is None else sys.intern(str(label)),
+                             None if score is None else float(score), val(explanation),
+                             None if kind is None else sys.intern(str(kind)))
             per_span = self._latest.setdefault(str(span_id), {})
             held = per_span.get(ename)
             if held is None or key > held[0]:
@@ -144,7 +158,7 @@ class LatestVerdicts:
                     facts.meta = (key, meta)
                     break
 
-    def results(self) -> dict[str, dict[str, EvalResult]]:
+    def results(self) -> dict[str, dict[str, Verdict]]:
         """span id -> eval name -> the latest result (the held keys are dropped in place: no second copy)."""
         out = self._latest
         for per_span in out.values():

@@ -21,13 +21,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from selfimprove.core.records import EvalResult, EvalSpec
-from selfimprove.evals.latest import SPEC_KEY, EvalFacts, LatestVerdicts, parse_metadata
+from selfimprove.core.records import EvalSpec
+from selfimprove.evals.latest import SPEC_KEY, EvalFacts, LatestVerdicts, Verdict, parse_metadata
 
 
 @dataclass
 class Recovered:
-    results: dict[str, dict[str, EvalResult]]  # span id -> eval name -> latest result
+    results: dict[str, dict[str, Verdict]]  # span id -> eval name -> latest result (read like an EvalResult)
     specs: dict[str, EvalSpec]  # eval name -> spec
     spec_sources: dict[str, str]  # eval name -> "annotation" | "registry" | "inferred"
     counts: dict[str, int] = field(default_factory=dict)

@@ -210,11 +210,10 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
     disagree, few = agreement_findings(agreement, cfg.evals.min_judge_kappa, cfg.evals.min_agreement_pairs)
     warnings = (built.warnings + _warnings(built, recovered, cfg.split.min_policy_samples) + disagree
                 + _join_warnings(joined, cfg.join))
-    results = {s.span_id: recovered.results.get(s.span_id, {}) for s in built.pool}
     result = SnapshotResult(
         target=cfg.target, policy_digest=built.policy.digest, policy_model=built.policy.model,
         primary_eval=built.primary, policies=[PolicySeen(**p) for p in built.policies],
-        evals=[_eval_seen(name, built, results, recovered.spec_sources[name]) for name in evals],
+        evals=[_eval_seen(name, built, recovered.results, recovered.spec_sources[name]) for name in evals],
         counts={**built.counts, **{k: v for k, v in recovered.counts.items()}}, bad=built.bad,
         bad_examples=built.bad_examples, joins=joined.ways, unjoined=joined.unjoined,
         unjoined_examples=joined.examples, ambiguous=joined.ambiguous, agreement=agreement,
@@ -224,18 +223,21 @@ def build(run_path: Path, cfg: Any, sel: Any, registry: dict, embedder: Any = No
         primary_eval=built.primary, train_ids=tuple(sorted(i for i, split in built.split.items() if split == "train")),
         test_ids=tuple(sorted(i for i, split in built.split.items() if split == "test")), counts=result.counts)
 
+    splits, results = built.split, recovered.results  # what the writer needs: the chosen spans are freed
+
     def write(path: Path) -> Path:
         from selfimprove.dataset.select import samples
         from selfimprove.dataset.table import write_samples
 
-        return write_samples(path, samples(read_row_batches(spans_path), built, recovered), evals)
+        return write_samples(path, samples(read_row_batches(spans_path), splits, results), evals)
 
     return result, write, checkpoint, markdown(result, built.policy, checkpoint)
 
 
 def _eval_seen(name: str, built: Any, by_span: dict[str, dict[str, Any]], source: str) -> EvalSeen:
     spec = built.specs[name]
-    results = [evals[name] for evals in by_span.values() if name in evals]
+    chosen = (by_span.get(s.span_id, {}) for s in built.pool)
+    results = [evals[name] for evals in chosen if name in evals]
     scores = [r.score for r in results if r.score is not None]
     labels: dict[str, int] = {}
     for r in results:
