@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Self
 
 CHUNK_ROWS = 50_000  # rows sorted in memory before a spill (a few tens of MB of spans)
+MERGE_ROWS = 2_048  # rows of each spilled chunk held at a time while merging (a chunk per 50,000 rows added)
 _SEQ = "__arrival"  # a global arrival number: the last key, so the sort is stable across chunks
 
 
@@ -68,7 +69,7 @@ class SortedTable:
         self._buffer, self._buffered = [], 0
         table = table.take(_sort_indices(table, self.keys + [_SEQ]))
         path = self._dir / f"chunk-{len(self._chunks):05d}.parquet"
-        pq.write_table(table, path, compression="lz4", row_group_size=8192)
+        pq.write_table(table, path, compression="lz4", row_group_size=MERGE_ROWS)
         self._chunks.append(path)
 
     def output_schema(self) -> Any:
@@ -140,7 +141,7 @@ class _Cursor:
     def __init__(self, path: Path, key_schema: Any, schema: Any):
         import pyarrow.parquet as pq
 
-        self._batches = pq.ParquetFile(path).iter_batches(batch_size=8192)
+        self._batches = pq.ParquetFile(path).iter_batches(batch_size=MERGE_ROWS)
         self._key_schema = key_schema
         self._schema = schema
         self.batch: Any = None
