@@ -11,7 +11,7 @@ copied its scaffolding into the new prompt and the guards rejected them all. Eve
 MAX_OPTIMIZER_TOKENS. Prints each method's candidates and guard rejections, its final prompt, then the table (mean held-out score, calls, wall time) and OK/MISSED against
 selfimprove >= GEPA on held-out. Slow by nature: each 1.5B optimizer call takes 30-90 s on two cores.
 
-Usage: python benchmarks/bench_real.py [--budget 30] [--seeds 2] [--train 12] [--test 12] [--threads N] [--log F]
+Usage: python benchmarks/bench_real.py [--budget 30] [--seeds 4] [--train 12] [--test 16] [--threads N] [--log F]
 """
 
 from __future__ import annotations
@@ -119,9 +119,9 @@ def run_one(seed: int, task_url: str, optimizer_url: str, args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=int, default=30)
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--train", type=int, default=12)
-    ap.add_argument("--test", type=int, default=12)
+    ap.add_argument("--test", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--log", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache",
                                                   "bench_real.log"), help="each method's progress lines")
