@@ -95,6 +95,35 @@ def test_paging_past_a_lowered_page_size(two_policies):
     assert raw["span_id"].is_unique and list(raw["start_time"]) == sorted(raw["start_time"])
 
 
+def test_annotations_reach_the_writer_a_chunk_at_a_time_with_the_same_table(two_policies, monkeypatch):
+    """With 7 span ids per annotations request, pull hands the writer a frame per chunk (not one joined frame)
+    and writes the same bytes as a one-chunk pull."""
+    from selfimprove.config.load import load_target
+    from selfimprove.store import raw_tables
+    from selfimprove.telemetry import phoenix as phoenix_module
+
+    root, project = two_policies["root"], two_policies["project"]
+    cfg = load_target(root, None, [])
+    whole = Puller(root, config=cfg).pull(since="2024-01-01T00:00Z", until="2030-01-01T00:00Z")
+    batches: list[int] = []
+    write = raw_tables.write_annotations
+
+    def counting(path, schema, order, frames, wanted=None):
+        def seen():
+            for frame in frames:
+                batches.append(len(frame))
+                yield frame
+        return write(path, schema, order, seen(), wanted)
+
+    monkeypatch.setattr(raw_tables, "write_annotations", counting)
+    monkeypatch.setattr(phoenix_module, "ANNOTATION_CHUNK", 7)
+    source = PhoenixSource(cfg.telemetry.phoenix.endpoint, project)
+    chunked = Puller(root, config=cfg, source=source).pull(since="2024-01-01T00:00Z", until="2030-01-01T00:00Z")
+    assert len(batches) >= whole.spans // 7 and sum(batches) == chunked.annotations == whole.annotations
+    name = "raw/annotations.parquet"
+    assert Path(chunked.run_path, name).read_bytes() == Path(whole.run_path, name).read_bytes()
+
+
 def test_windows_timezones_and_the_incremental_cursor(phoenix, project_name, tmp_path, monkeypatch):
     from phoenix.client import Client
 

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -194,27 +195,27 @@ class PhoenixSource:
     # -- annotations ------------------------------------------------------------------------------------
     def fetch_annotations(self, span_ids: Sequence[str], *,
                           on_progress: ProgressCallback | None = None) -> pd.DataFrame:
-        """Every annotation (all names, notes included) on the given spans, fetched in chunks of 1,000 ids.
-        Ids unknown to the server have no annotations; an unknown project gives an empty frame and a note.
-        Chunks of ids seen by `fetch_spans` were already requested in the background; only the rest is fetched
-        here."""
+        """Every annotation (all names, notes included) on the given spans, as one frame; see `iter_annotations`."""
+        return concat_annotations(list(self.iter_annotations(span_ids, on_progress=on_progress)))
+
+    def iter_annotations(self, span_ids: Sequence[str], *,
+                         on_progress: ProgressCallback | None = None) -> Iterator[pd.DataFrame]:
+        """Every annotation (all names, notes included) on the given spans, a frame per chunk of 1,000 ids in
+        the ids' order (each sorted in the raw order). Ids unknown to the server have no annotations; an unknown
+        project gives no frame and a note. Chunks of ids seen by `iter_spans` were already requested in the
+        background; only the rest is fetched here."""
         ids = list(dict.fromkeys(str(s) for s in span_ids))
-        frames: list[pd.DataFrame] = []
+        wanted = set(ids)
         done = 0
-
-        def on_chunk(frame: pd.DataFrame | None, covered: int) -> bool:
-            nonlocal done
-            if frame is None:  # unknown project: no chunk can have annotations
-                return False
-            frames.append(frame)
-            done += covered
-            report(on_progress, "annotations", done, len(ids), self.requests)
-            return True
-
-        self._prefetch.collect(ids, on_chunk)
-        out = concat_annotations(frames)
-        wanted = out["span_id"].isin(ids)
-        return out if wanted.all() else out[wanted].reset_index(drop=True)  # prefetched spans not asked for
+        with closing(self._prefetch.chunks(ids)) as chunks:
+            for frame, covered in chunks:
+                if frame is None:  # unknown project: no chunk can have annotations
+                    return
+                done += covered
+                report(on_progress, "annotations", done, len(ids), self.requests)
+                keep = id_mask(frame["span_id"], wanted)  # prefetched chunks also hold spans not asked for
+                if keep.any():
+                    yield frame if keep.all() else frame[keep].reset_index(drop=True)
 
     def _annotations_chunk(self, chunk: list[str]) -> pd.DataFrame | None:
         """The annotations of up to 1,000 span ids; None when the project is unknown."""
