@@ -51,7 +51,7 @@ def test_the_config_is_a_valid_target_with_the_code_evals_deciding():
     assert cfg.llm.task.timeout_s >= 600  # a queued call on a busy 2-core machine waits minutes
 
 
-def test_the_llm_judge_probe_counts_every_judgment_parsed_or_failed_by_reason():
+def test_the_llm_judge_probe_counts_every_judgment_parsed_or_failed_by_reason(capsys):
     """phoenix-evals against the simulator over HTTP: a judge that answers in the schema is parsed under both
     schemas; answers cut off mid-JSON (a small model's looping explanation) are counted as failed with its reason, never dropped or retried."""
     from selfimprove.demo.local_traffic import probe_llm_judge
@@ -70,3 +70,4 @@ def test_the_llm_judge_probe_counts_every_judgment_parsed_or_failed_by_reason():
     assert good["by_schema"] == {"explained": {"parsed": 2, "failed": 0}, "label_only": {"parsed": 2, "failed": 0}}
     assert bad["parsed"] == 0 and bad["failed"] == 4 and sum(bad["reasons"].values()) == 4, bad
     assert all(reason.split(": ", 1)[0] in ("explained", "label_only") for reason in bad["reasons"])
+    assert "Retries exhausted" not in capsys.readouterr().out  # phoenix-evals' own line kept off stdout

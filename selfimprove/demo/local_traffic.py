@@ -9,6 +9,8 @@ alone); parsed + failed == judgments, always.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 from collections import Counter
@@ -47,8 +49,9 @@ def probe_llm_judge(replies: list[dict[str, str]], base_url: str, model: str = J
     frame = pd.DataFrame([{"input": r["input"], "output": r["output"]} for r in replies])
     evaluators = [llm_judge(base_url, model, explain=explain, name=f"helpful_{schema}")
                   for schema, explain in PROBE_SCHEMAS.items()]
-    judged = px_evals.evaluate_dataframe(dataframe=frame, evaluators=evaluators, hide_tqdm_bar=True,
-                                         exit_on_error=False, max_retries=0)
+    with contextlib.redirect_stdout(io.StringIO()):  # phoenix-evals tqdm.writes each failure to stdout; counted below
+        judged = px_evals.evaluate_dataframe(dataframe=frame, evaluators=evaluators, hide_tqdm_bar=True,
+                                             exit_on_error=False, max_retries=0)
     labels: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     by_schema = {}
