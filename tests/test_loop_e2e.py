@@ -43,9 +43,9 @@ def sim():
 
 def test_the_whole_loop(tmp_path, phoenix, sim, project_name, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "dummy")
-    made = make_traffic("support", 60, phoenix_url=phoenix.url, project=project_name, sim_base_url=sim.base_url,
+    made = make_traffic("support", 100, phoenix_url=phoenix.url, project=project_name, sim_base_url=sim.base_url,
                         seed=1)
-    assert made["spans"] == 60
+    assert made["spans"] == 100
     setup_target(tmp_path, phoenix, sim, project_name, "support")
     root = str(tmp_path)
 
