@@ -25,8 +25,7 @@ import time
 
 from selfimprove.core.records import EvalResult, EvalSpec, Message, Policy, Sample
 from selfimprove.optimizers.base import Budget, OptimizeContext
-from selfimprove.optimizers.compact import compact_messages
-from selfimprove.optimizers.compact import response_format as compact_format
+from selfimprove.optimizers.compact import request as compact_request
 from selfimprove.optimizers.feedback import feedback_items, minibatch, stored_rows
 from selfimprove.optimizers.guards import length_cap
 from selfimprove.optimizers.lm import OpenAIOptimizerLM, make_client
@@ -79,7 +78,7 @@ def one_shot(ctx: OptimizeContext, settings: SearchSettings) -> Policy:
     batch = minibatch(rows, ctx.evals, settings.minibatch, random.Random(ctx.seed))
     cap, fmt = length_cap(ctx.policy, settings.max_growth), None
     if settings.metaprompt == "compact":  # the request the built-in optimizer makes of a small model
-        msgs, fmt = compact_messages(ctx.policy, ctx.evals, batch, max_chars=cap), compact_format()
+        msgs, fmt = compact_request(ctx.policy, ctx.evals, batch, max_chars=cap)
     else:
         msgs = update_messages(ctx.policy, ctx.evals, feedback_items(batch, ctx.evals), magnitude="large",
                                max_chars=cap)

@@ -30,7 +30,22 @@ _LIVE: set[ChildServer] = set()
 _LIVE_LOCK = threading.Lock()
 
 
-class ChildServer:
+class _Server:
+    """What every server here shares: a `with` block stops it, and its repr says where it runs and whether it
+    still does (subclasses have `url`, `pid`, `is_running()` and `stop()`)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"{type(self).__name__}(url={self.url!r}, pid={self.pid}, {state})"
+
+
+class ChildServer(_Server):
     """A running child process serving HTTP at `url`; its output goes to `log_path`."""
 
     def __init__(self, process: subprocess.Popen, *, name: str, url: str, log_path: Path, log_file):
@@ -68,19 +83,8 @@ class ChildServer:
         for callback in callbacks:
             callback()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running() else "stopped"
-        return f"{type(self).__name__}(url={self.url!r}, pid={self.pid}, {state})"
-
-
-
-class ServerHandle:
+class ServerHandle(_Server):
     """What a caller of `launch` hands out (the local Phoenix, a local model): its child server with the caller's
     own facts beside it. Stopping the handle stops the child; a `with` block stops it on exit."""
 
@@ -110,15 +114,6 @@ class ServerHandle:
         """SIGTERM, wait up to `grace` seconds, then SIGKILL. Idempotent."""
         self.child.stop(grace)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running() else "stopped"
-        return f"{type(self).__name__}(url={self.url!r}, pid={self.pid}, {state})"
 
 class EarlyExit(SelfimproveError):
     """The child exited before it became healthy; `tail` is the end of its log (to spot a taken port)."""

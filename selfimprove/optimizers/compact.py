@@ -28,6 +28,14 @@ SYSTEM = ("You improve the system prompt of an LLM call so that its replies pass
           "Write general instructions; answer with the new system prompt only.")
 
 
+def request(policy: Policy, evals: Sequence[EvalSpec], rows: Sequence[ScoredSample], *, max_chars: int,
+            stored: Sequence[EvalSpec] = (), constitution: Sequence[str] = ()) -> tuple[list[dict[str, str]],
+                                                                                         dict[str, Any]]:
+    """(messages, response_format) of the compact update request, for `ask_update`."""
+    return compact_messages(policy, evals, rows, max_chars=max_chars, stored=stored,
+                            constitution=constitution), response_format()
+
+
 def response_format() -> dict[str, Any]:
     schema = {"type": "object", "properties": {"new_system_prompt": {"type": "string"}},
               "required": ["new_system_prompt"], "additionalProperties": False}

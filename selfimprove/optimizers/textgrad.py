@@ -28,8 +28,7 @@ from typing import Any
 from selfimprove.core.errors import SelfimproveError, UsageError
 from selfimprove.core.records import Edit, Sample
 from selfimprove.optimizers.base import BudgetExhausted, OptimizeContext, OptimizeResult, ScoredSample
-from selfimprove.optimizers.compact import compact_messages
-from selfimprove.optimizers.compact import response_format as compact_format
+from selfimprove.optimizers.compact import request as compact_request
 from selfimprove.optimizers.drift import check_cost, check_slice, confirm_final
 from selfimprove.optimizers.feedback import feedback_items, minibatch, stored_rows
 from selfimprove.optimizers.guards import GuardContext, length_cap, trace_input_texts
@@ -221,9 +220,8 @@ class TextGradOptimizer:
                 gctx.derived_texts[:] = critic.texts()
             fmt = None
             if self.s.metaprompt == "compact":
-                msgs = compact_messages(parent.policy, ctx.evals, batch, max_chars=cap, stored=ctx.stored_evals,
-                                        constitution=self.s.constitution)
-                fmt = compact_format()
+                msgs, fmt = compact_request(parent.policy, ctx.evals, batch, max_chars=cap,
+                                            stored=ctx.stored_evals, constitution=self.s.constitution)
             else:
                 msgs = update_messages(parent.policy, ctx.evals + ctx.stored_evals, items, magnitude=magnitude,
                                        max_chars=cap, clusters=shown, constitution=self.s.constitution)
